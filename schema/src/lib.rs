@@ -1,0 +1,30 @@
+//! The shared data model of exim-pilot.
+//!
+//! Data flows through exim-pilot in three shapes, all defined here so that
+//! every crate speaks the same language:
+//!
+//! 1. [`RawRecord`] (module [`record`]): one log record as the tailer read
+//!    it, with its host, file and offset. This is what travels through Kafka
+//!    in fleet mode and what replay starts from.
+//! 2. [`Event`] (module [`event`]): what the processor's parser makes of one
+//!    record: an arrival, a delivery, a deferral, a rejection...
+//! 3. [`Lifecycle`] (module [`lifecycle`]): what the correlator makes of all
+//!    events of one message: its arrival, each recipient's outcome and every
+//!    delivery attempt.
+//!
+//! Around them: [`MessageId`] and [`LogTime`], the two values every record
+//! starts with, and [`ReasonClass`], the classification of every failure.
+
+pub mod event;
+pub mod id;
+pub mod lifecycle;
+pub mod reason;
+pub mod record;
+pub mod time;
+
+pub use event::{Event, EventKind};
+pub use id::MessageId;
+pub use lifecycle::{Attempt, AttemptResult, Lifecycle, MessageState, Origin, Outcome, Recipient};
+pub use reason::ReasonClass;
+pub use record::{LogFile, RawRecord, RecordOrigin};
+pub use time::{LogTime, Zone};

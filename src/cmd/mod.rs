@@ -1,0 +1,19 @@
+//! One module per subcommand, plus what they share.
+
+pub mod import;
+pub mod lifecycles;
+pub mod parse;
+pub mod report;
+pub mod standalone;
+pub mod trace;
+
+/// Sends `tracing` output to standard error, filtered by `RUST_LOG`
+/// (default: warnings and errors only, so command output stays clean).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,58 @@
+//! `exim-pilot`: the command-line entry point.
+//!
+//! This binary only wires the library crates together: each subcommand
+//! lives in its own module under `cmd/` with an `Args` type (its options)
+//! and a `run` function. `main` turns the result of `run` into an exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// See every Exim message's life, every delivery problem and every queue.
+#[derive(Parser, Debug)]
+#[command(name = "exim-pilot", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Tail this machine's Exim logs, correlate and store them, all in one process.
+    Standalone(cmd::standalone::Args),
+    /// Backfill log files (plain or .gz) into the embedded store.
+    Import(cmd::import::Args),
+    /// Deliverability report from log files or from the embedded store.
+    Report(cmd::report::Args),
+    /// The timeline of one message, or of every message to or from an address.
+    Trace(cmd::trace::Args),
+    /// One JSON object per message: the correlated lifecycles.
+    Lifecycles(cmd::lifecycles::Args),
+    /// Parse log records into typed events and print them.
+    Parse(cmd::parse::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("exim-pilot: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Standalone(args) => cmd::standalone::run(args),
+        Command::Import(args) => cmd::import::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
+        Command::Lifecycles(args) => cmd::lifecycles::run(args),
+        Command::Parse(args) => cmd::parse::run(args),
+    }
+}
