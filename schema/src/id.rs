@@ -66,10 +66,18 @@ fn is_id(b: &[u8]) -> bool {
     let base62 = |s: &[u8]| s.iter().all(u8::is_ascii_alphanumeric);
     match b.len() {
         OLD_ID_LEN => {
-            b[6] == b'-' && b[13] == b'-' && base62(&b[..6]) && base62(&b[7..13]) && base62(&b[14..])
+            b[6] == b'-'
+                && b[13] == b'-'
+                && base62(&b[..6])
+                && base62(&b[7..13])
+                && base62(&b[14..])
         }
         NEW_ID_LEN => {
-            b[6] == b'-' && b[18] == b'-' && base62(&b[..6]) && base62(&b[7..18]) && base62(&b[19..])
+            b[6] == b'-'
+                && b[18] == b'-'
+                && base62(&b[..6])
+                && base62(&b[7..18])
+                && base62(&b[19..])
         }
         _ => false,
     }

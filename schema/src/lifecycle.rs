@@ -244,12 +244,12 @@ pub struct MessageNote {
 }
 
 /// Everything known about one message on one host.
-#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Lifecycle {
     /// The mail server.
     pub host: String,
     /// Exim's message id.
-    pub id: Option<MessageId>,
+    pub id: MessageId,
     /// The envelope sender; `""` for the null sender of bounces.
     pub sender: Option<String>,
     /// `S=` of the arrival.

@@ -54,7 +54,9 @@ impl std::str::FromStr for LogFile {
             "main" | "mainlog" => Ok(LogFile::Main),
             "reject" | "rejectlog" => Ok(LogFile::Reject),
             "panic" | "paniclog" => Ok(LogFile::Panic),
-            other => Err(format!("unknown log kind {other:?}: use main, reject or panic")),
+            other => Err(format!(
+                "unknown log kind {other:?}: use main, reject or panic"
+            )),
         }
     }
 }
@@ -113,5 +115,75 @@ pub mod bytes_as_text {
             Repr::Text(t) => t.into_owned().into_bytes(),
             Repr::Bytes(b) => b,
         })
+    }
+}
+
+/// True when `line` starts a new record: it begins with Exim's timestamp
+/// (`YYYY-MM-DD HH:MM:SS`), an ISO 8601 syslog stamp
+/// (`YYYY-MM-DDTHH:MM:SS`) or an RFC 3164 syslog stamp (`Mmm dd hh:mm:ss`).
+/// Other lines continue the record before them (rejectlog header dumps,
+/// multi-line paniclog entries).
+pub fn is_record_start(line: &[u8]) -> bool {
+    let digit = |i: usize| line.get(i).is_some_and(u8::is_ascii_digit);
+    let at = |i: usize, c: u8| line.get(i) == Some(&c);
+    let iso_date = (0..4).all(digit)
+        && at(4, b'-')
+        && digit(5)
+        && digit(6)
+        && at(7, b'-')
+        && digit(8)
+        && digit(9)
+        && (at(10, b' ') || at(10, b'T'))
+        && digit(11)
+        && digit(12)
+        && at(13, b':');
+    if iso_date {
+        return true;
+    }
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    line.len() >= 15
+        && MONTHS.iter().any(|m| line.starts_with(*m))
+        && at(3, b' ')
+        && (digit(4) || at(4, b' '))
+        && digit(5)
+        && at(6, b' ')
+        && digit(7)
+        && digit(8)
+        && at(9, b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_starts() {
+        assert!(is_record_start(b"2026-12-04 15:54:25.924 [27397] cwd=/"));
+        assert!(is_record_start(
+            b"2024-05-23T10:02:11.123+02:00 mail exim[1]: x"
+        ));
+        assert!(is_record_start(b"May 23 10:02:11 mail exim[2210]: x"));
+        assert!(is_record_start(b"Oct  2 05:12:48 mail2 exim[31044]: x"));
+        assert!(!is_record_start(b"Envelope-from: <a@example.com>"));
+        assert!(!is_record_start(b"  X-Mailer: thing"));
+        assert!(!is_record_start(b"P Received: from"));
+        assert!(!is_record_start(b""));
+    }
+
+    #[test]
+    fn log_file_from_path() {
+        use std::path::Path;
+        assert_eq!(
+            LogFile::from_path(Path::new("/var/log/exim4/mainlog.1.gz")),
+            LogFile::Main
+        );
+        assert_eq!(LogFile::from_path(Path::new("rejectlog")), LogFile::Reject);
+        assert_eq!(
+            LogFile::from_path(Path::new("exim_paniclog-2024")),
+            LogFile::Panic
+        );
     }
 }

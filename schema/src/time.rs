@@ -137,7 +137,10 @@ mod tests {
     fn offset_is_converted_to_utc() {
         let lt = LogTime::with_offset(t("2023-10-11 14:03:27"), 120);
         assert_eq!(lt.to_string(), "2023-10-11T12:03:27.000Z");
-        assert_eq!(lt.resolve(Zone::Fixed(-300)).to_rfc3339(), "2023-10-11T12:03:27+00:00");
+        assert_eq!(
+            lt.resolve(Zone::Fixed(-300)).to_rfc3339(),
+            "2023-10-11T12:03:27+00:00"
+        );
     }
 
     #[test]
