@@ -11,6 +11,9 @@
 //! 3. [`Lifecycle`] (module [`lifecycle`]): what the correlator makes of all
 //!    events of one message: its arrival, each recipient's outcome and every
 //!    delivery attempt.
+//! 4. [`Report`] (module [`report`]): what stores and `exim-pilot report`
+//!    make of many lifecycles and rejections: totals, rates, delays and
+//!    breakdowns, aggregated through mergeable hourly rollup cells.
 //!
 //! Around them: [`MessageId`] and [`LogTime`], the two values every record
 //! starts with, and [`ReasonClass`], the classification of every failure.
@@ -20,6 +23,7 @@ pub mod id;
 pub mod lifecycle;
 pub mod reason;
 pub mod record;
+pub mod report;
 pub mod time;
 
 pub use event::{Event, EventKind};
@@ -27,4 +31,5 @@ pub use id::MessageId;
 pub use lifecycle::{Attempt, AttemptResult, Lifecycle, MessageState, Origin, Outcome, Recipient};
 pub use reason::ReasonClass;
 pub use record::{LogFile, RawRecord, RecordOrigin};
+pub use report::{RejectRecord, Report};
 pub use time::{LogTime, Zone};
