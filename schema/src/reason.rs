@@ -28,7 +28,7 @@ pub enum ReasonClass {
     AuthRelayDenied,
     /// The destination could not be resolved or routed.
     DnsFailure,
-    /// The remote host refused the connection.
+    /// No connection could be made: refused, or no route to the host.
     ConnectionRefused,
     /// A timeout, or the connection was dropped mid-session.
     Timeout,
@@ -40,6 +40,12 @@ pub enum ReasonClass {
     LocalDeliveryError,
     /// The retry time for the address ran out.
     ExpiredRetry,
+    /// No delivery was tried: every host (or the address) is still waiting
+    /// for its retry time after earlier failures.
+    RetryNotReached,
+    /// The client broke the SMTP protocol: syntax and synchronization errors,
+    /// too many non-mail commands.
+    ProtocolError,
     /// An administrator or a filter cancelled the delivery.
     Cancelled,
     /// Nothing else fits.
@@ -48,7 +54,7 @@ pub enum ReasonClass {
 
 impl ReasonClass {
     /// Every class, in the order reports list them.
-    pub const ALL: [ReasonClass; 17] = [
+    pub const ALL: [ReasonClass; 19] = [
         ReasonClass::UnknownRecipient,
         ReasonClass::MailboxFull,
         ReasonClass::MessageTooLarge,
@@ -64,6 +70,8 @@ impl ReasonClass {
         ReasonClass::RemoteError,
         ReasonClass::LocalDeliveryError,
         ReasonClass::ExpiredRetry,
+        ReasonClass::RetryNotReached,
+        ReasonClass::ProtocolError,
         ReasonClass::Cancelled,
         ReasonClass::Other,
     ];
@@ -86,6 +94,8 @@ impl ReasonClass {
             ReasonClass::RemoteError => "remote_error",
             ReasonClass::LocalDeliveryError => "local_delivery_error",
             ReasonClass::ExpiredRetry => "expired_retry",
+            ReasonClass::RetryNotReached => "retry_not_reached",
+            ReasonClass::ProtocolError => "protocol_error",
             ReasonClass::Cancelled => "cancelled",
             ReasonClass::Other => "other",
         }
@@ -106,5 +116,19 @@ impl std::str::FromStr for ReasonClass {
 impl std::fmt::Display for ReasonClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for class in ReasonClass::ALL {
+            assert_eq!(class.as_str().parse::<ReasonClass>(), Ok(class));
+            let json = serde_json::to_string(&class).unwrap();
+            assert_eq!(json, format!("\"{}\"", class.as_str()));
+        }
     }
 }
