@@ -5,6 +5,15 @@
 //! parsing allocates only where Exim's escapes must be decoded. Every event
 //! serialises to a JSON object with a `kind` field naming its kind; the field
 //! names below are the stable names of that JSON form.
+//!
+//! Durations (`QT=`, `DT=`, `RT=`, `D=`) are given in milliseconds, sizes in
+//! bytes. Text is UTF-8: a byte sequence in a classified record that is not
+//! UTF-8 is replaced by U+FFFD in the event, and the raw record (which every
+//! caller keeps next to the event) holds the original bytes. A record that
+//! cannot be classified keeps its bytes in [`EventKind::Unparsed`].
+//! A value the parser could not read into its typed slot (a size of `sss`,
+//! a port of `PORT_D`) is kept as text in the event's `fields` under the
+//! name Exim gave it, so nothing written is dropped.
 
 use std::borrow::Cow;
 
@@ -14,6 +23,10 @@ use crate::{LogTime, MessageId};
 
 /// Text borrowed from the record, or owned after decoding.
 pub type Text<'a> = Cow<'a, str>;
+
+/// Bytes borrowed from the record, or owned after decoding escapes. In JSON
+/// they are a string when they are UTF-8 and an array of numbers otherwise.
+pub type Bytes<'a> = Cow<'a, [u8]>;
 
 /// One parsed log record.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -133,6 +146,20 @@ pub struct SmtpReply<'a> {
     pub text: Text<'a>,
 }
 
+impl SmtpReply<'_> {
+    /// The SMTP command of the stage without its argument: `RCPT TO` for
+    /// `RCPT TO:<bob@example.com>`, `MAIL FROM` for `MAIL FROM:<a@b> SIZE=10`,
+    /// and the whole stage for phases such as `end of data`.
+    pub fn command(&self) -> Option<&str> {
+        let stage = self.stage.as_deref()?;
+        let stage = stage.strip_prefix("pipelined ").unwrap_or(stage);
+        Some(match stage.find(':') {
+            Some(colon) => &stage[..colon],
+            None => stage,
+        })
+    }
+}
+
 /// A field Exim logged that the parser has no slot for; kept, never dropped.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Field<'a> {
@@ -142,6 +169,16 @@ pub struct Field<'a> {
     /// The value after `=`, decoded; empty for a bare flag.
     #[serde(borrow)]
     pub value: Text<'a>,
+}
+
+impl<'a> Field<'a> {
+    /// A field from its name and value.
+    pub fn new(key: impl Into<Text<'a>>, value: impl Into<Text<'a>>) -> Field<'a> {
+        Field {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
 }
 
 /// An arrival, `<=` (or a fake reject, `(=`).
@@ -238,7 +275,8 @@ pub struct Delivery<'a> {
     /// from, when it differs from the address delivered to.
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub original: Option<Text<'a>>,
-    /// `(parent)` forms: intermediate addresses, innermost first.
+    /// `(parent, grandparent)`: the intermediate addresses between
+    /// `address` and `original` (`+all_parents`), innermost first.
     #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
     pub parents: Vec<Text<'a>>,
     /// `F=`: the envelope sender.
@@ -280,6 +318,21 @@ pub struct Delivery<'a> {
     /// `defer (errno)` / the errno of a failure.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub errno: Option<i32>,
+    /// The system's text for a positive errno, `defer (111): Connection
+    /// refused`.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub errno_text: Option<Text<'a>>,
+    /// `routing defer`: the router, not a transport, deferred the address.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub routing: bool,
+    /// The error says `retry time not reached`: no connection was tried
+    /// (`retry time not reached for any host` on a deferral).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub retry_not_reached: bool,
+    /// The remark of a pseudo-delivery: `=> blackhole (RCPT ACL discarded
+    /// recipients)` has address `blackhole` and this remark.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub comment: Option<Text<'a>>,
     /// The error text after the fields (failures and deferrals).
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub error: Option<Text<'a>>,
@@ -360,7 +413,7 @@ pub struct Reject<'a> {
 }
 
 /// A failed SMTP AUTH: `<name> authenticator failed for <host>: <code> <text>`.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
 pub struct AuthFailure<'a> {
     /// The authenticator's name (`PLAIN`, `dovecot_login`...).
     #[serde(borrow)]
@@ -380,12 +433,15 @@ pub struct AuthFailure<'a> {
     /// `(set_id=...)`: the user name the client tried.
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub set_id: Option<Text<'a>>,
+    /// Other fields (`U=`, `Ci=`...).
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
 }
 
 /// A problem with one remote host during a delivery run, logged without an
 /// address: `H=host [ip]:port Connection refused`, a 421 greeting, a TLS
 /// error, `retry time not reached`.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
 pub struct HostProblem<'a> {
     /// The remote host.
     #[serde(borrow)]
@@ -402,6 +458,12 @@ pub struct HostProblem<'a> {
     /// True for `retry time not reached`: a skip, no connection was made.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub retry_not_reached: bool,
+    /// `X=`, `CV=`, `DN=`, `SNI=`, when logged.
+    #[serde(skip_serializing_if = "Tls::is_empty", default, borrow)]
+    pub tls: Tls<'a>,
+    /// Other fields.
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
 }
 
 /// Who did something to a message, and why.
@@ -415,25 +477,153 @@ pub struct Actor<'a> {
     pub reason: Option<Text<'a>>,
 }
 
+/// What a connection-level SMTP record reports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpKind {
+    /// `SMTP connection from ...`: a client connected.
+    #[default]
+    Connect,
+    /// `SMTP connection from ... closed by QUIT` (or `by EOF`).
+    Close,
+    /// The connection was lost: `SMTP connection from ... lost ...`,
+    /// `unexpected disconnection while reading SMTP command`, `SMTP
+    /// connection lost after final dot`.
+    Lost,
+    /// `SMTP command timeout`, `SMTP data timeout`.
+    Timeout,
+    /// `no MAIL in SMTP connection from ...`: the client sent no message.
+    NoMail,
+    /// `incomplete transaction (QUIT) from <sender>`.
+    IncompleteTransaction,
+    /// `SMTP protocol error in "<command>" ...`.
+    ProtocolError,
+    /// `SMTP syntax error in "<command>" ...`.
+    SyntaxError,
+    /// `SMTP protocol synchronization error`: the client talked too early.
+    SyncError,
+    /// `SMTP call from ... dropped: ...`: too many bad or non-mail commands.
+    Dropped,
+    /// A connection refused for a limit: `Connection from ... refused: too
+    /// many connections`, load average, rate limits.
+    Limit,
+    /// `TLS error on connection from ...`: an inbound TLS failure.
+    TlsError,
+}
+
+impl SmtpKind {
+    /// The name, as in the JSON `what` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpKind::Connect => "connect",
+            SmtpKind::Close => "close",
+            SmtpKind::Lost => "lost",
+            SmtpKind::Timeout => "timeout",
+            SmtpKind::NoMail => "no_mail",
+            SmtpKind::IncompleteTransaction => "incomplete_transaction",
+            SmtpKind::ProtocolError => "protocol_error",
+            SmtpKind::SyntaxError => "syntax_error",
+            SmtpKind::SyncError => "sync_error",
+            SmtpKind::Dropped => "dropped",
+            SmtpKind::Limit => "limit",
+            SmtpKind::TlsError => "tls_error",
+        }
+    }
+}
+
 /// A connection-level SMTP record that is not a rejection: connects,
 /// closes, lost connections, timeouts, protocol and syntax errors, limits.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
 pub struct SmtpSession<'a> {
-    /// What happened (see the parser's documentation for the list).
-    #[serde(borrow)]
-    pub what: Text<'a>,
+    /// What happened.
+    pub what: SmtpKind,
     /// The client.
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub host: Option<HostAddr<'a>>,
     /// `I=`: the local interface.
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub interface: Option<Interface<'a>>,
-    /// Free text: the reason, the command, the detail.
+    /// The command a protocol or syntax error quotes, escapes decoded
+    /// (`\026` is the byte 0x16; NULs Exim showed as `?` stay `?`), or the
+    /// `input="..."` of a synchronization error.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "opt_bytes",
+        borrow
+    )]
+    pub command: Option<Bytes<'a>>,
+    /// The envelope sender (`incomplete transaction ... from <x>`).
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub sender: Option<Text<'a>>,
+    /// `D=`: how long the connection lasted, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    /// `C=EHLO,AUTH,QUIT`: the commands of a connection without a message.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub commands: Option<Text<'a>>,
+    /// `(TCP/IP connection count = N)` on a connect.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub connection_count: Option<u32>,
+    /// TLS in use on the connection.
+    #[serde(skip_serializing_if = "Tls::is_empty", default, borrow)]
+    pub tls: Tls<'a>,
+    /// Free text: the reason, the detail (`closed by QUIT`, `lost while
+    /// reading message data`, `AUTH command used when not advertised`).
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub text: Option<Text<'a>>,
-    /// Other fields (`D=`, `C=`, connection count...).
+    /// Other fields (`Ci=`, `U=`, `A=`, `P=`...).
     #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
     pub fields: Vec<Field<'a>>,
+}
+
+/// A failed address verification: `sender verify fail for <x>: reason`
+/// (also `defer`, and recipient verification). The rejection it causes is
+/// logged separately as a [`Reject`], so this is not counted as one.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct VerifyFailure<'a> {
+    /// True for a sender verification, false for a recipient.
+    pub sender: bool,
+    /// True for `verify defer` (a temporary failure).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub temporary: bool,
+    /// The address that failed.
+    #[serde(borrow)]
+    pub address: Text<'a>,
+    /// The client.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub host: Option<HostAddr<'a>>,
+    /// `I=`: the local interface.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub interface: Option<Interface<'a>>,
+    /// Why.
+    #[serde(borrow)]
+    pub reason: Text<'a>,
+    /// Other fields.
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
+}
+
+/// Serde for optional [`Bytes`]: a string when UTF-8, numbers otherwise.
+mod opt_bytes {
+    use std::borrow::Cow;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Cow<'_, [u8]>>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => crate::record::bytes_as_text::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Cow<'de, [u8]>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "crate::record::bytes_as_text")] Vec<u8>);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| Cow::Owned(w.0)))
+    }
 }
 
 /// What one record says.
@@ -526,6 +716,8 @@ pub enum EventKind<'a> {
     Reject(#[serde(borrow)] Box<Reject<'a>>),
     /// A failed authentication.
     AuthFailure(#[serde(borrow)] Box<AuthFailure<'a>>),
+    /// A failed sender or recipient verification.
+    VerifyFailure(#[serde(borrow)] Box<VerifyFailure<'a>>),
     /// Connections, closes, protocol and syntax errors, limits.
     Smtp(#[serde(borrow)] Box<SmtpSession<'a>>),
     /// `Start queue run` / `End queue run`.
@@ -554,6 +746,9 @@ pub enum EventKind<'a> {
         /// The working directory.
         #[serde(borrow)]
         cwd: Text<'a>,
+        /// The argument count Exim logged.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        argc: Option<u32>,
         /// The arguments.
         #[serde(borrow)]
         args: Vec<Text<'a>>,
@@ -567,7 +762,8 @@ pub enum EventKind<'a> {
         #[serde(borrow)]
         text: Text<'a>,
     },
-    /// A paniclog entry.
+    /// A paniclog entry. The message id and time come from its first line,
+    /// as for any record; the text is everything after them.
     Panic {
         /// The whole text, lines joined with `\n`.
         #[serde(borrow)]
@@ -582,7 +778,10 @@ pub enum EventKind<'a> {
         /// `H=`, when present.
         #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
         host: Option<HostAddr<'a>>,
-        /// Other fields (`I=`, `F=`...).
+        /// `I=`, when present.
+        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+        interface: Option<Interface<'a>>,
+        /// Other fields (`F=`, `U=`...).
         #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
         fields: Vec<Field<'a>>,
     },
@@ -621,6 +820,7 @@ impl EventKind<'_> {
             EventKind::Rewrite { .. } => "rewrite",
             EventKind::Reject(_) => "reject",
             EventKind::AuthFailure(_) => "auth_failure",
+            EventKind::VerifyFailure(_) => "verify_failure",
             EventKind::Smtp(_) => "smtp",
             EventKind::QueueRun { .. } => "queue_run",
             EventKind::DaemonStarted { .. } => "daemon_started",

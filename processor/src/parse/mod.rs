@@ -1,0 +1,319 @@
+//! The log parser: one raw record in, one typed [`Event`] out.
+//!
+//! [`records`] cuts a log file into records (joining continuation lines
+//! and syslog's split lines); [`parse_record`] reads one record. The parse
+//! has two steps:
+//!
+//! 1. the header (module `header`): syslog wrapping, Exim's timestamp,
+//!    `[pid]` and the message id;
+//! 2. the body, by its first bytes: `<=` arrivals, the delivery marks
+//!    (`=>`, `->`, `>>`, `*>`, `**`, `==`), the other message-level lines
+//!    (`Completed`, freezes, admin actions; module `message`), and the
+//!    connection-level lines (SMTP connections, rejections, failed
+//!    authentications, host problems; module `session`). Text the parser
+//!    has no kind for becomes an [`EventKind::Note`] that keeps the whole
+//!    text and the host fields in it.
+//!
+//! Only a record without a readable timestamp (blank lines, text that is
+//! not a log) becomes [`EventKind::Unparsed`], keeping its bytes; each one
+//! is counted in [`unparsed_total`].
+//!
+//! Records of the three logs differ after the first line: a rejectlog entry
+//! is followed by the rejected message's envelope and headers, which become
+//! the [`Reject`](exim_pilot_schema::event::Reject)'s `detail`; a paniclog
+//! entry becomes one [`EventKind::Panic`] with all its lines. In a mainlog
+//! record, lines after the first are kept in the event's `fields` under
+//! `continuation` (or in a note's text).
+//!
+//! The parser never fails and never panics: every input gives an event.
+//! Values are borrowed from the record; only escaped text is copied.
+
+mod fields;
+mod header;
+mod message;
+pub mod records;
+mod scan;
+mod session;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use chrono::Datelike;
+use exim_pilot_schema::event::{Event, EventKind, Field, Text};
+use exim_pilot_schema::LogFile;
+use memchr::memchr;
+
+pub use records::{open_log, OwnedRecord, Record, RecordError, RecordReader};
+
+/// Records parsed to [`EventKind::Unparsed`] since the process started.
+static UNPARSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many records this process could not classify, for the
+/// `unparsed_records_total` metric.
+pub fn unparsed_total() -> u64 {
+    UNPARSED.load(Ordering::Relaxed)
+}
+
+/// Options of the parse. The defaults suit a log read on the machine and
+/// in the year it was written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// The year of RFC 3164 syslog stamps (`Oct 22 05:12:48`), which carry
+    /// none. Without it the parser takes the current year, or the year
+    /// before for a month later than the current one (a December log read
+    /// in January). Exim's own timestamp, when the line has one, always
+    /// wins over the syslog stamp.
+    pub syslog_year: Option<i32>,
+}
+
+impl ParseOptions {
+    fn year_for(&self, month: u32) -> i32 {
+        if let Some(y) = self.syslog_year {
+            return y;
+        }
+        static NOW: OnceLock<(i32, u32)> = OnceLock::new();
+        let (year, current) = *NOW.get_or_init(|| {
+            let today = chrono::Utc::now().date_naive();
+            (today.year(), today.month())
+        });
+        if month > current {
+            year - 1
+        } else {
+            year
+        }
+    }
+}
+
+/// Parses one record of `log` (one line, or a multi-line entry joined with
+/// `\n`) with the default options. Never fails: a record that cannot be
+/// classified becomes [`EventKind::Unparsed`] with its bytes.
+pub fn parse_record(log: LogFile, record: &[u8]) -> Event<'_> {
+    parse_record_with(&ParseOptions::default(), log, record)
+}
+
+/// [`parse_record`] with explicit options.
+pub fn parse_record_with<'a>(opts: &ParseOptions, log: LogFile, record: &'a [u8]) -> Event<'a> {
+    let first_end = memchr(b'\n', record).unwrap_or(record.len());
+    let first = &record[..first_end];
+    let continuation = record
+        .get(first_end + 1..)
+        .filter(|_| first_end < record.len());
+
+    let h = match header::read(first, opts) {
+        Ok(h) => h,
+        Err(reason) => return unparsed(reason, record),
+    };
+    // The header only strips a prefix, so the body is a suffix of the line.
+    let body_start = first.len() - h.body.len();
+
+    let kind = match log {
+        LogFile::Panic => EventKind::Panic {
+            text: scan::text(&record[body_start..]),
+        },
+        LogFile::Main | LogFile::Reject => {
+            let kind = body(h.body, h.id.is_some());
+            match continuation {
+                None => kind,
+                Some(more) => attach(kind, &record[body_start..], more),
+            }
+        }
+    };
+    Event {
+        time: h.time,
+        pid: h.pid,
+        id: h.id,
+        syslog: h.syslog,
+        kind,
+    }
+}
+
+fn unparsed<'a>(reason: &'static str, record: &'a [u8]) -> Event<'a> {
+    UNPARSED.fetch_add(1, Ordering::Relaxed);
+    tracing::trace!(reason, bytes = record.len(), "Record not classified");
+    Event {
+        time: None,
+        pid: None,
+        id: None,
+        syslog: None,
+        kind: EventKind::Unparsed {
+            reason: Text::Borrowed(reason),
+            raw: record.to_vec(),
+        },
+    }
+}
+
+/// Classifies the text after the header of a mainlog or rejectlog line.
+fn body(b: &[u8], has_id: bool) -> EventKind<'_> {
+    if b.len() >= 3 && b[2] == b' ' {
+        match &b[..2] {
+            b"<=" => return EventKind::Arrival(Box::new(message::arrival(&b[3..]))),
+            b"(=" => return EventKind::FakeReject(Box::new(message::arrival(&b[3..]))),
+            _ => {
+                if let Some(mark) = message::result_mark(b) {
+                    return message::delivery_event(mark, &b[3..]);
+                }
+            }
+        }
+    }
+    if let Some(kind) = message::other_message_line(b) {
+        return kind;
+    }
+    match b.first() {
+        Some(b'H' | b'U' | b'F' | b'I') if b.get(1) == Some(&b'=') => {
+            return session::fielded_line(b, has_id)
+        }
+        Some(b'S') => {
+            if let Some(kind) = session::smtp_line(b) {
+                return kind;
+            }
+            if let Some(kind) = queue_run(b, true) {
+                return kind;
+            }
+        }
+        Some(b'E') => {
+            if let Some(kind) = queue_run(b, false) {
+                return kind;
+            }
+        }
+        Some(b'e') if b.starts_with(b"exim ") => {
+            if let Some(kind) = daemon_started(b) {
+                return kind;
+            }
+        }
+        Some(b'c') if b.starts_with(b"cwd=") => {
+            if let Some(kind) = arguments(b) {
+                return kind;
+            }
+        }
+        Some(b'D') if b.starts_with(b"DKIM: ") => return dkim(&b[6..]),
+        _ => {}
+    }
+    if let Some(kind) = session::connection_line(b) {
+        return kind;
+    }
+    session::note(b)
+}
+
+/// Keeps the lines after the first: a rejection's header dump becomes its
+/// `detail`; elsewhere they are kept as a `continuation` field, or the
+/// record becomes a note of its whole text when the kind has no fields.
+fn attach<'a>(kind: EventKind<'a>, whole: &'a [u8], more: &'a [u8]) -> EventKind<'a> {
+    let cont = || Field::new("continuation", scan::text(more));
+    let mut kind = kind;
+    match &mut kind {
+        EventKind::Reject(r) => {
+            r.detail = more.split(|c| *c == b'\n').map(scan::text).collect();
+        }
+        EventKind::Arrival(a) | EventKind::FakeReject(a) => a.fields.push(cont()),
+        EventKind::Delivery { delivery: d, .. } => d.fields.push(cont()),
+        EventKind::Failure(d) | EventKind::Deferral(d) => d.fields.push(cont()),
+        EventKind::Smtp(s) => s.fields.push(cont()),
+        EventKind::HostProblem(h) => h.fields.push(cont()),
+        EventKind::AuthFailure(a) => a.fields.push(cont()),
+        EventKind::VerifyFailure(v) => v.fields.push(cont()),
+        EventKind::Dkim { fields, .. } => fields.push(cont()),
+        _ => return session::note(whole),
+    }
+    kind
+}
+
+/// `Start queue run: pid=123 -qf` / `End queue run: pid=123`.
+fn queue_run(b: &[u8], start: bool) -> Option<EventKind<'_>> {
+    let prefix: &[u8] = if start {
+        b"Start queue run"
+    } else {
+        b"End queue run"
+    };
+    let rest = b.strip_prefix(prefix)?;
+    let rest = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
+    let mut runner_pid = None;
+    let mut args = rest;
+    if let Some(p) = rest.strip_prefix(b"pid=") {
+        let (pid, after) = scan::word(p);
+        if let Some(n) = scan::number(pid) {
+            runner_pid = Some(n);
+            args = after;
+        }
+    }
+    Some(EventKind::QueueRun {
+        start,
+        runner_pid,
+        args: (!args.is_empty()).then(|| scan::text(args)),
+    })
+}
+
+/// `exim 4.96 daemon started: pid=..., ...`.
+fn daemon_started(b: &[u8]) -> Option<EventKind<'_>> {
+    let (version, rest) = scan::word(&b[5..]);
+    let detail = rest.strip_prefix(b"daemon started")?;
+    let detail = detail
+        .strip_prefix(b":")
+        .unwrap_or(detail)
+        .trim_ascii_start();
+    Some(EventKind::DaemonStarted {
+        version: scan::text(version),
+        detail: scan::text(detail),
+    })
+}
+
+/// `cwd=/var/spool 3 args: exim -q 1h` (`+arguments`).
+fn arguments(b: &[u8]) -> Option<EventKind<'_>> {
+    let at = scan::find(b, b" args: ")?;
+    let head = &b[4..at];
+    let split = head.iter().rposition(|c| *c == b' ')?;
+    let (cwd, argc) = (&head[..split], scan::number(&head[split + 1..]));
+    let args = split_args(&b[at + 7..]);
+    Some(EventKind::Arguments {
+        cwd: scan::text(cwd),
+        argc,
+        args,
+    })
+}
+
+/// Splits an argument list on spaces, keeping `"quoted args"` whole
+/// (Exim quotes arguments that hold spaces).
+fn split_args(b: &[u8]) -> Vec<Text<'_>> {
+    let mut out = Vec::new();
+    let mut rest = b;
+    while !rest.is_empty() {
+        if rest[0] == b' ' {
+            rest = &rest[1..];
+            continue;
+        }
+        let end = if rest[0] == b'"' {
+            scan::quoted_end(rest).map(|e| e + 1)
+        } else {
+            None
+        };
+        let end = end.unwrap_or_else(|| memchr(b' ', rest).unwrap_or(rest.len()));
+        out.push(scan::text(&rest[..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// `DKIM: d=example.com s=sel c=relaxed/relaxed a=rsa-sha256 b=2048
+/// [verification succeeded]`: every `k=v` pair, and the text that is not.
+fn dkim(b: &[u8]) -> EventKind<'_> {
+    let mut fields = Vec::new();
+    let mut sc = fields::Scanner::new(b);
+    let mut text_start = None;
+    loop {
+        let before = sc.rest;
+        match sc.next() {
+            None => break,
+            Some(fields::Item::Field { key, value, quoted }) => {
+                message::keep(&mut fields, key, value, quoted)
+            }
+            Some(fields::Item::Host(h)) => message::keep(&mut fields, b"H", h.raw, false),
+            Some(fields::Item::Word(_)) | Some(fields::Item::Message(_)) => {
+                text_start = Some(before.trim_ascii_start());
+                break;
+            }
+        }
+    }
+    EventKind::Dkim {
+        fields,
+        text: scan::text(text_start.unwrap_or_default()),
+    }
+}

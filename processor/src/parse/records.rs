@@ -1,0 +1,387 @@
+//! Cutting a log into records.
+//!
+//! A record starts with a line that begins with a timestamp (Exim's own,
+//! or a syslog stamp; see [`is_record_start`]). Lines that do not (a
+//! rejectlog entry's header dump, the rest of a multi-line paniclog entry)
+//! are joined to the record before them with `\n`. An empty line is a record
+//! of its own, so stray blank lines do not glue unrelated text together.
+//!
+//! Through syslog, Exim splits a long line into numbered parts, each a
+//! syslog line of its own whose message starts with `[n/m] ` or `[n\m] `:
+//! `/` says the part was cut mid-line (joined to the next with nothing),
+//! `\` that it ended at a newline of the original (joined with `\n`). The
+//! reader puts consecutive parts of one line back together, keeping the
+//! first part's syslog prefix and dropping the markers. Parts interleaved
+//! with other lines are not re-assembled: each becomes a record.
+//!
+//! Each record carries the byte offset of its first line in the (possibly
+//! decompressed) stream.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use exim_pilot_schema::record::is_record_start;
+use flate2::read::MultiGzDecoder;
+use memchr::memchr;
+
+/// Why a log could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// Reading failed part way (a truncated `.gz` file, an I/O error).
+    #[error("cannot read the log: {0}")]
+    Read(#[from] io::Error),
+}
+
+/// Opens a log for reading: `-` is standard input; a file that starts with
+/// the gzip magic bytes is decompressed (every member of a concatenated
+/// `.gz`), whatever its name.
+pub fn open_log(path: &Path) -> Result<Box<dyn BufRead>, RecordError> {
+    const BUF: usize = 1 << 18;
+    let open_err = |source| RecordError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let raw: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(open_err)?)
+    };
+    let mut reader = BufReader::with_capacity(BUF, raw);
+    let head = reader.fill_buf().map_err(open_err)?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(BufReader::with_capacity(
+            BUF,
+            MultiGzDecoder::new(reader),
+        )))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+/// A record borrowed from the reader's buffer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Record<'r> {
+    /// Byte offset of the record's first line.
+    pub offset: u64,
+    /// The record, without its final newline; lines joined with `\n`.
+    pub bytes: &'r [u8],
+}
+
+/// A record that owns its bytes (what the iterator yields).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OwnedRecord {
+    /// Byte offset of the record's first line.
+    pub offset: u64,
+    /// The record, without its final newline; lines joined with `\n`.
+    pub bytes: Vec<u8>,
+}
+
+/// A `[n/m] ` or `[n\m] ` marker at the start of a syslog message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SplitMarker {
+    pub part: u32,
+    pub parts: u32,
+    /// The part ended at a newline of the original line.
+    pub newline: bool,
+    /// The marker's length, with its trailing space.
+    pub len: usize,
+}
+
+/// Reads a split marker from the start of `b`.
+pub(crate) fn split_marker(b: &[u8]) -> Option<SplitMarker> {
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    let close = memchr(b']', &b[..b.len().min(24)])?;
+    if b.get(close + 1) != Some(&b' ') {
+        return None;
+    }
+    let inner = &b[1..close];
+    let sep = inner.iter().position(|c| *c == b'/' || *c == b'\\')?;
+    let part = super::scan::number(&inner[..sep])?;
+    let parts = super::scan::number(&inner[sep + 1..])?;
+    if part == 0 || part > parts {
+        return None;
+    }
+    Some(SplitMarker {
+        part,
+        parts,
+        newline: inner[sep] == b'\\',
+        len: close + 2,
+    })
+}
+
+/// Where the message of a syslog line starts (after `tag: `), and where
+/// its syslog stamp ends; `None` for lines that are not syslog lines.
+fn syslog_message(line: &[u8]) -> Option<(usize, usize)> {
+    let stamp_end = if line.len() > 16 && line[3] == b' ' && line[9] == b':' {
+        16
+    } else if line.get(10) == Some(&b'T') {
+        memchr(b' ', line)? + 1
+    } else {
+        return None;
+    };
+    let colon = memchr::memmem::find(&line[stamp_end..], b": ")? + stamp_end;
+    Some((stamp_end, colon + 2))
+}
+
+/// The state of a syslog line being re-assembled from its parts.
+struct Split {
+    /// The syslog prefix after the stamp (`host exim[12]: `), which every
+    /// part of the line repeats.
+    key: Vec<u8>,
+    next: u32,
+    parts: u32,
+    newline: bool,
+}
+
+/// Cuts a stream into records.
+pub struct RecordReader<R> {
+    inner: R,
+    /// The line read ahead: the start of the next record.
+    line: Vec<u8>,
+    line_offset: u64,
+    have_line: bool,
+    record: Vec<u8>,
+    pos: u64,
+    split: Option<Split>,
+}
+
+impl<R: BufRead> RecordReader<R> {
+    /// A reader of records from `inner`, starting at offset 0.
+    pub fn new(inner: R) -> RecordReader<R> {
+        RecordReader::starting_at(inner, 0)
+    }
+
+    /// A reader whose first byte is at `offset` in the file (when resuming).
+    pub fn starting_at(inner: R, offset: u64) -> RecordReader<R> {
+        RecordReader {
+            inner,
+            line: Vec::with_capacity(512),
+            line_offset: offset,
+            have_line: false,
+            record: Vec::with_capacity(512),
+            pos: offset,
+            split: None,
+        }
+    }
+
+    /// Reads one line into `self.line`, without its newline; false at the end.
+    fn read_line(&mut self) -> io::Result<bool> {
+        self.line.clear();
+        let n = self.inner.read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line_offset = self.pos;
+        self.pos += n as u64;
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        Ok(true)
+    }
+
+    /// The next record, borrowed until the next call; `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RecordError> {
+        if !self.have_line && !self.read_line()? {
+            return Ok(None);
+        }
+        self.have_line = false;
+        let offset = self.line_offset;
+        self.record.clear();
+        self.start_record();
+
+        // An empty line stands alone.
+        if !self.record.is_empty() {
+            while self.read_line()? {
+                if self.line.is_empty() || is_start(&self.line) {
+                    if self.continue_split() {
+                        continue;
+                    }
+                    self.have_line = true;
+                    break;
+                }
+                self.record.push(b'\n');
+                self.record.extend_from_slice(&self.line);
+            }
+        }
+        Ok(Some(Record {
+            offset,
+            bytes: &self.record,
+        }))
+    }
+
+    /// Moves the read-ahead line into the record, dropping a first split
+    /// marker and remembering that parts should follow.
+    fn start_record(&mut self) {
+        self.split = None;
+        if let Some((stamp_end, msg)) = syslog_message(&self.line) {
+            if let Some(m) = split_marker(&self.line[msg..]) {
+                if m.part == 1 && m.parts > 1 {
+                    self.split = Some(Split {
+                        key: self.line[stamp_end..msg].to_vec(),
+                        next: 2,
+                        parts: m.parts,
+                        newline: m.newline,
+                    });
+                }
+                self.record.extend_from_slice(&self.line[..msg]);
+                self.record.extend_from_slice(&self.line[msg + m.len..]);
+                return;
+            }
+        }
+        self.record.extend_from_slice(&self.line);
+    }
+
+    /// Appends the read-ahead line when it is the next part of the line
+    /// being re-assembled.
+    fn continue_split(&mut self) -> bool {
+        let Some(split) = &mut self.split else {
+            return false;
+        };
+        let Some((stamp_end, msg)) = syslog_message(&self.line) else {
+            return false;
+        };
+        let Some(m) = split_marker(&self.line[msg..]) else {
+            return false;
+        };
+        if m.part != split.next || m.parts != split.parts || self.line[stamp_end..msg] != split.key
+        {
+            return false;
+        }
+        if split.newline {
+            self.record.push(b'\n');
+        }
+        self.record.extend_from_slice(&self.line[msg + m.len..]);
+        split.next += 1;
+        split.newline = m.newline;
+        if m.part == m.parts {
+            self.split = None;
+        }
+        true
+    }
+}
+
+/// A record starts with a timestamp, or with an RFC 5424 `<PRI>` before one.
+fn is_start(line: &[u8]) -> bool {
+    if is_record_start(line) {
+        return true;
+    }
+    if line.first() == Some(&b'<') {
+        if let Some(close) = memchr(b'>', &line[..line.len().min(6)]) {
+            let rest = &line[close + 1..];
+            let rest = rest.strip_prefix(b"1 ").unwrap_or(rest);
+            return is_record_start(rest);
+        }
+    }
+    false
+}
+
+impl<R: BufRead> Iterator for RecordReader<R> {
+    type Item = Result<OwnedRecord, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_record() {
+            Ok(Some(r)) => Some(Ok(OwnedRecord {
+                offset: r.offset,
+                bytes: r.bytes.to_vec(),
+            })),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(input: &str) -> Vec<(u64, String)> {
+        RecordReader::new(input.as_bytes())
+            .map(|r| {
+                let r = r.unwrap();
+                (r.offset, String::from_utf8(r.bytes).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn continuation_lines_join_the_record_before() {
+        let input = "2024-01-02 03:04:05 H=x rejected after DATA: no\n\
+                     Envelope-from: <a@example.com>\n\
+                     \tfolded\n\
+                     2024-01-02 03:04:06 Completed\n";
+        let r = records(input);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[0].1,
+            "2024-01-02 03:04:05 H=x rejected after DATA: no\n\
+             Envelope-from: <a@example.com>\n\tfolded"
+        );
+        assert_eq!(r[1].0, input.find("2024-01-02 03:04:06").unwrap() as u64);
+    }
+
+    #[test]
+    fn blank_lines_stand_alone_and_crlf_is_dropped() {
+        let r = records("2024-01-02 03:04:05 a\r\n\n\nx\n2024-01-02 03:04:05 b");
+        let texts: Vec<_> = r.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "2024-01-02 03:04:05 a",
+                "",
+                "",
+                "x",
+                "2024-01-02 03:04:05 b"
+            ]
+        );
+    }
+
+    #[test]
+    fn syslog_parts_are_reassembled() {
+        let input = "May  3 10:00:00 mx exim[7]: [1/3] 2024-05-03 10:00:00 abc\n\
+                     May  3 10:00:00 mx exim[7]: [2\\3] def\n\
+                     May  3 10:00:01 mx exim[7]: [3/3] ghi\n\
+                     May  3 10:00:01 mx exim[8]: other\n";
+        let r = records(input);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[0].1,
+            "May  3 10:00:00 mx exim[7]: 2024-05-03 10:00:00 abcdef\nghi"
+        );
+        assert_eq!(r[1].1, "May  3 10:00:01 mx exim[8]: other");
+    }
+
+    #[test]
+    fn interleaved_parts_stay_apart() {
+        let input = "May  3 10:00:00 mx exim[7]: [1/2] abc\n\
+                     May  3 10:00:00 mx exim[9]: hello\n\
+                     May  3 10:00:00 mx exim[7]: [2/2] def\n";
+        assert_eq!(records(input).len(), 3);
+    }
+
+    #[test]
+    fn gzip_is_detected_by_magic() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mainlog.1");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"2024-01-02 03:04:05 Completed\n").unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let reader = RecordReader::new(open_log(&path).unwrap());
+        let all: Vec<_> = reader.map(|r| r.unwrap().bytes).collect();
+        assert_eq!(all, [b"2024-01-02 03:04:05 Completed".to_vec()]);
+    }
+}
