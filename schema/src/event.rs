@@ -686,6 +686,9 @@ pub enum EventKind<'a> {
         /// The address.
         #[serde(borrow)]
         address: Text<'a>,
+        /// The text after `error ignored: `, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+        reason: Option<Text<'a>>,
     },
     /// A per-host problem during a delivery run.
     HostProblem(#[serde(borrow)] Box<HostProblem<'a>>),

@@ -48,17 +48,31 @@ impl<'a> Scanner<'a> {
     /// spaces (`<"a b"@example.com>`).
     pub fn take_address(&mut self) -> &'a [u8] {
         let b = trim_start(self.rest);
-        let end = if b.first() == Some(&b'<') {
-            angle_end(b)
-        } else {
-            None
-        };
-        let end = end
-            .map(|e| e + 1)
-            .unwrap_or_else(|| memchr(b' ', b).unwrap_or(b.len()));
+        let end = address_end(b);
         self.rest = &b[end..];
         &b[..end]
     }
+}
+
+/// The length of the address at the start of `b`: an angle-bracketed
+/// address, or a word in which a quoted local part may hold spaces
+/// (`"with spaces"@example.com`).
+pub(crate) fn address_end(b: &[u8]) -> usize {
+    match b.first() {
+        Some(b'<') => {
+            if let Some(e) = angle_end(b) {
+                return e + 1;
+            }
+        }
+        Some(b'"') => {
+            if let Some(q) = memchr(b'"', &b[1..]) {
+                let after = q + 2;
+                return after + memchr(b' ', &b[after..]).unwrap_or(b.len() - after);
+            }
+        }
+        _ => {}
+    }
+    memchr(b' ', b).unwrap_or(b.len())
 }
 
 fn trim_start(mut b: &[u8]) -> &[u8] {

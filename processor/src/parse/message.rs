@@ -123,7 +123,7 @@ pub(crate) fn arrival(b: &[u8]) -> Arrival<'_> {
                 a.host = Some(h.host);
             }
             Item::Word(b"K") => a.chunking = true,
-            Item::Word(w @ (b"L" | b"L-")) => a.pipelining = Some(text(w)),
+            Item::Word(w @ (b"L" | b"L-" | b"L*" | b"L.")) => a.pipelining = Some(text(w)),
             Item::Word(b"from") => {
                 a.from_header = Some(text(strip_angles(sc.take_address())));
             }
@@ -212,7 +212,9 @@ pub(crate) fn delivery(b: &[u8]) -> Delivery<'_> {
     let mut d = Delivery::default();
     let rest = address_part(b, &mut d);
     let mut sc = Scanner::new(rest);
-    while let Some(item) = sc.next() {
+    loop {
+        let before = sc.rest;
+        let Some(item) = sc.next() else { break };
         match item {
             Item::Field { key, value, quoted } => match key {
                 b"F" => d.sender = Some(text(strip_angles(value))),
@@ -258,6 +260,22 @@ pub(crate) fn delivery(b: &[u8]) -> Delivery<'_> {
                     sc.rest = &t[end..];
                 }
             }
+            Item::Word(w) if w.first() == Some(&b'(') => {
+                // A remark in parentheses after a field (`ST=local_delivery
+                // (mailbox ... not a regular file)`).
+                let whole = &before[before.len() - before.trim_ascii_start().len()..];
+                let end = close_paren(whole).map_or(whole.len(), |e| e + 1);
+                keep(&mut d.fields, b"comment", &whole[1..end.max(2) - 1], false);
+                sc.rest = &whole[end..];
+            }
+            Item::Word(w) if d.error.is_none() && !has_field_after(sc.rest) => {
+                // Free text without a `: ` (`** a@b routing yielded a local
+                // delivery`): the error.
+                let _ = w;
+                let whole = before.trim_ascii_start();
+                set_error(&mut d, whole);
+                sc.rest = &[];
+            }
             Item::Word(w) => keep(&mut d.fields, w, b"", false),
             Item::Message(m) => set_error(&mut d, m),
         }
@@ -266,6 +284,11 @@ pub(crate) fn delivery(b: &[u8]) -> Delivery<'_> {
         d.retry_not_reached = e.contains("retry time not reached");
     }
     d
+}
+
+/// True when a `KEY=value` field follows somewhere in `b`.
+fn has_field_after(b: &[u8]) -> bool {
+    b.split(|c| *c == b' ').any(starts_fields)
 }
 
 /// `(-44)` → -44.
@@ -295,7 +318,7 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
     let mut end = if b.first() == Some(&b':') {
         memchr::memchr(b':', &b[1..]).map_or(b.len(), |i| i + 2)
     } else {
-        memchr::memchr(b' ', b).unwrap_or(b.len())
+        super::fields::address_end(b)
     };
     let mut address = &b[..end];
     if address.len() > 1 && address.ends_with(b":") && b[0] != b':' {
@@ -433,10 +456,18 @@ pub(crate) fn other_message_line(b: &[u8]) -> Option<EventKind<'_>> {
             reason: text(&b[23..]),
         },
         b'"' => rewrite(b)?,
-        _ if b.ends_with(b": error ignored") => EventKind::ErrorIgnored {
-            address: text(strip_angles(&b[..b.len() - 15])),
-        },
-        _ => return None,
+        _ => {
+            let at = find(b, b": error ignored")?;
+            let reason = match &b[at + 15..] {
+                [] => None,
+                [b':', b' ', why @ ..] => Some(text(why)),
+                _ => return None,
+            };
+            EventKind::ErrorIgnored {
+                address: text(strip_angles(&b[..at])),
+                reason,
+            }
+        }
     };
     Some(kind)
 }

@@ -117,7 +117,7 @@ pub(crate) fn fielded_line<'a>(body: &'a [u8], has_id: bool) -> EventKind<'a> {
         if let Some(tail) = rest.strip_prefix(b"incomplete transaction ") {
             return incomplete_transaction(p, tail);
         }
-        if find(rest, b" authenticator failed for ").is_some() {
+        if find(rest, b" authenticator failed ").is_some() {
             if let Some(kind) = auth_failure(rest, Some(&mut p)) {
                 return kind;
             }
@@ -274,13 +274,15 @@ pub(crate) fn auth_failure<'a>(
     b: &'a [u8],
     prefix: Option<&mut Prefix<'a>>,
 ) -> Option<EventKind<'a>> {
-    let at = find(b, b"authenticator failed for ")?;
+    let at = find(b, b"authenticator failed ")?;
     let name = b[..at].trim_ascii();
     if name.is_empty() || name.contains(&b' ') {
         return None;
     }
+    let after = &b[at + 21..];
+    let after = after.strip_prefix(b"for ").unwrap_or(after);
     let mut p = Prefix::default();
-    let rest = from_host(&mut p, &b[at + 25..]);
+    let rest = from_host(&mut p, after);
     if let Some(outer) = prefix {
         // Fields before the name (`H=` logged first) also count.
         if p.host.is_none() {
@@ -547,6 +549,12 @@ pub(crate) fn connection_line(b: &[u8]) -> Option<EventKind<'_>> {
         return Some(EventKind::Smtp(Box::new(s)));
     }
 
+    // `refused connection from [ip] (host_reject_connection)`.
+    if let Some(t) = b.strip_prefix(b"refused connection from ") {
+        let reason = from_host(&mut p, t);
+        return Some(simple_reject(p, RejectStage::Connect, reason));
+    }
+
     // Connection limits: `Connection from [ip] refused: too many
     // connections`, `rejected connection from ...`.
     if let Some(t) = b.strip_prefix(b"Connection from ") {
@@ -556,7 +564,7 @@ pub(crate) fn connection_line(b: &[u8]) -> Option<EventKind<'_>> {
         return Some(EventKind::Smtp(Box::new(s)));
     }
 
-    if find(b, b"authenticator failed for ").is_some() {
+    if find(b, b"authenticator failed ").is_some() {
         return auth_failure(b, None);
     }
     None
