@@ -1,1 +1,131 @@
-//! placeholder
+//! Storage for exim-pilot: the [`Store`] interface and its embedded SQLite
+//! implementation.
+//!
+//! The processor hands a store what it made of the logs: raw records,
+//! message lifecycles and SMTP rejections, together with the tailer's
+//! checkpoints and its own state, in one [`Batch`]. The CLI, the API and
+//! the standalone pipeline read back through the same interface: one
+//! message's lifecycle and raw lines, searches, full-text search over the
+//! logs, deliverability reports, per-server summaries. Stores are shared as
+//! `Arc<dyn Store>`.
+//!
+//! - [`Store`] (this file): the interface every backend implements.
+//! - [`types`]: the values that cross it.
+//! - [`sqlite`]: [`SqliteStore`], the embedded backend of standalone mode.
+//! - `conformance` (feature `testing`): behaviour tests written once,
+//!   run against every backend.
+//!
+//! Reports come from rollup cells (see `exim_pilot_schema::report`) that
+//! the store keeps up to date as lifecycles change, so a report over months
+//! reads a few thousand cells, not millions of messages.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use exim_pilot_schema::report::{ReportCells, ReportOptions};
+use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
+
+pub mod error;
+pub mod sqlite;
+pub mod types;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+
+pub use error::{Result, StoreError};
+pub use sqlite::SqliteStore;
+pub use types::{
+    AuditEntry, AuditFilter, Batch, BatchSummary, Blob, Bucket, CellQuery, HostSummary, LineQuery,
+    MessageFilter, Page, PageRequest, RejectFilter, Retention, RetentionSummary, StoredRecord,
+    MAX_PAGE,
+};
+
+/// A place where exim-pilot keeps what it learned from the logs.
+///
+/// Every write is idempotent: records and rejections are named by their
+/// origin (host, file identity, offset) and stored once; a lifecycle is
+/// named by (host, message id) and replaced by its newer version, with the
+/// rollups moved from its old numbers to its new ones. Writing the same
+/// batch twice changes nothing.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Writes a batch in one transaction: all of it or none of it.
+    async fn commit_batch(&self, batch: Batch) -> Result<BatchSummary>;
+
+    /// Saves one named blob on its own. Prefer putting it in the batch of
+    /// the data it describes.
+    async fn save_blob(&self, name: &str, data: &[u8]) -> Result<()> {
+        let batch = Batch {
+            blobs: vec![types::Blob {
+                name: name.to_string(),
+                data: data.to_vec(),
+            }],
+            ..Batch::default()
+        };
+        self.commit_batch(batch).await.map(|_| ())
+    }
+
+    /// A named blob, if saved.
+    async fn load_blob(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// The lifecycle of one message on one server.
+    async fn lifecycle(&self, host: &str, id: MessageId) -> Result<Option<Lifecycle>>;
+
+    /// Every lifecycle with this message id, on any server (ids are unique
+    /// per server, and a relayed message keeps no id across servers, but
+    /// two servers may produce the same id).
+    async fn lifecycles_by_id(&self, id: MessageId) -> Result<Vec<Lifecycle>>;
+
+    /// The raw records of one message, in log order.
+    async fn message_records(&self, host: &str, id: MessageId) -> Result<Vec<StoredRecord>>;
+
+    /// Lifecycles matching a filter, newest first, a page at a time.
+    async fn search(&self, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Lifecycle>>;
+
+    /// Every lifecycle to or from an address, newest first.
+    async fn lifecycles_by_address(
+        &self,
+        address: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Lifecycle>> {
+        let filter = MessageFilter {
+            address: Some(address.to_string()),
+            ..MessageFilter::default()
+        };
+        self.search(&filter, page).await
+    }
+
+    /// SMTP rejections matching a filter, newest first.
+    async fn rejects(
+        &self,
+        filter: &RejectFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RejectRecord>>;
+
+    /// The deliverability report over a range, from the rollups.
+    async fn report(&self, options: &ReportOptions) -> Result<Report>;
+
+    /// Rollup cells over a range, per hour or day.
+    async fn cells(&self, query: &CellQuery) -> Result<ReportCells>;
+
+    /// Raw lines of any log matching a full-text query, most recently
+    /// stored first.
+    async fn search_lines(&self, query: &LineQuery) -> Result<Vec<StoredRecord>>;
+
+    /// Every mail server seen, by name.
+    async fn hosts(&self) -> Result<Vec<HostSummary>>;
+
+    /// Appends an entry to the audit trail.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// Audit entries matching a filter, newest first.
+    async fn audit_log(&self, filter: &AuditFilter, page: &PageRequest)
+        -> Result<Page<AuditEntry>>;
+
+    /// Deletes what is older than the policy allows, as of `now`.
+    async fn apply_retention(
+        &self,
+        policy: &Retention,
+        now: DateTime<Utc>,
+    ) -> Result<RetentionSummary>;
+}

@@ -1,0 +1,274 @@
+//! The embedded store: SQLite in one file, for standalone mode.
+//!
+//! One writer connection and a few reader connections share the database
+//! in WAL mode, so reads never wait for writes and see every committed
+//! batch. SQLite calls block, so every operation runs on Tokio's blocking
+//! thread pool and async callers are never stalled. `synchronous=NORMAL`
+//! in WAL mode keeps every committed transaction across a process crash;
+//! only an operating-system crash or power loss can lose the last few,
+//! and then the store still holds whole batches with their checkpoints, so
+//! reading resumes where the data stops.
+//!
+//! - [`migrations`]: the schema and its versions.
+//! - `write`: batches, lifecycle upserts and rollup maintenance.
+//! - `read`: lookups, searches, reports.
+//! - `retention`: deleting old data in small chunks.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+use exim_pilot_schema::report::{ReportCells, ReportOptions};
+use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
+
+use crate::error::{Result, StoreError};
+use crate::types::*;
+use crate::Store;
+
+mod codec;
+pub mod migrations;
+mod read;
+mod retention;
+mod write;
+
+/// The database file's name inside a data directory.
+pub const DATABASE_FILE: &str = "exim-pilot.sqlite";
+
+/// How many read connections a store keeps.
+const READERS: usize = 4;
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves the connection usable: SQLite
+    // rolls back the open transaction when its guard is dropped.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -{cache_kib};
+         PRAGMA foreign_keys = OFF;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in a data directory, in the
+    /// file [`DATABASE_FILE`]. Blocks: call it before starting work, or
+    /// from a blocking task.
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<SqliteStore> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        SqliteStore::open(dir.join(DATABASE_FILE))
+    }
+
+    /// Opens (creating if needed) the store in one database file and
+    /// brings its schema up to date. Blocks.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+
+        let mut writer = Connection::open(&path).map_err(open_err)?;
+        writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(open_err)?;
+        configure(&writer, 65_536).map_err(open_err)?;
+        migrations::migrate(&mut writer)?;
+
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
+            configure(&conn, 16_384).map_err(open_err)?;
+            readers.push(Mutex::new(conn));
+        }
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer connection on a blocking thread.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || f(&mut lock(&writer)))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` on a free reader connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // Take the first idle connection, else wait for the next in turn.
+            for i in 0..readers.len() {
+                let m = &readers[(start + i) % readers.len()];
+                if let Ok(conn) = m.try_lock() {
+                    return f(&conn);
+                }
+            }
+            f(&lock(&readers[start % readers.len()]))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Recomputes every rollup cell from the stored lifecycles and
+    /// rejections. Needed only when the way lifecycles are counted changes
+    /// between versions; cells of lifecycles already dropped by retention
+    /// are lost by a rebuild.
+    pub async fn rebuild_rollups(&self) -> Result<()> {
+        self.write(write::rebuild_rollups).await
+    }
+
+    /// Folds the write-ahead log into the database file (done by SQLite on
+    /// its own as the log grows; useful before copying the file).
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.write(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit_batch(&self, batch: Batch) -> Result<BatchSummary> {
+        if batch.is_empty() {
+            return Ok(BatchSummary::default());
+        }
+        self.write(move |conn| write::commit_batch(conn, batch))
+            .await
+    }
+
+    async fn load_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let name = name.to_string();
+        self.read(move |conn| read::load_blob(conn, &name)).await
+    }
+
+    async fn lifecycle(&self, host: &str, id: MessageId) -> Result<Option<Lifecycle>> {
+        let host = host.to_string();
+        self.read(move |conn| read::lifecycle(conn, &host, id))
+            .await
+    }
+
+    async fn lifecycles_by_id(&self, id: MessageId) -> Result<Vec<Lifecycle>> {
+        self.read(move |conn| read::lifecycles_by_id(conn, id))
+            .await
+    }
+
+    async fn message_records(&self, host: &str, id: MessageId) -> Result<Vec<StoredRecord>> {
+        let host = host.to_string();
+        self.read(move |conn| read::message_records(conn, &host, id))
+            .await
+    }
+
+    async fn search(&self, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Lifecycle>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| read::search(conn, &filter, &page))
+            .await
+    }
+
+    async fn rejects(
+        &self,
+        filter: &RejectFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RejectRecord>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| read::rejects(conn, &filter, &page))
+            .await
+    }
+
+    async fn report(&self, options: &ReportOptions) -> Result<Report> {
+        let options = options.clone();
+        self.read(move |conn| read::report(conn, &options)).await
+    }
+
+    async fn cells(&self, query: &CellQuery) -> Result<ReportCells> {
+        let query = query.clone();
+        self.read(move |conn| read::cells(conn, &query)).await
+    }
+
+    async fn search_lines(&self, query: &LineQuery) -> Result<Vec<StoredRecord>> {
+        let query = query.clone();
+        self.read(move |conn| read::search_lines(conn, &query))
+            .await
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostSummary>> {
+        self.read(read::hosts).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let entry = entry.clone();
+        self.write(move |conn| write::append_audit(conn, &entry))
+            .await
+    }
+
+    async fn audit_log(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| read::audit_log(conn, &filter, &page))
+            .await
+    }
+
+    async fn apply_retention(
+        &self,
+        policy: &Retention,
+        now: DateTime<Utc>,
+    ) -> Result<RetentionSummary> {
+        retention::apply(self, policy, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! The conformance suite and SQLite-specific tests on temporary databases.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tempfile::TempDir;
+
+use super::SqliteStore;
+use crate::conformance::Backend;
+use crate::{Result, Store};
+
+/// Stores in temporary directories, deleted when the backend is dropped.
+#[derive(Default)]
+struct TempSqlite {
+    dirs: Mutex<Vec<TempDir>>,
+}
+
+#[async_trait]
+impl Backend for TempSqlite {
+    async fn create(&self) -> Result<(Arc<dyn Store>, String)> {
+        let dir = TempDir::new().expect("temporary directory");
+        let path = dir.path().to_string_lossy().into_owned();
+        self.dirs.lock().expect("dirs").push(dir);
+        let store = SqliteStore::open_dir(&path)?;
+        Ok((Arc::new(store), path))
+    }
+
+    async fn reopen(&self, name: &str) -> Result<Arc<dyn Store>> {
+        Ok(Arc::new(SqliteStore::open_dir(name)?))
+    }
+}
+
+crate::store_conformance_tests!(TempSqlite::default());
+
+#[tokio::test]
+async fn schema_is_migrated_once_and_reopened_without_change() {
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(store.path(), dir.path().join(super::DATABASE_FILE));
+    drop(store);
+    let again = SqliteStore::open_dir(dir.path()).unwrap();
+    let conn = again.readers[0].lock().unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, super::migrations::latest_version());
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn rebuilt_rollups_equal_maintained_ones() {
+    use crate::conformance::fixtures;
+    use crate::types::Batch;
+    use exim_pilot_schema::report::ReportOptions;
+
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let lcs = fixtures::varied();
+    let updated: Vec<_> = lcs
+        .iter()
+        .map(|l| fixtures::now_delivered(l, fixtures::at(9000)))
+        .collect();
+    for batch in [lcs, updated] {
+        store
+            .commit_batch(Batch {
+                lifecycles: batch,
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+    }
+    let maintained = store.report(&ReportOptions::default()).await.unwrap();
+    store.rebuild_rollups().await.unwrap();
+    assert_eq!(
+        store.report(&ReportOptions::default()).await.unwrap(),
+        maintained
+    );
+}
