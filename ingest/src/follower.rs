@@ -284,8 +284,10 @@ impl Follower {
             .as_ref()
             .and_then(|live| live.quiet_deadline(self.config.group_quiet));
         let mut wake = (now + self.config.poll_interval).min(deadline);
-        if let Some(quiet) = quiet {
-            wake = wake.min(quiet.max(now));
+        // A record already due waits for the next poll like everything else
+        // (it is held only while the reading is not at the end of the file).
+        if let Some(quiet) = quiet.filter(|&quiet| quiet > now) {
+            wake = wake.min(quiet);
         }
         wake
     }

@@ -15,9 +15,10 @@
 //! ([`Source::flush_quiet`]), so the last record of a quiet log is not held
 //! for ever.
 //!
-//! Lines and records are bounded: a line that reaches `max_record_bytes`
-//! without a newline is cut there and each piece becomes its own record, and
-//! a record stops taking continuation lines before it would exceed that size.
+//! Lines and records are bounded by `max_record_bytes`: a longer line is
+//! cut into pieces of that size, each its own record, and a record stops
+//! taking continuation lines before it would exceed that size (the next
+//! continuation line then starts a record of its own).
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -80,6 +80,12 @@ impl Tailer {
         let mut checkpoints: Vec<PathBuf> = Vec::new();
         for spec in &config.logs {
             let paths = siblings::expand_log_path(&spec.path).map_err(IngestError::Config)?;
+            if paths.is_empty() {
+                return Err(IngestError::Config(format!(
+                    "{} matches no file: give the log's path without wildcards to wait for it",
+                    spec.path.display()
+                )));
+            }
             if paths.len() != 1 && spec.checkpoint.is_some() {
                 return Err(IngestError::Config(format!(
                     "{}: a checkpoint file can only be given for a path without wildcards",

@@ -88,6 +88,14 @@ pub fn texts(records: &[RawRecord]) -> Vec<String> {
         .collect()
 }
 
+/// What names a record and what it holds, without the read time.
+pub fn keyed(records: &[RawRecord]) -> Vec<(exim_pilot_schema::record::RecordOrigin, Vec<u8>)> {
+    records
+        .iter()
+        .map(|r| (r.origin.clone(), r.bytes.clone()))
+        .collect()
+}
+
 /// The lines numbered `range`.
 pub fn lines(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(line).collect()
