@@ -166,12 +166,19 @@ pub fn classify(evidence: &Evidence<'_>) -> ReasonClass {
 
 /// Classifies a `**` failure (`temporary == false`) or a `==` deferral.
 pub fn classify_delivery(delivery: &Delivery<'_>, temporary: bool) -> ReasonClass {
+    if delivery.retry_not_reached {
+        return ReasonClass::RetryNotReached;
+    }
     classify(&delivery_evidence(delivery, temporary))
 }
 
 /// The evidence a delivery result line carries.
 pub fn delivery_evidence<'d>(delivery: &'d Delivery<'_>, temporary: bool) -> Evidence<'d> {
-    let text = delivery.error.as_deref().unwrap_or("");
+    let text = delivery
+        .error
+        .as_deref()
+        .or(delivery.errno_text.as_deref())
+        .unwrap_or("");
     let scope = delivery_scope(delivery, text);
     let mut evidence = match &delivery.reply {
         Some(reply) => Evidence {

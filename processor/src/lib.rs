@@ -6,4 +6,5 @@
 //! events.
 
 pub mod classify;
+pub mod correlate;
 pub mod parse;
