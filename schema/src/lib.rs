@@ -1,6 +1,6 @@
 //! The shared data model of exim-pilot.
 //!
-//! Data flows through exim-pilot in three shapes, all defined here so that
+//! Data flows through exim-pilot in four shapes, all defined here so that
 //! every crate speaks the same language:
 //!
 //! 1. [`RawRecord`] (module [`record`]): one log record as the tailer read

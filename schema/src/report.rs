@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Reject, RejectStage};
+use crate::event::{AuthFailure, Reject, RejectStage};
 use crate::lifecycle::{AttemptResult, Lifecycle, MessageState, Origin, Outcome, Recipient};
 use crate::record::RecordOrigin;
 use crate::{MessageId, ReasonClass};
@@ -981,6 +981,34 @@ impl RejectRecord {
             recipient: reject.recipient.as_deref().map(str::to_string),
             message_id,
             reason: reject.reason.to_string(),
+            class,
+        }
+    }
+
+    /// Builds the stored form of a failed SMTP AUTH, which clients see as a
+    /// rejection of the `AUTH` command (temporary when the code is 4xx).
+    pub fn from_auth_failure(
+        origin: RecordOrigin,
+        at: DateTime<Utc>,
+        failure: &AuthFailure<'_>,
+        class: ReasonClass,
+    ) -> RejectRecord {
+        let h = &failure.host;
+        RejectRecord {
+            origin,
+            at,
+            stage: RejectStage::Auth,
+            temporary: failure.code.is_some_and(|c| (400..500).contains(&c)),
+            client_ip: h.ip.as_deref().map(str::to_string),
+            client_name: h.name.as_deref().map(str::to_string),
+            helo: h.helo.as_deref().map(str::to_string),
+            sender: None,
+            recipient: None,
+            message_id: None,
+            reason: format!(
+                "{} authenticator failed: {}",
+                failure.authenticator, failure.text
+            ),
             class,
         }
     }
