@@ -63,33 +63,34 @@
 //!                             | mailbox disabled
 //! 17  unknown_recipient     code: 500-599 and text: mailbox unavailable | unrouteable address
 //!                             | unroutable address
-//! 18  dns_failure           text: unrouteable | unroutable | host not found
+//! 18  unknown_recipient     scope: reject and text: unrouteable address | unroutable address
+//! 19  dns_failure           text: unrouteable | unroutable | host not found
 //!                             | host lookup did not complete | name or service not known
 //!                             | nxdomain | no mx | mx record | could not resolve
 //!                             | unknown host | dns
-//! 19  connection_refused    text: connection refused | no route to host
+//! 20  connection_refused    text: connection refused | no route to host
 //!                             | network is unreachable
 //!                             | host is unreachable or errno 111, 113, 101
-//! 20  timeout               text: timeout | timed out | connection reset | closed connection
+//! 21  timeout               text: timeout | timed out | connection reset | closed connection
 //!                             | connection closed | lost connection | connection lost
 //!                             | unexpected disconnection | broken pipe or errno 110, 104, 32
-//! 21  unknown_recipient     enhanced: X.1.1 | X.1.6 | X.2.1
-//! 22  dns_failure           enhanced: X.1.2 | X.1.10 | X.4.3 | X.4.4
-//! 23  mailbox_full          enhanced: X.2.2
-//! 24  message_too_large     enhanced: X.2.3 | X.3.4
-//! 25  timeout               enhanced: X.4.1 | X.4.2
-//! 26  expired_retry         enhanced: X.4.7
-//! 27  rate_limit            enhanced: X.5.3 | X.7.28
-//! 28  auth_relay_denied     enhanced: X.7.8 | X.7.9
-//! 29  auth_relay_denied     code: 530-535
-//! 30  tls_failure           enhanced: X.7.5 | X.7.10 | X.7.11
-//! 31  local_delivery_error  scope: local
-//! 32  policy_blocklist      text: policy | not allowed | not permitted | prohibited | denied
+//! 22  unknown_recipient     enhanced: X.1.1 | X.1.6 | X.2.1
+//! 23  dns_failure           enhanced: X.1.2 | X.1.10 | X.4.3 | X.4.4
+//! 24  mailbox_full          enhanced: X.2.2
+//! 25  message_too_large     enhanced: X.2.3 | X.3.4
+//! 26  timeout               enhanced: X.4.1 | X.4.2
+//! 27  expired_retry         enhanced: X.4.7
+//! 28  rate_limit            enhanced: X.5.3 | X.7.28
+//! 29  auth_relay_denied     enhanced: X.7.8 | X.7.9
+//! 30  auth_relay_denied     code: 530-535
+//! 31  tls_failure           enhanced: X.7.5 | X.7.10 | X.7.11
+//! 32  local_delivery_error  scope: local
+//! 33  policy_blocklist      text: policy | not allowed | not permitted | prohibited | denied
 //!                             | forbidden | not authorized | dmarc | spf | dkim | blocked
-//! 33  policy_blocklist      enhanced: X.7.*
-//! 34  policy_blocklist      scope: reject
-//! 35  remote_error          scope: remote | host_problem
-//! 36  other                 anything else
+//! 34  policy_blocklist      enhanced: X.7.*
+//! 35  policy_blocklist      scope: reject
+//! 36  remote_error          scope: remote | host_problem
+//! 37  other                 anything else
 //! ```
 //!
 //! Cancellations by an administrator or the system filter carry no text
@@ -98,7 +99,7 @@
 
 use std::sync::OnceLock;
 
-use exim_pilot_schema::event::{Delivery, HostProblem, Reject};
+use exim_pilot_schema::event::{AuthFailure, Delivery, HostProblem, Reject, SmtpKind, SmtpSession};
 use exim_pilot_schema::ReasonClass;
 use memchr::memmem::Finder;
 
@@ -222,6 +223,41 @@ pub fn classify_reject(reject: &Reject<'_>) -> ReasonClass {
         &reject.reason,
         reject.temporary,
     ))
+}
+
+/// Classifies a failed SMTP AUTH from a client.
+pub fn classify_auth_failure(failure: &AuthFailure<'_>) -> ReasonClass {
+    let evidence = Evidence {
+        scope: Scope::Reject,
+        code: failure.code,
+        enhanced: None,
+        text: &failure.text,
+        errno: None,
+        temporary: failure.code.is_some_and(|c| (400..500).contains(&c)),
+    };
+    match classify(&evidence) {
+        ReasonClass::PolicyBlocklist => ReasonClass::AuthRelayDenied,
+        class => class,
+    }
+}
+
+/// The class of a connection-level problem with a client, by its kind
+/// (no rule table needed: Exim names the problem); `None` for records that
+/// are not problems (connects, closes, connections without mail).
+pub fn classify_smtp_session(session: &SmtpSession<'_>) -> Option<ReasonClass> {
+    match session.what {
+        SmtpKind::Lost | SmtpKind::Timeout => Some(ReasonClass::Timeout),
+        SmtpKind::ProtocolError
+        | SmtpKind::SyntaxError
+        | SmtpKind::SyncError
+        | SmtpKind::Dropped => Some(ReasonClass::ProtocolError),
+        SmtpKind::Limit => Some(ReasonClass::RateLimit),
+        SmtpKind::TlsError => Some(ReasonClass::TlsFailure),
+        SmtpKind::Connect
+        | SmtpKind::Close
+        | SmtpKind::NoMail
+        | SmtpKind::IncompleteTransaction => None,
+    }
 }
 
 /// Remote when a host or a remote reply is involved or the transport talks
@@ -765,6 +801,13 @@ const RULES: &[Rule] = &[
     },
     // 18
     Rule {
+        class: C::UnknownRecipient,
+        text: &["unrouteable address", "unroutable address"],
+        scopes: &[S::Reject],
+        ..ANY
+    },
+    // 19
+    Rule {
         class: C::DnsFailure,
         text: &[
             "unrouteable",
@@ -781,7 +824,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 19
+    // 20
     Rule {
         class: C::ConnectionRefused,
         text: &[
@@ -794,7 +837,7 @@ const RULES: &[Rule] = &[
         errno_alone: true,
         ..ANY
     },
-    // 20
+    // 21
     Rule {
         class: C::Timeout,
         text: &[
@@ -812,73 +855,73 @@ const RULES: &[Rule] = &[
         errno_alone: true,
         ..ANY
     },
-    // 21
+    // 22
     Rule {
         class: C::UnknownRecipient,
         enhanced: &[".1.1", ".1.6", ".2.1"],
         ..ANY
     },
-    // 22
+    // 23
     Rule {
         class: C::DnsFailure,
         enhanced: &[".1.2", ".1.10", ".4.3", ".4.4"],
         ..ANY
     },
-    // 23
+    // 24
     Rule {
         class: C::MailboxFull,
         enhanced: &[".2.2"],
         ..ANY
     },
-    // 24
+    // 25
     Rule {
         class: C::MessageTooLarge,
         enhanced: &[".2.3", ".3.4"],
         ..ANY
     },
-    // 25
+    // 26
     Rule {
         class: C::Timeout,
         enhanced: &[".4.1", ".4.2"],
         ..ANY
     },
-    // 26
+    // 27
     Rule {
         class: C::ExpiredRetry,
         enhanced: &[".4.7"],
         ..ANY
     },
-    // 27
+    // 28
     Rule {
         class: C::RateLimit,
         enhanced: &[".5.3", ".7.28"],
         ..ANY
     },
-    // 28
+    // 29
     Rule {
         class: C::AuthRelayDenied,
         enhanced: &[".7.8", ".7.9"],
         ..ANY
     },
-    // 29
+    // 30
     Rule {
         class: C::AuthRelayDenied,
         codes: Some((530, 535)),
         ..ANY
     },
-    // 30
+    // 31
     Rule {
         class: C::TlsFailure,
         enhanced: &[".7.5", ".7.10", ".7.11"],
         ..ANY
     },
-    // 31
+    // 32
     Rule {
         class: C::LocalDeliveryError,
         scopes: &[S::Local],
         ..ANY
     },
-    // 32
+    // 33
     Rule {
         class: C::PolicyBlocklist,
         text: &[
@@ -896,19 +939,19 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 33
+    // 34
     Rule {
         class: C::PolicyBlocklist,
         enhanced: &[".7."],
         ..ANY
     },
-    // 34
+    // 35
     Rule {
         class: C::PolicyBlocklist,
         scopes: &[S::Reject],
         ..ANY
     },
-    // 35
+    // 36
     Rule {
         class: C::RemoteError,
         scopes: &[S::Remote, S::HostProblem],

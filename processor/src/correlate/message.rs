@@ -391,19 +391,26 @@ impl Tracked {
         idx
     }
 
-    /// Positions of recipients whose address or original may equal `key`.
-    fn candidates(&mut self, key: &str) -> Vec<u32> {
-        if self.lc.recipients.len() <= INDEX_FROM {
-            return (0..self.lc.recipients.len() as u32).collect();
+    /// The first recipient that `pred` accepts among those whose address
+    /// or original may equal `key`: all of them for short lists, the
+    /// indexed ones for long lists (so big messages are not scanned once
+    /// per result line).
+    fn find_where(
+        &mut self,
+        key: &str,
+        pred: impl Fn(&Recipient, &RecipientTrack) -> bool,
+    ) -> Option<usize> {
+        let n = self.lc.recipients.len();
+        if n <= INDEX_FROM {
+            return (0..n).find(|&i| pred(&self.lc.recipients[i], &self.track.recipients[i]));
         }
         if self.track.index.is_none() {
             self.rebuild_index();
         }
-        self.track
-            .index
-            .as_ref()
-            .and_then(|index| index.get(&key.to_ascii_lowercase()).cloned())
-            .unwrap_or_default()
+        let list = self.track.index.as_ref()?.get(&key.to_ascii_lowercase())?;
+        list.iter()
+            .map(|&i| i as usize)
+            .find(|&i| pred(&self.lc.recipients[i], &self.track.recipients[i]))
     }
 
     fn rebuild_index(&mut self) {
@@ -445,45 +452,32 @@ impl Tracked {
 
     /// The recipient with exactly this final address and original.
     fn find_final(&mut self, address: &str, original: Option<&str>) -> Option<usize> {
-        let found = self.candidates(address).into_iter().find(|&i| {
-            let r = &self.lc.recipients[i as usize];
-            !self.track.recipients[i as usize].envelope_only
+        self.find_where(address, |r, t| {
+            !t.envelope_only
                 && same_address(&r.address, address)
                 && match (&r.original, original) {
                     (Some(a), Some(b)) => same_address(a, b),
                     (None, None) => true,
                     _ => false,
                 }
-        });
-        found.map(|i| i as usize)
+        })
     }
 
     /// An envelope-only recipient for the envelope address `top`.
     fn find_envelope_placeholder(&mut self, top: &str) -> Option<usize> {
-        let found = self.candidates(top).into_iter().find(|&i| {
-            self.track.recipients[i as usize].envelope_only
-                && same_address(&self.lc.recipients[i as usize].address, top)
-        });
-        found.map(|i| i as usize)
+        self.find_where(top, |r, t| t.envelope_only && same_address(&r.address, top))
     }
 
     /// Any recipient that came from the envelope address `top`: named as
     /// original, or as address when it has no original.
     fn find_by_envelope(&mut self, top: &str) -> Option<usize> {
-        self.envelope_matches(top).into_iter().next()
+        self.find_where(top, |r, _| came_from(r, top))
     }
 
-    fn envelope_matches(&mut self, top: &str) -> Vec<usize> {
-        self.candidates(top)
-            .into_iter()
-            .map(|i| i as usize)
-            .filter(|&i| {
-                let r = &self.lc.recipients[i];
-                match &r.original {
-                    Some(o) => same_address(o, top),
-                    None => same_address(&r.address, top),
-                }
-            })
+    /// Every recipient that came from the envelope address `top`.
+    fn envelope_matches(&self, top: &str) -> Vec<usize> {
+        (0..self.lc.recipients.len())
+            .filter(|&i| came_from(&self.lc.recipients[i], top))
             .collect()
     }
 
@@ -612,12 +606,9 @@ impl Tracked {
     /// `<x>: error ignored`: a failed bounce is dropped; the address is final.
     pub fn on_error_ignored(&mut self, address: &str, at: DateTime<Utc>) {
         self.note(at, "error_ignored", None, Some(address));
-        let found = self
-            .candidates(address)
-            .into_iter()
-            .find(|&i| same_address(&self.lc.recipients[i as usize].address, address));
+        let found = self.find_where(address, |r, _| same_address(&r.address, address));
         let idx = match found {
-            Some(i) => i as usize,
+            Some(i) => i,
             None => self.push_recipient(
                 Recipient {
                     address: address.to_string(),
@@ -684,6 +675,14 @@ impl Tracked {
                 _ => Outcome::Pending,
             };
         }
+    }
+}
+
+/// The recipient came from the envelope address `top`.
+fn came_from(r: &Recipient, top: &str) -> bool {
+    match &r.original {
+        Some(o) => same_address(o, top),
+        None => same_address(&r.address, top),
     }
 }
 
