@@ -2,9 +2,12 @@
 //!
 //! Records come from the ingest crate (or a file read by the CLI). The
 //! [`parse`] module turns each one into a typed
-//! [`Event`](exim_pilot_schema::Event); the other modules build on those
-//! events.
+//! [`Event`](exim_pilot_schema::Event); [`correlate`] groups events into
+//! message lifecycles and [`classify`] names the reason of every failure.
+//! [`pipeline`] chains them for a batch of records and produces what a
+//! store writes.
 
 pub mod classify;
 pub mod correlate;
 pub mod parse;
+pub mod pipeline;
