@@ -130,3 +130,23 @@ pub(crate) fn checkpoint_failed(
     counters.checkpoint_errors += 1;
     tracing::error!(path = %path.display(), error = %error, "Checkpoint write failed");
 }
+
+pub(crate) fn checkpoint_of_another_path(path: &Path, checkpoint_path: &Path) {
+    tracing::warn!(
+        path = %path.display(),
+        checkpoint_path = %checkpoint_path.display(),
+        "Checkpoint was written for another path; its files are looked up by identity"
+    );
+}
+
+pub(crate) fn not_examined(file: &Path, error: &std::io::Error) {
+    tracing::debug!(file = %file.display(), error = %error, "File not examined");
+}
+
+pub(crate) fn fingerprint_unavailable(path: &Path, error: &std::io::Error) {
+    tracing::debug!(path = %path.display(), error = %error, "Fingerprint unavailable");
+}
+
+pub(crate) fn importing(file: &Path) {
+    tracing::info!(file = %file.display(), "Importing log file");
+}

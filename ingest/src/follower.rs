@@ -376,11 +376,7 @@ impl Follower {
     /// identity and read from its acknowledged offset.
     fn resume(&mut self, checkpoint: Checkpoint) -> Result<()> {
         if checkpoint.path != self.path || checkpoint.log != self.log {
-            tracing::warn!(
-                path = %self.path.display(),
-                checkpoint_path = %checkpoint.path.display(),
-                "Checkpoint was written for another path; its files are looked up by identity"
-            );
+            events::checkpoint_of_another_path(&self.path, &checkpoint.path);
         }
         let siblings =
             siblings::rotated_siblings(&self.path).map_err(|e| IngestError::read(&self.path, e))?;
@@ -482,7 +478,7 @@ impl Follower {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(file = %candidate.display(), error = %e, "File not examined");
+                    events::not_examined(candidate, &e);
                 }
             }
         }

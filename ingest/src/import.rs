@@ -27,6 +27,7 @@ use std::time::Instant;
 use exim_pilot_schema::record::{is_record_start, LogFile, RawRecord};
 
 use crate::error::{IngestError, Result};
+use crate::events;
 use crate::identity::{self, FileIdentity};
 use crate::siblings::{self, Rotation};
 use crate::source::{Label, Ready, Source};
@@ -218,7 +219,7 @@ impl Importer {
         let identity = FileIdentity::of_metadata(&meta);
         let source = Source::from_file(&path, file, 0, identity, 0, MAX_RECORD_BYTES)
             .map_err(|e| IngestError::read(&path, e))?;
-        tracing::info!(file = %path.display(), "Importing log file");
+        events::importing(&path);
         self.current = Some((source, LogFile::from_path(&path), meta.len()));
         Ok(true)
     }

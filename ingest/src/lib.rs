@@ -10,8 +10,8 @@
 //!
 //! How the parts fit:
 //!
-//! - [`source`](crate::source) (internal) reads one file and cuts lines into
-//!   records.
+//! - `source` (internal) reads one file and cuts lines into records;
+//!   `events` (internal) writes every log event next to its counter.
 //! - [`identity`] names a file by device, inode and a fingerprint of its
 //!   first bytes, which survives renames and catches recycled inodes.
 //! - [`siblings`] finds a log's rotated copies and expands wildcard paths.

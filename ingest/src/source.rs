@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use exim_pilot_schema::record::{is_record_start, LogFile, RawRecord, RecordOrigin};
 use flate2::read::MultiGzDecoder;
 
+use crate::events;
 use crate::identity::{self, FileIdentity, Fingerprint, FINGERPRINT_MAX_BYTES};
 use crate::stats::Counters;
 
@@ -434,7 +435,7 @@ impl Source {
             // Nothing will complete this line any more, so a fingerprint
             // that could not be taken yet is taken from what is there.
             if let Err(e) = self.settle_fingerprint(true) {
-                tracing::debug!(path = %self.path.display(), error = %e, "Fingerprint unavailable");
+                events::fingerprint_unavailable(&self.path, &e);
             }
             let line = std::mem::take(&mut self.line);
             let offset = self.line_offset;

@@ -2,7 +2,7 @@
 //!
 //! The crate only counts; turning the figures into Prometheus metrics is
 //! the binary's job. Every event worth a log line is emitted from
-//! [`crate::events`], next to the counter it bumps, so logs and figures
+//! the crate's `events` module, next to the counter it bumps, so logs and figures
 //! cannot drift apart.
 
 use serde::Serialize;
