@@ -4,7 +4,9 @@
 //! still has to read, oldest first, each with its identity and the offset
 //! up to which every record was *acknowledged* by the consumer. The last
 //! entry is usually the live log; earlier entries are rotated files that
-//! still had unacknowledged records (or a backfill in progress). A follower
+//! still had unacknowledged records (or a backfill in progress). The first
+//! entry may be the newest file that was read and acknowledged completely,
+//! marked `"complete": true`: it tells which rotated files came after it. A follower
 //! only ever writes positions its consumer acknowledged, so after a crash
 //! or a `kill -9` it resumes at or before the last record that was stored
 //! or published: at least once. The records it sends again carry the same
@@ -76,6 +78,16 @@ pub struct FilePosition {
     pub identity: FileIdentity,
     /// Every record before this offset was acknowledged.
     pub offset: u64,
+    /// The file was read to its end and every record of it acknowledged.
+    /// Only the newest such file is kept, as a landmark: rotated files
+    /// newer than it were written after it, and are read whole after a
+    /// restart unless the checkpoint knows them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub complete: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl Checkpoint {
@@ -167,6 +179,7 @@ mod tests {
                     }),
                 },
                 offset: 640,
+                complete: false,
             }],
         }
     }

@@ -106,7 +106,11 @@ pub(crate) fn checkpoint_not_found(
 }
 
 pub(crate) fn backfill(path: &Path, file: &Path) {
-    tracing::info!(path = %path.display(), file = %file.display(), "Backfilling rotated file");
+    tracing::info!(
+        path = %path.display(),
+        file = %file.display(),
+        "Reading rotated file whole before the live log"
+    );
 }
 
 pub(crate) fn backfill_duplicate(path: &Path, file: &Path) {

@@ -24,7 +24,9 @@
 //!   inode *and* fingerprint, see [`crate::identity`]) at the path or among
 //!   the rotated siblings, and read from the acknowledged offset. A file at
 //!   the path whose inode matches but whose first bytes differ is a new
-//!   file that inherited a recycled inode: it is read from 0.
+//!   file that inherited a recycled inode: it is read from 0. Rotated files
+//!   newer than every file the checkpoint lists were written while the
+//!   follower was stopped, and are read whole before the live file.
 //! - Without one, the live file is read from its start; with `backfill`,
 //!   its rotated siblings are read first, oldest first.
 //!
@@ -42,7 +44,11 @@
 //! after the new file was noticed is not read.
 //!
 //! Polling is the only way changes are noticed; there is no inotify. A
-//! change is seen within one poll interval.
+//! change is seen within one poll interval. A file that is created at the
+//! path and rotated away again between two polls, before the follower ever
+//! opened it, is therefore not read while the follower runs (a restart
+//! finds it among the newer rotated files only if the checkpoint lists an
+//! older one).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -130,6 +136,8 @@ pub struct Follower {
     drains: VecDeque<Source>,
     /// The file at the path, once it exists.
     live: Option<Source>,
+    /// The newest file read to its end with every record acknowledged.
+    anchor: Option<Generation>,
     missing_reported: bool,
     gone_reported: bool,
 
@@ -166,6 +174,7 @@ impl Follower {
             generations: VecDeque::new(),
             drains: VecDeque::new(),
             live: None,
+            anchor: None,
             missing_reported: false,
             gone_reported: false,
             ready: VecDeque::new(),
@@ -311,12 +320,14 @@ impl Follower {
             path: self.path.clone(),
             written_at_ms: source::now_ms(),
             files: self
-                .generations
+                .anchor
                 .iter()
+                .chain(&self.generations)
                 .map(|g| FilePosition {
                     path: g.path.clone(),
                     identity: g.identity,
                     offset: g.acked,
+                    complete: g.end == Some(g.acked),
                 })
                 .collect(),
         }
@@ -373,7 +384,8 @@ impl Follower {
     // ---- starting -------------------------------------------------------
 
     /// Plans the reading from a checkpoint: each listed file is found by
-    /// identity and read from its acknowledged offset.
+    /// identity and read from its acknowledged offset; rotated files newer
+    /// than all of them are read whole.
     fn resume(&mut self, checkpoint: Checkpoint) -> Result<()> {
         if checkpoint.path != self.path || checkpoint.log != self.log {
             events::checkpoint_of_another_path(&self.path, &checkpoint.path);
@@ -381,31 +393,90 @@ impl Follower {
         let siblings =
             siblings::rotated_siblings(&self.path).map_err(|e| IngestError::read(&self.path, e))?;
         let count = checkpoint.files.len();
+
+        // Where the rotated files stop being known: every sibling newer
+        // than `newest_known` was written after the checkpoint.
+        let mut newest_known: Option<usize> = None;
+        let mut live_known = false;
+        let mut unfingerprinted = Vec::new();
         for (index, position) in checkpoint.files.into_iter().enumerate() {
+            if position.identity.fingerprint.is_none() {
+                // Nothing of it was read (a file is fingerprinted by its
+                // first line), and a later file on the same inode cannot be
+                // told from it: it is covered by reading what is new.
+                unfingerprinted.push(position.identity);
+                continue;
+            }
+
             // Only the newest file can still be at the path.
-            if index + 1 == count {
+            if index + 1 == count && !position.complete {
                 if let Some(file) = self.open_if_same(&self.path.clone(), &position.identity)? {
                     let path = self.path.clone();
                     let generation = self.add_generation(position.identity, &path, position.offset);
                     let source = self.source_from(&path, file, generation, position)?;
                     self.live = Some(source);
+                    live_known = true;
                     continue;
                 }
             }
-            match self.locate(&position, &siblings)? {
-                Some((found, file)) => {
-                    let generation =
-                        self.add_generation(position.identity, &found, position.offset);
-                    let source = self.source_from(&found, file, generation, position)?;
-                    self.drains.push_back(source);
+
+            let Some((at, file)) = locate(&position.identity, &siblings) else {
+                if !position.complete {
+                    events::checkpoint_not_found(
+                        &self.path,
+                        &position.path,
+                        &position.identity,
+                        position.offset,
+                    );
                 }
-                None => events::checkpoint_not_found(
-                    &self.path,
-                    &position.path,
-                    &position.identity,
-                    position.offset,
-                ),
+                continue;
+            };
+            newest_known = Some(newest_known.map_or(at, |newest| newest.max(at)));
+            let found = siblings[at].path.clone();
+            if position.complete {
+                // Nothing left to read: it only marks where the rotated
+                // files stand, and is kept for the next checkpoint.
+                self.anchor = Some(Generation {
+                    id: u64::MAX,
+                    identity: position.identity,
+                    path: found,
+                    acked: position.offset,
+                    end: Some(position.offset),
+                });
+                continue;
             }
+            let generation = self.add_generation(position.identity, &found, position.offset);
+            let source = self.source_from(&found, file, generation, position)?;
+            self.drains.push_back(source);
+        }
+        if live_known {
+            return Ok(());
+        }
+
+        // Rotated files newer than every checkpointed one were written
+        // after the checkpoint (the log was rotated while the follower was
+        // stopped): they are read whole before the live file. Without such
+        // a landmark, a file that had no fingerprint yet is looked up by
+        // inode, and it and everything newer is read.
+        let first_new = match newest_known {
+            Some(newest) => Some(newest + 1),
+            None => siblings.iter().position(|sibling| {
+                std::fs::metadata(&sibling.path).is_ok_and(|meta| {
+                    unfingerprinted
+                        .iter()
+                        .any(|identity| identity.same_inode(&meta))
+                })
+            }),
+        };
+        if let Some(first_new) = first_new {
+            let newer = siblings.into_iter().skip(first_new).collect();
+            let mut seen: Vec<Fingerprint> = self
+                .generations
+                .iter()
+                .filter_map(|g| g.identity.fingerprint)
+                .collect();
+            seen.extend(live_fingerprint(&self.path));
+            self.read_siblings_first(newer, seen)?;
         }
         Ok(())
     }
@@ -445,56 +516,24 @@ impl Follower {
         }
     }
 
-    /// Finds a checkpointed file among the path and its rotated siblings,
-    /// newest first: the same device and inode with matching first bytes
-    /// (renamed), or else any file with matching first bytes (a copy, or a
-    /// compressed rotation).
-    fn locate(
-        &self,
-        position: &FilePosition,
-        siblings: &[Sibling],
-    ) -> Result<Option<(PathBuf, File)>> {
-        let identity = &position.identity;
-        let candidates = std::iter::once(&self.path).chain(siblings.iter().rev().map(|s| &s.path));
-        let mut copy = None;
-        for candidate in candidates {
-            let file = match File::open(candidate) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(IngestError::read(candidate, e)),
-            };
-            let examine = |file: &File| -> io::Result<(bool, bool)> {
-                let same_inode = identity.same_inode(&file.metadata()?);
-                let same_content = match identity.fingerprint {
-                    Some(fingerprint) => fingerprint.matches(&identity::read_head_of(file)?),
-                    None => same_inode,
-                };
-                Ok((same_inode, same_content))
-            };
-            match examine(&file) {
-                Ok((true, true)) => return Ok(Some((candidate.clone(), file))),
-                Ok((false, true)) if copy.is_none() && identity.fingerprint.is_some() => {
-                    copy = Some((candidate.clone(), file));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    events::not_examined(candidate, &e);
-                }
-            }
-        }
-        Ok(copy)
-    }
-
     /// Plans a first-start backfill: the rotated siblings, oldest first,
     /// before the live file. A sibling with the same first bytes as the
     /// live file or as another sibling is a copy, read once.
     fn plan_backfill(&mut self) -> Result<()> {
         let siblings =
             siblings::rotated_siblings(&self.path).map_err(|e| IngestError::read(&self.path, e))?;
-        let mut seen: Vec<Fingerprint> = Vec::new();
-        if let Ok(head) = identity::read_head(&self.path) {
-            seen.extend(Fingerprint::of_head(&head, false));
-        }
+        let seen = live_fingerprint(&self.path).into_iter().collect();
+        self.read_siblings_first(siblings, seen)
+    }
+
+    /// Queues `siblings` (oldest first) to be read whole before the live
+    /// file, except those whose first bytes are in `seen`: copies of
+    /// content read anyway.
+    fn read_siblings_first(
+        &mut self,
+        siblings: Vec<Sibling>,
+        mut seen: Vec<Fingerprint>,
+    ) -> Result<()> {
         for sibling in siblings {
             let path = sibling.path;
             let opened = File::open(&path).and_then(|file| {
@@ -833,7 +872,7 @@ impl Follower {
             if first.end != Some(first.acked) {
                 break;
             }
-            self.generations.pop_front();
+            self.anchor = self.generations.pop_front();
             self.checkpoint_dirty = true;
         }
     }
@@ -862,6 +901,36 @@ impl Follower {
         });
         id
     }
+}
+
+/// Finds a file among the rotated siblings, newest first: the same device
+/// and inode with matching first bytes (renamed), or else the newest file
+/// with matching first bytes (a copy, or a compressed rotation). Returns
+/// its index in `siblings` and the open file. The live path is not a
+/// candidate: it holds the newest file, which is looked at separately.
+fn locate(identity: &FileIdentity, siblings: &[Sibling]) -> Option<(usize, File)> {
+    let fingerprint = identity.fingerprint?;
+    let mut copy = None;
+    for (at, sibling) in siblings.iter().enumerate().rev() {
+        let examine = || -> io::Result<(bool, bool, File)> {
+            let file = File::open(&sibling.path)?;
+            let same_inode = identity.same_inode(&file.metadata()?);
+            let same_content = fingerprint.matches(&identity::read_head_of(&file)?);
+            Ok((same_inode, same_content, file))
+        };
+        match examine() {
+            Ok((true, true, file)) => return Some((at, file)),
+            Ok((false, true, file)) if copy.is_none() => copy = Some((at, file)),
+            Ok(_) => {}
+            Err(e) => events::not_examined(&sibling.path, &e),
+        }
+    }
+    copy
+}
+
+/// The fingerprint of the file now at `path`, if it has one yet.
+fn live_fingerprint(path: &Path) -> Option<Fingerprint> {
+    Fingerprint::of_head(&identity::read_head(path).ok()?, false)
 }
 
 /// True while the read-ahead limits allow reading more.

@@ -153,6 +153,7 @@ fn a_checkpoint_for_a_recycled_inode_does_not_apply() {
                 ..FileIdentity::of_metadata(&meta)
             },
             offset: 640,
+            complete: false,
         }],
     };
     claimed.store(&checkpoint).unwrap();
@@ -199,7 +200,8 @@ fn a_file_renamed_while_stopped_is_finished_before_the_new_one() {
 
 /// The checkpointed file was rotated twice and compressed, and the new
 /// mainlog may even have inherited its inode: the unread rest comes from
-/// the compressed file, then the new file is read whole.
+/// the compressed file, then the file rotated after it (written entirely
+/// while the follower was stopped), then the new file, each whole.
 #[test]
 fn a_file_compressed_while_stopped_is_finished_from_the_gzip() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,10 +219,34 @@ fn a_file_compressed_while_stopped_is_finished_from_the_gzip() {
 
     let after = pump(&mut follower(&log, &checkpoint), true);
     let mut expected = lines(2..3);
+    expected.extend(lines(50..51));
     expected.extend(lines(100..108));
     assert_eq!(texts(&after), expected);
     assert_eq!(after[0].origin.file_id, before[0].origin.file_id);
     assert_eq!(after[1].origin.offset, 0);
+    assert_eq!(after[2].origin.offset, 0);
+}
+
+/// Two copytruncates while stopped, the first when the new content had not
+/// even been fingerprinted: the files rotated after the newest one the
+/// checkpoint knows are read whole.
+#[test]
+fn files_rotated_after_the_checkpoint_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, checkpoint) = paths(&dir);
+    append_lines(&log, 0..2);
+    let mut first = follower(&log, &checkpoint);
+    pump(&mut first, true);
+    copytruncate(&log, &dir.path().join("mainlog.1"));
+    pump(&mut first, true);
+    first.close().unwrap();
+
+    append_lines(&log, 2..4);
+    std::fs::rename(dir.path().join("mainlog.1"), dir.path().join("mainlog.2")).unwrap();
+    copytruncate(&log, &dir.path().join("mainlog.1"));
+    append_lines(&log, 4..5);
+    let after = pump(&mut follower(&log, &checkpoint), true);
+    assert_eq!(texts(&after), lines(2..5));
 }
 
 #[test]
