@@ -198,12 +198,15 @@ impl Tracked {
     }
 
     fn note(&mut self, at: DateTime<Utc>, what: &str, by: Option<&str>, text: Option<&str>) {
-        self.lc.notes.push(MessageNote {
-            at,
-            what: what.to_string(),
-            by: by.map(str::to_string),
-            text: text.map(str::to_string),
-        });
+        push_tight(
+            &mut self.lc.notes,
+            MessageNote {
+                at,
+                what: what.to_string(),
+                by: by.map(str::to_string),
+                text: text.map(str::to_string),
+            },
+        );
     }
 
     fn note_actor(&mut self, at: DateTime<Utc>, what: &str, actor: &Actor<'_>) {
@@ -233,6 +236,8 @@ impl Tracked {
         lc.parent_id = a.bounce_of;
         lc.origin = origin_of(a);
 
+        self.lc.recipients.reserve_exact(a.recipients.len());
+        self.track.recipients.reserve_exact(a.recipients.len());
         for r in &a.recipients {
             self.add_envelope_recipient(r);
         }
@@ -309,7 +314,7 @@ impl Tracked {
                 r.last_text = text.or(r.last_text.take());
             }
             _ => {
-                r.history.push(attempt);
+                push_tight(&mut r.history, attempt);
                 r.attempts += 1;
                 r.last_code = code;
                 r.last_text = text;
@@ -381,11 +386,14 @@ impl Tracked {
     }
 
     fn push_recipient(&mut self, r: Recipient, envelope_only: bool) -> usize {
-        self.lc.recipients.push(r);
-        self.track.recipients.push(RecipientTrack {
-            last_run: None,
-            envelope_only,
-        });
+        push_tight(&mut self.lc.recipients, r);
+        push_tight(
+            &mut self.track.recipients,
+            RecipientTrack {
+                last_run: None,
+                envelope_only,
+            },
+        );
         let idx = self.lc.recipients.len() - 1;
         self.index_insert(idx);
         idx
@@ -489,6 +497,7 @@ impl Tracked {
         self.lc.queue_time_ms = queue_time_ms.or_else(|| self.queue_time_until(at));
         self.boundary();
         self.settle(at);
+        self.release_run_memory();
     }
 
     fn queue_time_until(&self, at: DateTime<Utc>) -> Option<u64> {
@@ -549,6 +558,7 @@ impl Tracked {
         self.lc.queue_time_ms = self.queue_time_until(at);
         self.boundary();
         self.settle(at);
+        self.release_run_memory();
     }
 
     /// `cancelled by`: every address still queued fails (and is bounced).
@@ -647,6 +657,13 @@ impl Tracked {
         self.boundary();
     }
 
+    /// A message off the queue keeps only what late lines may need.
+    fn release_run_memory(&mut self) {
+        self.track.run_problems = Vec::new();
+        self.track.pending_problems = Vec::new();
+        self.track.index = None;
+    }
+
     /// Recomputes the message state and the outcome of every address that
     /// is not final yet.
     pub fn settle(&mut self, at: DateTime<Utc>) {
@@ -676,6 +693,16 @@ impl Tracked {
             };
         }
     }
+}
+
+/// Pushes without the spare capacity `Vec` keeps by default while the list
+/// is short: most messages have one or two recipients, attempts and notes,
+/// and a lifecycle stays in memory for its whole life on the queue.
+fn push_tight<T>(v: &mut Vec<T>, item: T) {
+    if v.len() < 8 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
 }
 
 /// The recipient came from the envelope address `top`.

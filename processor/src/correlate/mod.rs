@@ -101,6 +101,7 @@ pub mod address;
 mod message;
 mod state;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -212,7 +213,9 @@ pub struct Correlator {
     hosts: Vec<HostTrack>,
     host_ids: HashMap<String, u32>,
     last_host: Option<u32>,
-    messages: KeyMap<Tracked>,
+    /// Boxed: a lifecycle is large, and the map moves its entries when it
+    /// grows.
+    messages: KeyMap<Box<Tracked>>,
     dirty: Vec<Key>,
     /// Evicted lifecycles that changed since the last `take_changed`.
     unreported: Vec<Lifecycle>,
@@ -262,17 +265,16 @@ impl Correlator {
     }
 
     fn apply_message_event(&mut self, hid: u32, id: MessageId, at: DateTime<Utc>, ev: &Event) {
-        if !creates_lifecycle(&ev.kind) && !self.messages.contains_key(&(hid, id)) {
-            return;
-        }
         let epoch = self.hosts[hid as usize].queue_epoch;
         let key = (hid, id);
-        if !self.messages.contains_key(&key) {
-            let name = &self.hosts[hid as usize].name;
-            self.messages.insert(key, Tracked::new(name, id));
-        }
-        let Some(m) = self.messages.get_mut(&key) else {
-            return;
+        let m = match self.messages.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                if !creates_lifecycle(&ev.kind) {
+                    return;
+                }
+                v.insert(Box::new(Tracked::new(&self.hosts[hid as usize].name, id)))
+            }
         };
         if !m.track.dirty {
             self.dirty.push(key);

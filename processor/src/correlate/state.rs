@@ -103,7 +103,7 @@ impl Correlator {
             .iter()
             .map(|(&(host, _), m)| SavedMessage {
                 host,
-                message: m.clone(),
+                message: Tracked::clone(m),
             })
             .collect();
         messages.sort_by_key(|m| (m.host, m.message.lc.id));
@@ -160,7 +160,7 @@ impl Correlator {
                     id,
                 });
             }
-            messages.insert((saved.host, id), saved.message);
+            messages.insert((saved.host, id), Box::new(saved.message));
         }
 
         Ok(Correlator {
