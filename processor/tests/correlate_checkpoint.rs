@@ -108,6 +108,7 @@ fn restoring_anywhere_gives_one_pass_with_eviction() {
     let config = CorrelatorConfig {
         grace: Some(Duration::seconds(20)),
         stale_after: Some(Duration::minutes(2)),
+        keep_evicted: true,
     };
     for scenario in ["s01_core_all", "s02_default_selectors"] {
         check(scenario, config);
@@ -127,6 +128,7 @@ fn eviction_keeps_the_stored_result_of_one_pass() {
         let config = CorrelatorConfig {
             grace: Some(Duration::seconds(30)),
             stale_after: None,
+            keep_evicted: false,
         };
         let mut evicting = Correlator::with_config(Zone::Utc, config);
         let mut store = Store::default();
@@ -138,6 +140,43 @@ fn eviction_keeps_the_stored_result_of_one_pass() {
         assert!(
             store.0 == keep_store.0,
             "{scenario}: eviction changed the stored lifecycles"
+        );
+    }
+}
+
+#[test]
+fn evicted_and_remaining_lifecycles_hand_out_every_message_once() {
+    for scenario in ["s01_core_all", "s02_default_selectors"] {
+        let all = records(&mainlog(scenario));
+        let mut keep = Correlator::with_config(Zone::Utc, CorrelatorConfig::keep_all());
+        feed(&mut keep, &mut Store::default(), &all);
+        let want = keep.snapshot();
+
+        let config = CorrelatorConfig {
+            grace: Some(Duration::seconds(30)),
+            stale_after: None,
+            keep_evicted: true,
+        };
+        let mut evicting = Correlator::with_config(Zone::Utc, config);
+        let mut got = Vec::new();
+        let opts = ParseOptions {
+            syslog_year: Some(2026),
+        };
+        for (i, r) in all.iter().enumerate() {
+            evicting.apply(HOST, &parse_record_with(&opts, LogFile::Main, r));
+            if i % 100 == 0 {
+                got.extend(evicting.take_evicted());
+            }
+        }
+        got.extend(evicting.take_evicted());
+        assert!(!got.is_empty(), "{scenario}: nothing was evicted");
+        got.extend(evicting.into_lifecycles());
+        got.sort_by_key(|lc| (lc.first_seen, lc.id));
+        let mut want = want;
+        want.sort_by_key(|lc| (lc.first_seen, lc.id));
+        assert!(
+            got == want,
+            "{scenario}: evicted + remaining differ from one pass"
         );
     }
 }

@@ -87,8 +87,15 @@
 //! message that stays in flight without any record for
 //! [`CorrelatorConfig::stale_after`] is evicted too (its lifecycle says
 //! `in_flight`). A line for an evicted message starts a new lifecycle
-//! marked `incomplete_start`. Evicted lifecycles that changed since the
-//! last [`Correlator::take_changed`] are still returned by it.
+//! marked `incomplete_start`.
+//!
+//! Two ways to consume lifecycles: a store upserts what
+//! [`Correlator::take_changed`] (or, without copies,
+//! [`Correlator::drain_changed`]) hands out, which includes evicted
+//! lifecycles that changed since the last call; a report that counts each
+//! message once sets [`CorrelatorConfig::keep_evicted`], counts what
+//! [`Correlator::take_evicted`] returns (final forms) and, at the end, what
+//! [`Correlator::into_lifecycles`] returns.
 //!
 //! # Checkpoints
 //!
@@ -123,6 +130,10 @@ pub struct CorrelatorConfig {
     /// How long, in log time, a message still in flight is kept without any
     /// record naming it; `None` keeps it until it completes.
     pub stale_after: Option<Duration>,
+    /// Keep every evicted lifecycle, in its final form, until
+    /// [`Correlator::take_evicted`] takes it (for reports, which count each
+    /// message once when it can no longer change).
+    pub keep_evicted: bool,
 }
 
 impl Default for CorrelatorConfig {
@@ -132,6 +143,7 @@ impl Default for CorrelatorConfig {
         CorrelatorConfig {
             grace: Some(Duration::hours(1)),
             stale_after: Some(Duration::days(8)),
+            keep_evicted: false,
         }
     }
 }
@@ -142,6 +154,7 @@ impl CorrelatorConfig {
         CorrelatorConfig {
             grace: None,
             stale_after: None,
+            keep_evicted: false,
         }
     }
 }
@@ -219,6 +232,9 @@ pub struct Correlator {
     dirty: Vec<Key>,
     /// Evicted lifecycles that changed since the last `take_changed`.
     unreported: Vec<Lifecycle>,
+    /// Evicted lifecycles not yet taken by `take_evicted` (only with
+    /// [`CorrelatorConfig::keep_evicted`]).
+    evicted: Vec<Lifecycle>,
 }
 
 impl Correlator {
@@ -239,6 +255,7 @@ impl Correlator {
             messages: KeyMap::default(),
             dirty: Vec::new(),
             unreported: Vec::new(),
+            evicted: Vec::new(),
         }
     }
 
@@ -394,6 +411,30 @@ impl Correlator {
         out
     }
 
+    /// Like [`Correlator::take_changed`] without copying: calls `f` with
+    /// every lifecycle changed since the last call.
+    pub fn drain_changed(&mut self, mut f: impl FnMut(&Lifecycle)) {
+        for lc in std::mem::take(&mut self.unreported) {
+            f(&lc);
+        }
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(m) = self.messages.get_mut(&key) {
+                if m.track.dirty {
+                    m.track.dirty = false;
+                    f(&m.lc);
+                }
+            }
+        }
+    }
+
+    /// Lifecycles evicted since the last call, in their final form; always
+    /// empty unless [`CorrelatorConfig::keep_evicted`] is set. Together with
+    /// [`Correlator::into_lifecycles`] at the end, this hands out every
+    /// message exactly once.
+    pub fn take_evicted(&mut self) -> Vec<Lifecycle> {
+        std::mem::take(&mut self.evicted)
+    }
+
     /// Every lifecycle in memory.
     pub fn lifecycles(&self) -> impl Iterator<Item = &Lifecycle> {
         self.messages.values().map(|m| &m.lc)
@@ -515,10 +556,17 @@ impl Correlator {
     }
 
     fn drop_message(&mut self, key: Key) {
-        if let Some(m) = self.messages.remove(&key) {
-            if m.track.dirty {
-                self.unreported.push(m.lc);
+        let Some(m) = self.messages.remove(&key) else {
+            return;
+        };
+        match (m.track.dirty, self.config.keep_evicted) {
+            (true, true) => {
+                self.unreported.push(m.lc.clone());
+                self.evicted.push(m.lc);
             }
+            (true, false) => self.unreported.push(m.lc),
+            (false, true) => self.evicted.push(m.lc),
+            (false, false) => {}
         }
     }
 }

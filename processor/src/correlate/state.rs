@@ -54,10 +54,14 @@ pub struct CorrelatorState {
     zone: String,
     grace_seconds: Option<i64>,
     stale_after_seconds: Option<i64>,
+    #[serde(default)]
+    keep_evicted: bool,
     hosts: Vec<SavedHost>,
     messages: Vec<SavedMessage>,
     dirty: Vec<(u32, MessageId)>,
     unreported: Vec<Lifecycle>,
+    #[serde(default)]
+    evicted: Vec<Lifecycle>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ impl Correlator {
             zone: zone_name(self.zone),
             grace_seconds: self.config.grace.map(|d| d.num_seconds()),
             stale_after_seconds: self.config.stale_after.map(|d| d.num_seconds()),
+            keep_evicted: self.config.keep_evicted,
             hosts,
             messages,
             dirty: self
@@ -121,6 +126,7 @@ impl Correlator {
                 .copied()
                 .collect(),
             unreported: self.unreported.clone(),
+            evicted: self.evicted.clone(),
         }
     }
 
@@ -136,6 +142,7 @@ impl Correlator {
         let config = CorrelatorConfig {
             grace: state.grace_seconds.map(Duration::seconds),
             stale_after: state.stale_after_seconds.map(Duration::seconds),
+            keep_evicted: state.keep_evicted,
         };
 
         let mut hosts = Vec::with_capacity(state.hosts.len());
@@ -172,6 +179,7 @@ impl Correlator {
             messages,
             dirty: state.dirty,
             unreported: state.unreported,
+            evicted: state.evicted,
         })
     }
 }

@@ -496,6 +496,7 @@ fn completed_messages_are_evicted_after_the_grace_period() {
     let config = CorrelatorConfig {
         grace: Some(Duration::minutes(10)),
         stale_after: Some(Duration::days(2)),
+        keep_evicted: true,
     };
     let mut c = Correlator::with_config(Zone::Utc, config);
     feed(
@@ -526,6 +527,10 @@ fn completed_messages_are_evicted_after_the_grace_period() {
     let changed = c.take_changed();
     assert!(changed.iter().any(|lc| lc.id == id("1aaaaa-00000T-AA")));
     assert_eq!(changed.len(), 4);
+    let evicted = c.take_evicted();
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].state, MessageState::Completed);
+    assert!(c.take_evicted().is_empty());
 
     // Messages in flight are dropped only after going silent.
     feed(
@@ -535,6 +540,24 @@ fn completed_messages_are_evicted_after_the_grace_period() {
     );
     assert!(c.get(HOST, id("1aaaaa-00000V-AA")).is_none());
     assert!(c.get(HOST, id("1aaaaa-00000X-AA")).is_some());
+}
+
+#[test]
+fn drain_changed_hands_out_what_take_changed_would() {
+    let lines = "2026-01-05 10:00:00 1aaaaa-00000R-AA <= kim@example.org H=[198.51.100.7] \
+         P=esmtp S=100
+         2026-01-05 10:00:01 1aaaaa-00000R-AA => ann@example.net R=dnslookup \
+         T=remote_smtp C=\"250 OK\"
+         2026-01-05 10:00:02 1aaaaa-00000S-AA <= kim@example.org H=[198.51.100.7] \
+         P=esmtp S=100";
+    let mut a = correlate(lines);
+    let mut b = correlate(lines);
+    let mut drained = Vec::new();
+    a.drain_changed(|lc| drained.push(lc.clone()));
+    assert_eq!(drained, b.take_changed());
+    let mut again = 0;
+    a.drain_changed(|_| again += 1);
+    assert_eq!(again, 0);
 }
 
 #[test]
