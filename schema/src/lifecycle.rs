@@ -5,6 +5,26 @@
 //! every delivery attempt, freezes, admin actions and completion. The JSON
 //! form of these types is what `exim-pilot lifecycles` prints and what the
 //! stores keep; its keys are stable.
+//!
+//! In JSON, a lifecycle always has `host`, `id`, `sender`, `size`,
+//! `received_at`, `state` and `recipients`, and every recipient always has
+//! `address`, `original`, `outcome`, `attempts`, `last_code`, `last_text`
+//! and `reason` (`null` when unknown); other keys are left out when empty.
+//! A recipient looks like:
+//!
+//! ```json
+//! {"address": "alice@example.com", "original": "team@example.com",
+//!  "outcome": "deferred", "attempts": 2, "last_code": 451,
+//!  "last_text": "4.7.1 Try again later", "reason": "greylisting",
+//!  "history": [{"at": "...", "result": "defer", "mark": "==", "...": "..."}]}
+//! ```
+//!
+//! `attempts` counts delivery runs (a queue run, an immediate delivery, an
+//! `exim -M`) that logged a result line (`=>`, `->`, `>>`, `*>`, `==`,
+//! `**`) for the address: one per run however many hosts were tried, with
+//! a `** ...: retry timeout exceeded` that follows a `==` in the same run
+//! counted with it. Admin actions and `Message is frozen` skips are not
+//! attempts.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -61,7 +81,9 @@ pub enum Origin {
 pub enum Outcome {
     /// Delivered (`=>`, `->`, `>>`).
     Delivered,
-    /// Failed permanently (`**`, cancelled, retry time exceeded).
+    /// Failed permanently: `**` (a remote or local refusal, a retry
+    /// timeout), cancelled by an administrator (`-Mg`) or the system
+    /// filter, or a failed bounce whose error was ignored.
     Bounced,
     /// Still on the queue after at least one deferral.
     Deferred,
@@ -200,23 +222,27 @@ pub struct Recipient {
     /// written `user@domain`.
     pub address: String,
     /// The envelope recipient it came from, when different.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(default)]
     pub original: Option<String>,
     /// Intermediate addresses between the original and the final one.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub via: Vec<String>,
     /// The outcome so far.
     pub outcome: Outcome,
-    /// Delivery runs that logged a result for this address.
+    /// Delivery runs that logged a result for this address (see the
+    /// module documentation).
     pub attempts: u32,
-    /// The reply code of the last attempt that had one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// The reply code of the last attempt (for a delivery, the code of
+    /// the remote confirmation); kept from earlier lines of the same
+    /// attempt when the last line has none.
+    #[serde(default)]
     pub last_code: Option<u16>,
     /// The text of the last attempt: its error or its confirmation.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(default)]
     pub last_text: Option<String>,
-    /// The reason class of the last deferral or failure.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// The reason class of the last deferral or failure (`cancelled` for an
+    /// address an administrator or the system filter failed).
+    #[serde(default)]
     pub reason: Option<ReasonClass>,
     /// When the outcome became final.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -321,4 +347,36 @@ pub struct Lifecycle {
     pub notes: Vec<MessageNote>,
     /// How many log records named this message.
     pub records: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_always_carry_the_documented_keys() {
+        let r = Recipient {
+            address: "alice@example.com".into(),
+            ..Recipient::default()
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        for key in [
+            "address",
+            "original",
+            "outcome",
+            "attempts",
+            "last_code",
+            "last_text",
+            "reason",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert_eq!(json["outcome"], "pending");
+        assert_eq!(serde_json::from_value::<Recipient>(json).unwrap(), r);
+        let sparse: Recipient = serde_json::from_str(
+            r#"{"address":"a@example.com","outcome":"delivered","attempts":1}"#,
+        )
+        .unwrap();
+        assert_eq!(sparse.outcome, Outcome::Delivered);
+    }
 }
