@@ -35,6 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     cmd::init_tracing();
     match run(cli) {
@@ -54,5 +55,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Lifecycles(args) => cmd::lifecycles::run(args),
         Command::Parse(args) => cmd::parse::run(args),
+    }
+}
+
+/// Lets a closed pipe end the process quietly, as it does for other Unix
+/// tools (`exim-pilot parse big.log | head`), instead of an error on every
+/// later write. Rust programs ignore SIGPIPE by default.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default has no
+    // preconditions; it runs before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

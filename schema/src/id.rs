@@ -37,7 +37,7 @@ impl MessageId {
             }
             let next_ok = input
                 .get(len)
-                .map_or(true, |b| !b.is_ascii_alphanumeric() && *b != b'-');
+                .is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'-');
             if next_ok && is_id(&input[..len]) {
                 let mut bytes = [0u8; NEW_ID_LEN];
                 bytes[..len].copy_from_slice(&input[..len]);

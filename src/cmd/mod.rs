@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod common;
 pub mod import;
 pub mod lifecycles;
 pub mod parse;

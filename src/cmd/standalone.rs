@@ -1,12 +1,317 @@
-//! `exim-pilot standalone`.
+//! `exim-pilot standalone`: the whole main job on one machine.
+//!
+//! One process tails this machine's Exim logs (following rotation),
+//! parses and correlates every record, and stores records, lifecycles and
+//! rejections in the embedded SQLite store, showing its progress on the
+//! terminal. Nothing else needs to be installed or running.
+//!
+//! The loop, per batch: take records from the tailer, run them through the
+//! [`Pipeline`], commit the store batch, then acknowledge the records to
+//! the tailer so its checkpoint may move past them. The pipeline's state
+//! is committed with the data at most every [`STATE_EVERY`] and whenever
+//! the tailer has caught up; acknowledgements wait for that commit. A
+//! crash at any point therefore re-reads records that the saved state
+//! either already covers (skipped) or does not (applied once).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use exim_pilot_ingest::{Ack, FollowConfig, LogSpec, Tailer, TailerConfig};
+use exim_pilot_processor::pipeline::Pipeline;
+use exim_pilot_schema::report::ReportOptions;
+use exim_pilot_store::Store;
+
+use super::common::{self, thousands, DataArgs, LogArgs, Progress};
+
+/// Longest time between two saves of the pipeline state.
+const STATE_EVERY: Duration = Duration::from_secs(2);
+
+/// Records per batch at most.
+const BATCH_RECORDS: usize = 20_000;
+
+/// Where Exim's logs usually are, per distribution.
+const DEFAULT_LOG_DIRS: [&str; 2] = ["/var/log/exim4", "/var/log/exim"];
+
+/// The names Exim's three logs go by.
+const LOG_NAMES: [&str; 6] = [
+    "mainlog",
+    "rejectlog",
+    "paniclog",
+    "main.log",
+    "reject.log",
+    "panic.log",
+];
 
 /// Options of `exim-pilot standalone`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// A log file, or a directory holding mainlog/rejectlog/paniclog.
+    /// Repeat for several. Default: Debian's /var/log/exim4/ or
+    /// /var/log/exim/.
+    #[arg(long = "log", value_name = "PATH")]
+    logs: Vec<PathBuf>,
+
+    #[command(flatten)]
+    data: DataArgs,
+
+    #[command(flatten)]
+    log_args: LogArgs,
+
+    /// On a first start, read the rotated logs (mainlog.1, mainlog.2.gz...)
+    /// before the live ones.
+    #[arg(long)]
+    backfill: bool,
+
+    /// Stop once every log has been read to its end, instead of following.
+    #[arg(long)]
+    once: bool,
+
+    /// Print no progress.
+    #[arg(long, short)]
+    quiet: bool,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`standalone` is not available in this build")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let logs = resolve_logs(&args.logs)?;
+    let host = args.log_args.host()?;
+    let (store, _lock) = common::open_store_exclusive(&args.data.data)?;
+    let rt = common::runtime()?;
+
+    let pipeline = rt.block_on(common::load_pipeline(&*store, args.log_args.timezone))?;
+    let tailer = Tailer::new(TailerConfig {
+        host: Some(host.clone()),
+        logs: logs.iter().map(LogSpec::new).collect(),
+        checkpoint_dir: Some(args.data.data.join("checkpoints")),
+        follow: FollowConfig {
+            backfill: args.backfill,
+            ..FollowConfig::default()
+        },
+    })
+    .context("cannot follow the logs")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(&rt, stop.clone());
+
+    if !args.quiet {
+        eprintln!(
+            "exim-pilot: following {} as host {host}, storing in {}",
+            logs.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.data.data.display()
+        );
+    }
+    let mut job = Job {
+        tailer,
+        pipeline,
+        store: store.clone(),
+        rt: &rt,
+        pending: Vec::new(),
+        last_save: Instant::now(),
+        progress: (!args.quiet).then(|| Progress::new(Duration::from_secs(10))),
+    };
+    let result = job.run(&stop, args.once);
+    if let Some(p) = job.progress.as_mut() {
+        p.finish();
+    }
+    result?;
+    job.tailer
+        .close()
+        .context("cannot write the final checkpoints")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The running job's parts.
+struct Job<'r> {
+    tailer: Tailer,
+    pipeline: Pipeline,
+    store: Arc<exim_pilot_store::SqliteStore>,
+    rt: &'r tokio::runtime::Runtime,
+    /// Batches stored but not yet covered by a saved state.
+    pending: Vec<Ack>,
+    last_save: Instant,
+    progress: Option<Progress>,
+}
+
+impl Job<'_> {
+    fn run(&mut self, stop: &AtomicBool, once: bool) -> anyhow::Result<()> {
+        let mut status = Status::default();
+        while !stop.load(Ordering::Relaxed) {
+            let batch = self
+                .tailer
+                .next_batch(BATCH_RECORDS, Duration::from_millis(500))
+                .context("cannot read the logs")?;
+            let caught_up =
+                batch.as_ref().is_none_or(|b| b.len() < BATCH_RECORDS) && self.bytes_behind() == 0;
+
+            // Store what was read, with the state when it is time.
+            let records = match batch {
+                Some(batch) => {
+                    let (records, ack) = batch.into_parts();
+                    self.pending.push(ack);
+                    records
+                }
+                None => Vec::new(),
+            };
+            let save =
+                !self.pending.is_empty() && (caught_up || self.last_save.elapsed() >= STATE_EVERY);
+            if !records.is_empty() || save {
+                self.commit(records, save)?;
+            }
+
+            self.show(&mut status, false)?;
+            if once && caught_up && self.pending.is_empty() {
+                break;
+            }
+        }
+
+        // Leave with everything stored and acknowledged.
+        if !self.pending.is_empty() {
+            self.commit(Vec::new(), true)?;
+        }
+        self.show(&mut status, true)?;
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        records: Vec<exim_pilot_schema::RawRecord>,
+        save: bool,
+    ) -> anyhow::Result<()> {
+        let batch = self.pipeline.process(records, save);
+        self.rt
+            .block_on(self.store.commit_batch(batch))
+            .context("cannot write to the store")?;
+        if save {
+            for ack in self.pending.drain(..) {
+                self.tailer.ack(&ack).context("cannot write a checkpoint")?;
+            }
+            self.last_save = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn bytes_behind(&self) -> u64 {
+        self.tailer.stats().iter().map(|s| s.bytes_behind).sum()
+    }
+
+    /// Refreshes the progress line from the store's totals.
+    fn show(&mut self, status: &mut Status, last: bool) -> anyhow::Result<()> {
+        let Some(progress) = self.progress.as_mut() else {
+            return Ok(());
+        };
+        if !last
+            && status
+                .at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        status.at = Some(Instant::now());
+        let report = self
+            .rt
+            .block_on(self.store.report(&ReportOptions::default()))
+            .context("cannot read the store's totals")?;
+        let t = &report.totals;
+        let counts = self.pipeline.counts();
+        let behind: u64 = self.tailer.stats().iter().map(|s| s.bytes_behind).sum();
+        let line = format!(
+            "records {} | messages {} | delivered {} | deferred {} | bounced {} | rejected {} \
+             | unparsed {} | behind {} B",
+            thousands(counts.records),
+            thousands(t.messages.max(0) as u64),
+            thousands(t.delivered.max(0) as u64),
+            thousands(t.deferred.max(0) as u64),
+            thousands(t.bounced.max(0) as u64),
+            thousands(t.rejected.max(0) as u64),
+            thousands(counts.unparsed),
+            thousands(behind),
+        );
+        if last {
+            progress.force(&line);
+        } else {
+            progress.show(&line);
+        }
+        Ok(())
+    }
+}
+
+/// When the progress line was last refreshed.
+#[derive(Default)]
+struct Status {
+    at: Option<Instant>,
+}
+
+/// Sets `stop` on SIGINT or SIGTERM, so the job can store what it holds.
+fn watch_signals(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
+    rt.spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// The log files to follow: the given files, the Exim logs inside given
+/// directories, or those of the default directories.
+fn resolve_logs(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut logs = Vec::new();
+    if given.is_empty() {
+        for dir in DEFAULT_LOG_DIRS {
+            logs.extend(logs_in(Path::new(dir)));
+            if !logs.is_empty() {
+                return Ok(logs);
+            }
+        }
+        let tried: Vec<String> = DEFAULT_LOG_DIRS
+            .iter()
+            .flat_map(|d| LOG_NAMES.iter().map(move |n| format!("{d}/{n}")))
+            .collect();
+        bail!(
+            "no Exim log found; tried {}.\nGive the logs with --log PATH (a file or a \
+             directory), e.g. --log /var/log/exim4/mainlog",
+            tried.join(", ")
+        );
+    }
+    for path in given {
+        if path.is_dir() {
+            let found = logs_in(path);
+            if found.is_empty() {
+                bail!(
+                    "{} holds none of {}: give the log files themselves with --log",
+                    path.display(),
+                    LOG_NAMES.join(", ")
+                );
+            }
+            logs.extend(found);
+        } else {
+            // A file that does not exist yet is followed once it appears.
+            logs.push(path.clone());
+        }
+    }
+    Ok(logs)
+}
+
+/// The Exim logs directly inside `dir`.
+fn logs_in(dir: &Path) -> Vec<PathBuf> {
+    LOG_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.is_file())
+        .collect()
 }

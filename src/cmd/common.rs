@@ -1,0 +1,251 @@
+//! Options and helpers that several subcommands share.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use exim_pilot_processor::correlate::CorrelatorConfig;
+use exim_pilot_processor::pipeline::{Pipeline, STATE_BLOB};
+use exim_pilot_schema::Zone;
+use exim_pilot_store::{SqliteStore, Store};
+
+/// The data directory used when none is given.
+pub const DEFAULT_DATA_DIR: &str = "exim-pilot-data";
+
+/// Where the embedded store lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data directory of the embedded store (created when missing).
+    #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+}
+
+/// How log lines are labelled and read.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Name of the mail server the logs come from (default: this machine's
+    /// host name).
+    #[arg(long, value_name = "NAME", env = "EXIM_PILOT_HOST")]
+    pub host: Option<String>,
+
+    /// Zone of log times written without an offset: `local`, `utc`, or an
+    /// offset such as `+0100`. Exim writes the server's local time unless
+    /// `log_timezone` is set.
+    #[arg(long, value_name = "ZONE", default_value = "local", value_parser = parse_zone)]
+    pub timezone: Zone,
+}
+
+impl LogArgs {
+    /// The host name to label records with.
+    pub fn host(&self) -> anyhow::Result<String> {
+        match &self.host {
+            Some(h) if !h.trim().is_empty() => Ok(h.trim().to_string()),
+            _ => exim_pilot_ingest::local_hostname()
+                .context("cannot read this machine's host name; give one with --host"),
+        }
+    }
+}
+
+fn parse_zone(s: &str) -> Result<Zone, String> {
+    Zone::parse(s).ok_or_else(|| format!("{s:?} is not a zone: use local, utc, or +HHMM/-HHMM"))
+}
+
+/// An exclusive claim on a data directory, released when dropped. Two
+/// processes writing one store would interleave their pipeline states.
+pub struct DataLock {
+    _file: File,
+}
+
+/// Opens the store in `dir`, holding the directory's lock.
+pub fn open_store_exclusive(dir: &Path) -> anyhow::Result<(Arc<SqliteStore>, DataLock)> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let lock_path = dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if file.try_lock().is_err() {
+        bail!(
+            "data directory {} is in use by another exim-pilot process; stop it or use \
+             another --data directory",
+            dir.display()
+        );
+    }
+    let store = open_store(dir)?;
+    Ok((store, DataLock { _file: file }))
+}
+
+/// Opens the store in `dir` for reading and writing, without the lock.
+pub fn open_store(dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+    let store = SqliteStore::open_dir(dir)
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens an existing store for reading; a missing one is an error that
+/// says how to make one.
+pub fn open_existing_store(dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+    let db = dir.join(exim_pilot_store::sqlite::DATABASE_FILE);
+    if !db.exists() {
+        bail!(
+            "no exim-pilot data in {}: run `exim-pilot standalone` or `exim-pilot import` \
+             first, or give another --data directory",
+            dir.display()
+        );
+    }
+    open_store(dir)
+}
+
+/// The pipeline saved in the store, or a fresh one.
+pub async fn load_pipeline(store: &dyn Store, zone: Zone) -> anyhow::Result<Pipeline> {
+    match store.load_blob(STATE_BLOB).await? {
+        Some(saved) => Pipeline::restore(zone, &saved).context("cannot resume processing"),
+        None => Ok(Pipeline::new(zone, CorrelatorConfig::default())),
+    }
+}
+
+/// A runtime for the store's async interface.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A one-line progress display on standard error: redrawn in place on a
+/// terminal, printed at most every few seconds otherwise.
+pub struct Progress {
+    tty: bool,
+    last: std::time::Instant,
+    every: std::time::Duration,
+    drawn: bool,
+}
+
+impl Progress {
+    /// A display that, off a terminal, prints a line at most every `every`.
+    pub fn new(every: std::time::Duration) -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            last: std::time::Instant::now() - every,
+            every,
+            drawn: false,
+        }
+    }
+
+    /// Shows `line` if it is time to.
+    pub fn show(&mut self, line: &str) {
+        let wait = if self.tty {
+            std::time::Duration::from_millis(200)
+        } else {
+            self.every
+        };
+        if self.last.elapsed() < wait {
+            return;
+        }
+        self.force(line);
+    }
+
+    /// Shows `line` now.
+    pub fn force(&mut self, line: &str) {
+        self.last = std::time::Instant::now();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            self.drawn = true;
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// Ends the in-place line.
+    pub fn finish(&mut self) {
+        if self.tty && self.drawn {
+            let _ = writeln!(std::io::stderr());
+            self.drawn = false;
+        }
+    }
+}
+
+/// `n` with thousands separators.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}
+
+/// Reads log files once and correlates them in memory: every lifecycle,
+/// ordered by first sighting (ties by message id). Every lifecycle is held
+/// until the end, so memory grows with the number of messages in the
+/// files (about 2 KB each).
+pub fn correlate_files(
+    files: &[PathBuf],
+    host: &str,
+    zone: Zone,
+) -> anyhow::Result<Vec<exim_pilot_schema::Lifecycle>> {
+    use exim_pilot_processor::correlate::Correlator;
+    use exim_pilot_processor::parse::parse_record;
+
+    let mut importer = exim_pilot_ingest::Importer::new(files, host.to_string())
+        .context("cannot read the files")?;
+    let mut correlator = Correlator::with_config(zone, CorrelatorConfig::keep_all());
+    while let Some(records) = importer
+        .next_batch(10_000)
+        .context("cannot read the files")?
+    {
+        for raw in &records {
+            let event = parse_record(raw.origin.log, &raw.bytes);
+            correlator.apply_record(&raw.origin.host, raw.origin.log, &event);
+        }
+    }
+    let mut all = correlator.into_lifecycles();
+    all.sort_by_key(|a| (a.first_seen, a.id));
+    Ok(all)
+}
+
+/// Every lifecycle in a store, oldest first.
+pub async fn stored_lifecycles(
+    store: &dyn Store,
+    filter: &exim_pilot_store::MessageFilter,
+) -> anyhow::Result<Vec<exim_pilot_schema::Lifecycle>> {
+    let mut all = Vec::new();
+    let mut page = exim_pilot_store::PageRequest {
+        first: exim_pilot_store::MAX_PAGE,
+        after: None,
+    };
+    loop {
+        let got = store.search(filter, &page).await?;
+        all.extend(got.items);
+        if !got.has_next_page {
+            break;
+        }
+        page.after = got.end_cursor;
+    }
+    all.reverse();
+    Ok(all)
+}
