@@ -1,0 +1,288 @@
+//! `exim-pilot standalone` and `exim-pilot import` end to end, on real
+//! files: rotation by rename and by copytruncate, a SIGKILL and a restart,
+//! and re-imports lose and duplicate nothing.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use exim_pilot_store::{SqliteStore, Store};
+use serde_json::Value;
+
+const HOST: &str = "mx1.lab.test";
+
+fn exim_pilot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+}
+
+fn corpus_mainlog(scenario: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/corpus")
+        .join(scenario)
+        .join("mainlog")
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn append(path: &Path, lines: &[String]) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for l in lines {
+        f.write_all(l.as_bytes()).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn start(log: &Path, data: &Path) -> Child {
+    exim_pilot()
+        .args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
+        .arg("--log")
+        .arg(log)
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Records the store holds for the host, read through a separate reader.
+fn stored_records(data: &Path) -> i64 {
+    if !data.join(exim_pilot_store::sqlite::DATABASE_FILE).exists() {
+        return 0;
+    }
+    let Ok(store) = SqliteStore::open_dir(data) else {
+        return 0;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(store.hosts())
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter(|h| h.host == HOST)
+                .map(|h| h.records)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_for_records(data: &Path, want: usize, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = stored_records(data);
+        if got == want as i64 {
+            return;
+        }
+        assert!(
+            got <= want as i64,
+            "stored {got} records, only {want} were written"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("exim-pilot standalone exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {got} of {want} records after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill with a valid pid of our own child and a valid signal.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "standalone did not stop cleanly: {status}"
+    );
+}
+
+/// The lifecycles as `exim-pilot lifecycles` prints them, keyed by id,
+/// without the fields that say where a lifecycle was kept.
+fn lifecycles(args: &[&str]) -> Vec<Value> {
+    let out = exim_pilot()
+        .args(["lifecycles", "--timezone", "utc", "--host", HOST])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lifecycles {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut all: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    all
+}
+
+fn outcome_summary(all: &[Value]) -> Vec<String> {
+    all.iter()
+        .flat_map(|lc| {
+            let id = lc["id"].as_str().unwrap().to_string();
+            let state = lc["state"].as_str().unwrap().to_string();
+            lc["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |r| {
+                    format!(
+                        "{id} {state} {} {} {}",
+                        r["address"], r["outcome"], r["attempts"]
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn rotation_kill_and_restart_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    let lines = lines_of(&corpus_mainlog("s01_core_all"));
+    let (a, rest) = lines.split_at(400);
+    let (b, rest) = rest.split_at(400);
+    let (c, d) = rest.split_at(300);
+
+    // A plain start; the log appears after the tailer started.
+    let mut child = start(&log, &data);
+    std::thread::sleep(Duration::from_millis(300));
+    append(&log, a);
+    wait_for_records(&data, 400, &mut child);
+
+    // Rename rotation: Exim writes a little more to the old file before
+    // it notices and opens a new one.
+    fs::rename(&log, dir.path().join("mainlog.1")).unwrap();
+    append(&dir.path().join("mainlog.1"), &b[..50]);
+    append(&log, &b[50..]);
+    wait_for_records(&data, 800, &mut child);
+
+    // SIGKILL in the middle of a burst, more lines while it is down.
+    append(&log, &c[..150]);
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    append(&log, &c[150..]);
+    let mut child = start(&log, &data);
+    wait_for_records(&data, 1100, &mut child);
+
+    // copytruncate rotation, then the rest of the log.
+    fs::rename(dir.path().join("mainlog.1"), dir.path().join("mainlog.2")).unwrap();
+    fs::copy(&log, dir.path().join("mainlog.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, d);
+    wait_for_records(&data, lines.len(), &mut child);
+    stop(child);
+
+    // The store holds exactly what one pass over the whole log gives.
+    let whole = dir.path().join("whole.log");
+    append(&whole, &lines);
+    let from_store = lifecycles(&["--data", data.to_str().unwrap()]);
+    let one_pass = lifecycles(&[whole.to_str().unwrap()]);
+    assert_eq!(from_store.len(), one_pass.len());
+    assert_eq!(outcome_summary(&from_store), outcome_summary(&one_pass));
+    assert_eq!(stored_records(&data), lines.len() as i64);
+}
+
+#[test]
+fn import_twice_changes_nothing_and_reads_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plain = corpus_mainlog("s02_default_selectors");
+    let gz = dir.path().join("mainlog.1.gz");
+    {
+        let mut enc = flate2::write::GzEncoder::new(
+            fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&fs::read(&plain).unwrap()).unwrap();
+        enc.finish().unwrap();
+    }
+
+    let import = |file: &Path| {
+        let out = exim_pilot()
+            .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
+            .arg("--data")
+            .arg(&data)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = import(&gz);
+    assert!(first.contains("537 records (537 new"), "{first}");
+    let before = lifecycles(&["--data", data.to_str().unwrap()]);
+
+    let again = import(&gz);
+    assert!(again.contains("537 records (0 new"), "{again}");
+    assert_eq!(lifecycles(&["--data", data.to_str().unwrap()]), before);
+    assert_eq!(before.len(), 128);
+}
+
+#[test]
+fn a_directory_without_logs_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exim_pilot()
+        .args(["standalone", "--once", "--log"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mainlog") && err.contains("--log"), "{err}");
+}
+
+#[test]
+fn a_second_process_on_the_same_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    append(
+        &log,
+        &lines_of(&corpus_mainlog("s02_default_selectors"))[..10],
+    );
+    let mut child = start(&log, &data);
+    wait_for_records(&data, 10, &mut child);
+    let out = exim_pilot()
+        .args(["import", "--quiet", "--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&log)
+        .output()
+        .unwrap();
+    stop(child);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
