@@ -33,7 +33,7 @@ pub struct LogArgs {
     /// Zone of log times written without an offset: `local`, `utc`, or an
     /// offset such as `+0100`. Exim writes the server's local time unless
     /// `log_timezone` is set.
-    #[arg(long, value_name = "ZONE", default_value = "local", value_parser = parse_zone)]
+    #[arg(long, visible_alias = "zone", value_name = "ZONE", default_value = "local", value_parser = parse_zone)]
     pub timezone: Zone,
 }
 
