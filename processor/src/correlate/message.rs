@@ -365,7 +365,7 @@ impl Tracked {
             return idx;
         }
         let top = original.as_deref().unwrap_or(&address);
-        if let Some(idx) = self.find_envelope_placeholder(top) {
+        if let Some(idx) = self.find_claimable(top) {
             self.track.recipients[idx].envelope_only = false;
             let r = &mut self.lc.recipients[idx];
             r.address = address;
@@ -471,9 +471,15 @@ impl Tracked {
         })
     }
 
-    /// An envelope-only recipient for the envelope address `top`.
-    fn find_envelope_placeholder(&mut self, top: &str) -> Option<usize> {
-        self.find_where(top, |r, t| t.envelope_only && same_address(&r.address, top))
+    /// An entry that a final address coming from `top` takes over: the
+    /// envelope recipient `top` itself when it is only known from the
+    /// arrival, or when its own result lines so far were deferrals (a
+    /// router deferred `top` before expanding it to final addresses).
+    fn find_claimable(&mut self, top: &str) -> Option<usize> {
+        self.find_where(top, |r, t| {
+            let open = t.envelope_only || (r.original.is_none() && !r.outcome.is_final());
+            open && same_address(&r.address, top)
+        })
     }
 
     /// Any recipient that came from the envelope address `top`: named as
@@ -489,8 +495,12 @@ impl Tracked {
             .collect()
     }
 
-    /// `Completed`: the message left the queue.
+    /// `Completed`: the message left the queue. Envelope recipients that no
+    /// result line ever named had no final address (a system filter that
+    /// discarded them, for one): they are dropped from `recipients` and
+    /// noted as `unresolved_recipient`.
     pub fn on_completed(&mut self, at: DateTime<Utc>, queue_time_ms: Option<u64>) {
+        self.drop_unresolved(at);
         self.track.completed = true;
         self.lc.frozen = false;
         self.lc.completed_at = Some(at);
@@ -498,6 +508,33 @@ impl Tracked {
         self.boundary();
         self.settle(at);
         self.release_run_memory();
+    }
+
+    fn drop_unresolved(&mut self, at: DateTime<Utc>) {
+        let unresolved = |r: &Recipient, t: &RecipientTrack| {
+            t.envelope_only && r.attempts == 0 && !r.outcome.is_final()
+        };
+        let any = (0..self.lc.recipients.len())
+            .any(|i| unresolved(&self.lc.recipients[i], &self.track.recipients[i]));
+        if !any {
+            return;
+        }
+        let recipients = std::mem::take(&mut self.lc.recipients);
+        let tracks = std::mem::take(&mut self.track.recipients);
+        let mut dropped = Vec::new();
+        for (r, t) in recipients.into_iter().zip(tracks) {
+            if unresolved(&r, &t) {
+                dropped.push(r.address);
+            } else {
+                self.lc.recipients.push(r);
+                self.track.recipients.push(t);
+            }
+        }
+        self.track.index = None;
+        self.track.failed_in_run.clear();
+        for address in dropped {
+            self.note(at, "unresolved_recipient", None, Some(&address));
+        }
     }
 
     fn queue_time_until(&self, at: DateTime<Utc>) -> Option<u64> {

@@ -254,6 +254,48 @@ fn envelope_recipients_wait_as_pending_and_expand_to_final_addresses() {
 }
 
 #[test]
+fn an_address_deferred_by_a_router_is_taken_over_by_its_final_address() {
+    let c = correlate(
+        "2026-01-05 10:00:00 1aaaaa-000010-AA <= kim@example.org U=kim P=local S=100
+         2026-01-05 10:00:00 1aaaaa-000010-AA == ann@example.com R=filter defer (-1): \
+         filter asked for a delay
+         2026-01-05 10:00:00 1aaaaa-000010-AA Frozen
+         2026-01-05 10:30:00 1aaaaa-000010-AA Unfrozen by forced delivery
+         2026-01-05 10:30:00 1aaaaa-000010-AA => bo@example.net <ann@example.com> \
+         R=dnslookup T=remote_smtp H=mx.example.net [203.0.113.5] C=\"250 OK\"
+         2026-01-05 10:30:00 1aaaaa-000010-AA Completed",
+    );
+    let lc = lifecycle(&c, "1aaaaa-000010-AA");
+    assert_eq!(lc.recipients.len(), 1);
+    let r = recipient(lc, "bo@example.net");
+    assert_eq!(r.original.as_deref(), Some("ann@example.com"));
+    assert_eq!((r.outcome, r.attempts), (Outcome::Delivered, 2));
+}
+
+#[test]
+fn envelope_recipients_never_named_are_dropped_when_the_message_completes() {
+    let c = correlate(
+        "2026-01-05 10:00:00 1aaaaa-00000Z-AA <= kim@example.org H=[198.51.100.7] \
+         P=esmtp S=100 for ann@example.net bo@example.net
+         2026-01-05 10:00:01 1aaaaa-00000Z-AA => ann@example.net R=dnslookup \
+         T=remote_smtp C=\"250 OK\"
+         2026-01-05 10:00:01 1aaaaa-00000Z-AA Completed",
+    );
+    let lc = lifecycle(&c, "1aaaaa-00000Z-AA");
+    assert_eq!(lc.recipients.len(), 1);
+    assert_eq!(lc.recipients[0].address, "ann@example.net");
+    assert_eq!(
+        lc.envelope_recipients,
+        ["ann@example.net", "bo@example.net"]
+    );
+    let note = lc.notes.last().unwrap();
+    assert_eq!(
+        (note.what.as_str(), note.text.as_deref()),
+        ("unresolved_recipient", Some("bo@example.net"))
+    );
+}
+
+#[test]
 fn bounces_and_delay_warnings_are_told_apart_without_subjects() {
     let c = correlate(
         "2026-01-05 10:00:00 1aaaaa-00000B-AA <= kim@example.org H=[198.51.100.7] \
