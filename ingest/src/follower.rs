@@ -14,6 +14,10 @@
 //!   truncation, they are read from the copy first, under the original
 //!   file's identity. The copy is never read as a log of its own, even when
 //!   a wildcard such as `mainlog*` names it: it is content already read.
+//! - **Several rotations between two polls**: rotated files newer than the
+//!   newest file read to its end (found among the siblings by identity),
+//!   other than files being read or whose first bytes are known, were never
+//!   open; they are read whole before the new file.
 //! - **A missing path** (at start, or after the file was deleted): the
 //!   follower waits for it; an open file whose path vanished is read on
 //!   until a new file appears at the path.
@@ -44,11 +48,14 @@
 //! after the new file was noticed is not read.
 //!
 //! Polling is the only way changes are noticed; there is no inotify. A
-//! change is seen within one poll interval. A file that is created at the
-//! path and rotated away again between two polls, before the follower ever
-//! opened it, is therefore not read while the follower runs (a restart
-//! finds it among the newer rotated files only if the checkpoint lists an
-//! older one).
+//! change is seen within one poll interval. Content that is written to a
+//! file of which no complete line was read yet, and rotated away before the
+//! next poll, is read late (after content that followed it) or, when no
+//! later rotation reveals it, not at all. A truncation is
+//! recognised by size or by the fingerprint; before the first line is
+//! complete there is no fingerprint, and a file truncated and rewritten
+//! beyond the bytes read so far, starting with those same bytes, passes for
+//! the same file.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -194,6 +201,12 @@ impl Follower {
             Some(checkpoint) => follower.resume(checkpoint)?,
             None if follower.config.backfill => follower.plan_backfill()?,
             None => {}
+        }
+
+        // Holding the live file open from the start means a rotation
+        // before the first poll still finds it.
+        if follower.live.is_none() {
+            follower.open_live()?;
         }
         Ok(follower)
     }
@@ -420,7 +433,7 @@ impl Follower {
                 }
             }
 
-            let Some((at, file)) = locate(&position.identity, &siblings) else {
+            let Some((at, file)) = locate(&position.identity, &siblings, false) else {
                 if !position.complete {
                     events::checkpoint_not_found(
                         &self.path,
@@ -470,13 +483,7 @@ impl Follower {
         };
         if let Some(first_new) = first_new {
             let newer = siblings.into_iter().skip(first_new).collect();
-            let mut seen: Vec<Fingerprint> = self
-                .generations
-                .iter()
-                .filter_map(|g| g.identity.fingerprint)
-                .collect();
-            seen.extend(live_fingerprint(&self.path));
-            self.read_siblings_first(newer, seen)?;
+            self.read_siblings_first(newer, self.known_fingerprints())?;
         }
         Ok(())
     }
@@ -697,12 +704,18 @@ impl Follower {
         if size < live.read_offset() {
             return Ok(true);
         }
-        match live.identity.fingerprint {
-            Some(fingerprint) => {
+        match (live.identity.fingerprint, live.unfinished_head()) {
+            (Some(fingerprint), _) => {
                 let head = identity::read_head_at(live.file()).map_err(fail)?;
                 Ok(!fingerprint.matches(&head))
             }
-            None => Ok(false),
+            // Before the first line is complete, the bytes read so far are
+            // the file's head.
+            (None, Some(read)) if !read.is_empty() => {
+                let head = identity::read_head_at(live.file()).map_err(fail)?;
+                Ok(!head.starts_with(read))
+            }
+            (None, _) => Ok(false),
         }
     }
 
@@ -731,13 +744,19 @@ impl Follower {
         let before = self.ready.len();
         old.flush_group(&label, &mut self.ready);
         let resume = old.resume_offset();
-        let copy = old
-            .identity
-            .fingerprint
-            .and_then(|fingerprint| self.find_copy(fingerprint, old.read_offset()));
+        let mut identity = old.identity;
+        let copy = self.find_copy(&old).map(|(copy, head)| {
+            // A file still without a fingerprint takes it from its copy:
+            // nothing of it was emitted under another id yet.
+            if identity.fingerprint.is_none() {
+                identity.fingerprint = Fingerprint::of_head(&head, true);
+                sync_identity(&mut self.generations, old.generation, identity);
+            }
+            copy
+        });
         let max = self.config.max_record_bytes;
         let opened = copy.map(|copy| {
-            let source = Source::open(&copy, old.generation, old.identity, resume, max);
+            let source = Source::open(&copy, old.generation, identity, resume, max);
             (copy, source)
         });
         match opened {
@@ -755,6 +774,7 @@ impl Follower {
         }
         self.ready_bytes += new_bytes(&self.ready, before);
         self.prune();
+        self.queue_unread_rotations(&identity, false)?;
 
         let file = old.into_file();
         let meta = file
@@ -764,19 +784,31 @@ impl Follower {
         Ok(())
     }
 
-    /// The newest rotated sibling whose first bytes match `fingerprint` and
-    /// that holds at least `read` bytes (gzip files are taken on trust).
-    fn find_copy(&self, fingerprint: Fingerprint, read: u64) -> Option<PathBuf> {
+    /// The newest rotated copy of the file `old` reads: a sibling whose
+    /// first bytes match the fingerprint (or, before there is one, start
+    /// with the bytes read so far), and that holds at least what was read
+    /// (gzip files are taken on trust). Returns its path and first bytes.
+    fn find_copy(&self, old: &Source) -> Option<(PathBuf, Vec<u8>)> {
+        let fingerprint = old.identity.fingerprint;
+        let prefix = old.unfinished_head().filter(|p| !p.is_empty());
+        if fingerprint.is_none() && prefix.is_none() {
+            return None;
+        }
+        let is_copy = |head: &[u8]| match fingerprint {
+            Some(fingerprint) => fingerprint.matches(head),
+            None => prefix.is_some_and(|prefix| head.starts_with(prefix)),
+        };
+        let read = old.read_offset();
         let siblings = siblings::rotated_siblings(&self.path).ok()?;
-        siblings.into_iter().rev().map(|s| s.path).find(|path| {
-            let examine = || -> io::Result<bool> {
-                let file = File::open(path)?;
-                if !fingerprint.matches(&identity::read_head_of(&file)?) {
-                    return Ok(false);
-                }
-                Ok(identity::is_gzip_file(&file)? || file.metadata()?.len() >= read)
+        siblings.into_iter().rev().find_map(|sibling| {
+            let examine = || -> io::Result<Option<Vec<u8>>> {
+                let file = File::open(&sibling.path)?;
+                let head = identity::read_head_of(&file)?;
+                let long_enough = identity::is_gzip_file(&file)? || file.metadata()?.len() >= read;
+                Ok((is_copy(&head) && long_enough).then_some(head))
             };
-            examine().unwrap_or(false)
+            let head = examine().ok()??;
+            Some((sibling.path, head))
         })
     }
 
@@ -824,10 +856,71 @@ impl Follower {
         );
         self.gone_reported = false;
         if let Some(old) = self.live.take() {
+            let identity = old.identity;
             self.drains.push_back(old);
+            self.queue_unread_rotations(&identity, true)?;
         }
         self.live = Some(self.new_live(file, new_identity)?);
         Ok(true)
+    }
+
+    /// Queues the rotated files that were never open: those newer than the
+    /// newest file read to its end (before there is one, newer than the
+    /// file `current` names), other than files held open or whose content
+    /// is known. They appear when the log was rotated more than once
+    /// between two polls, and are read whole before the new file. Nothing
+    /// is queued when neither file is found among the rotated ones.
+    /// `held_open` is as for [`locate`].
+    fn queue_unread_rotations(&mut self, current: &FileIdentity, held_open: bool) -> Result<()> {
+        let siblings = match siblings::rotated_siblings(&self.path) {
+            Ok(siblings) => siblings,
+            Err(e) => {
+                events::not_examined(&self.path, &e);
+                return Ok(());
+            }
+        };
+        let finished = self
+            .generations
+            .iter()
+            .rev()
+            .find(|g| g.end.is_some() && g.identity.fingerprint.is_some())
+            .or(self.anchor.as_ref())
+            .map(|g| g.identity);
+        let landmark = finished
+            .and_then(|finished| locate(&finished, &siblings, false))
+            .or_else(|| locate(current, &siblings, held_open));
+        let Some((at, _)) = landmark else {
+            return Ok(());
+        };
+
+        let open: Vec<FileIdentity> = self
+            .drains
+            .iter()
+            .chain(self.live.iter())
+            .map(|source| source.identity)
+            .chain([*current])
+            .collect();
+        let newer = siblings
+            .into_iter()
+            .skip(at + 1)
+            .filter(|sibling| {
+                std::fs::metadata(&sibling.path)
+                    .is_ok_and(|meta| !open.iter().any(|o| o.same_inode(&meta)))
+            })
+            .collect();
+        self.read_siblings_first(newer, self.known_fingerprints())
+    }
+
+    /// Fingerprints of the files being read or to be read, and of the file
+    /// now at the path: content that needs no second reading.
+    fn known_fingerprints(&self) -> Vec<Fingerprint> {
+        let mut known: Vec<Fingerprint> = self
+            .generations
+            .iter()
+            .filter_map(|g| g.identity.fingerprint)
+            .collect();
+        known.extend(live_fingerprint(&self.path));
+        known
     }
 
     // ---- acknowledging --------------------------------------------------
@@ -872,7 +965,15 @@ impl Follower {
             if first.end != Some(first.acked) {
                 break;
             }
-            self.anchor = self.generations.pop_front();
+            let finished = self.generations.pop_front();
+            // A file without a fingerprint cannot be found again, so it
+            // makes no landmark.
+            if finished
+                .as_ref()
+                .is_some_and(|g| g.identity.fingerprint.is_some())
+            {
+                self.anchor = finished;
+            }
             self.checkpoint_dirty = true;
         }
     }
@@ -908,19 +1009,30 @@ impl Follower {
 /// with matching first bytes (a copy, or a compressed rotation). Returns
 /// its index in `siblings` and the open file. The live path is not a
 /// candidate: it holds the newest file, which is looked at separately.
-fn locate(identity: &FileIdentity, siblings: &[Sibling]) -> Option<(usize, File)> {
-    let fingerprint = identity.fingerprint?;
+///
+/// `held_open` says the follower still holds the file open, so its inode
+/// cannot have been given to another file: then device and inode alone
+/// find it, which is the only way while it has no fingerprint yet.
+fn locate(identity: &FileIdentity, siblings: &[Sibling], held_open: bool) -> Option<(usize, File)> {
+    if identity.fingerprint.is_none() && !held_open {
+        return None;
+    }
     let mut copy = None;
     for (at, sibling) in siblings.iter().enumerate().rev() {
         let examine = || -> io::Result<(bool, bool, File)> {
             let file = File::open(&sibling.path)?;
             let same_inode = identity.same_inode(&file.metadata()?);
-            let same_content = fingerprint.matches(&identity::read_head_of(&file)?);
+            let same_content = match identity.fingerprint {
+                Some(fingerprint) => fingerprint.matches(&identity::read_head_of(&file)?),
+                None => same_inode,
+            };
             Ok((same_inode, same_content, file))
         };
         match examine() {
             Ok((true, true, file)) => return Some((at, file)),
-            Ok((false, true, file)) if copy.is_none() => copy = Some((at, file)),
+            Ok((false, true, file)) if copy.is_none() && identity.fingerprint.is_some() => {
+                copy = Some((at, file));
+            }
             Ok(_) => {}
             Err(e) => events::not_examined(&sibling.path, &e),
         }

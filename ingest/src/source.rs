@@ -264,6 +264,12 @@ impl Source {
         matches!(self.reader, Reader::Plain(_))
     }
 
+    /// The bytes read so far while the file has no fingerprint yet (its
+    /// first line is still incomplete): then they are the file's head.
+    pub fn unfinished_head(&self) -> Option<&[u8]> {
+        (self.identity.fingerprint.is_none() && self.line_offset == 0).then_some(&self.line[..])
+    }
+
     /// Offset of the next byte to read.
     pub fn read_offset(&self) -> u64 {
         self.offset
