@@ -20,77 +20,82 @@
 //!  2  retry_not_reached     text: retry time not reached
 //!  3  cancelled             text: cancelled by
 //!  4  policy_blocklist      text: sender verify | sender verification
-//!  5  protocol_error        text: synchronization error | syntax error | syntactically invalid
+//!  5  protocol_error        scope: remote, host_problem, reject and text: synchronization error
+//!                             | syntax error | syntactically invalid
 //!                             | too many nonmail commands | unrecognized command
 //!                             | command unrecognized | malformed | protocol error
 //!                             | bad sequence of commands
 //!  6  greylisting           text: greylist | graylist | grey-list | gray-list
-//!  7  rate_limit            text: rate limit | ratelimit | rate-limit | too many connections
+//!  7  queued                text: explicitly queued | first-pass only routing
+//!                             | queue_smtp_domains | concurrency limit reached
+//!                             | connection limit reached for all hosts
+//!  8  rate_limit            text: rate limit | ratelimit | rate-limit | too many connections
 //!                             | too many messages | too many recipients | too many concurrent
 //!                             | too many sessions | sending rate | at a rate | message rate
 //!                             | throttl | slow down | server busy | connection limit
-//!  8  greylisting           temporary and text: try again later | try later | retry later
+//!  9  greylisting           temporary and text: try again later | try later | retry later
 //!                             | come back later | please try again
-//!  9  mailbox_full          text: quota | mailbox full | mailbox is full | inbox is full
+//! 10  mailbox_full          text: quota | mailbox full | mailbox is full | inbox is full
 //!                             | mailbox size limit | exceeded storage allocation
-//! 10  message_too_large     text: too big | too large | size exceeds | exceeds the maximum
+//! 11  message_too_large     text: too big | too large | size exceeds | exceeds the maximum
 //!                             | size limit | message size
-//! 11  policy_blocklist      text: blocklist | blacklist | block list | black list
+//! 12  policy_blocklist      text: blocklist | blacklist | block list | black list
 //!                             | blocked using | dnsbl | spamhaus | spamcop | listed at
 //!                             | listed in | listed on | reputation | blocked by
-//! 12  spam_content          text: spam | virus | malware | infected | content policy
+//! 13  spam_content          text: spam | virus | malware | infected | content policy
 //!                             | content rejected | content filter | unsolicited | phish
 //!                             | banned attachment
-//! 13  auth_relay_denied     text: relay not permitted | relaying denied | relay access denied
+//! 14  auth_relay_denied     text: relay not permitted | relaying denied | relay access denied
 //!                             | relaying not allowed | relay denied | relay not allowed
 //!                             | not permitted to relay | unable to relay
 //!                             | authentication required | authentication is required
 //!                             | authentication failed | incorrect authentication
 //!                             | authentication credentials | invalid credentials
 //!                             | must authenticate | not authenticated | authenticator failed
-//! 14  tls_failure           text: tls error | tls session | tls connection | tls negotiation
+//! 15  tls_failure           text: tls error | tls session | tls connection | tls negotiation
 //!                             | tls handshake | tls required | tls is required | starttls
 //!                             | certificate | encryption required | handshake | ssl routines
 //!                             | ssl error
-//! 15  dns_failure           text: domain does not exist | domain not found | no such domain
+//! 16  dns_failure           text: domain does not exist | domain not found | no such domain
 //!                             | null mx
-//! 16  unknown_recipient     text: user unknown | unknown user | no such user | no such mailbox
+//! 17  unknown_recipient     text: user unknown | unknown user | no such user | no such mailbox
 //!                             | no such recipient | no such address | unknown recipient
 //!                             | recipient unknown | recipient not found | user not found
 //!                             | invalid recipient | invalid mailbox | mailbox not found
 //!                             | does not exist | unknown local part | address unknown
 //!                             | unknown address | account disabled | account has been disabled
 //!                             | mailbox disabled
-//! 17  unknown_recipient     code: 500-599 and text: mailbox unavailable | unrouteable address
+//! 18  unknown_recipient     code: 500-599 and text: mailbox unavailable | unrouteable address
 //!                             | unroutable address
-//! 18  unknown_recipient     scope: reject and text: unrouteable address | unroutable address
-//! 19  dns_failure           text: unrouteable | unroutable | host not found
+//! 19  unknown_recipient     scope: reject and text: unrouteable address | unroutable address
+//! 20  dns_failure           text: unrouteable | unroutable | host not found
 //!                             | host lookup did not complete | name or service not known
 //!                             | nxdomain | no mx | mx record | could not resolve
 //!                             | unknown host | dns
-//! 20  connection_refused    text: connection refused | no route to host
+//! 21  connection_refused    text: connection refused | no route to host
 //!                             | network is unreachable
 //!                             | host is unreachable or errno 111, 113, 101
-//! 21  timeout               text: timeout | timed out | connection reset | closed connection
+//! 22  timeout               text: timeout | timed out | connection reset | closed connection
 //!                             | connection closed | lost connection | connection lost
 //!                             | unexpected disconnection | broken pipe or errno 110, 104, 32
-//! 22  unknown_recipient     enhanced: X.1.1 | X.1.6 | X.2.1
-//! 23  dns_failure           enhanced: X.1.2 | X.1.10 | X.4.3 | X.4.4
-//! 24  mailbox_full          enhanced: X.2.2
-//! 25  message_too_large     enhanced: X.2.3 | X.3.4
-//! 26  timeout               enhanced: X.4.1 | X.4.2
-//! 27  expired_retry         enhanced: X.4.7
-//! 28  rate_limit            enhanced: X.5.3 | X.7.28
-//! 29  auth_relay_denied     enhanced: X.7.8 | X.7.9
-//! 30  auth_relay_denied     code: 530-535
-//! 31  tls_failure           enhanced: X.7.5 | X.7.10 | X.7.11
-//! 32  local_delivery_error  scope: local
-//! 33  policy_blocklist      text: policy | not allowed | not permitted | prohibited | denied
-//!                             | forbidden | not authorized | dmarc | spf | dkim | blocked
-//! 34  policy_blocklist      enhanced: X.7.*
-//! 35  policy_blocklist      scope: reject
-//! 36  remote_error          scope: remote | host_problem
-//! 37  other                 anything else
+//! 23  unknown_recipient     enhanced: X.1.1 | X.1.6 | X.2.1
+//! 24  dns_failure           enhanced: X.1.2 | X.1.10 | X.4.3 | X.4.4
+//! 25  mailbox_full          enhanced: X.2.2
+//! 26  message_too_large     enhanced: X.2.3 | X.3.4
+//! 27  timeout               enhanced: X.4.1 | X.4.2
+//! 28  expired_retry         enhanced: X.4.7
+//! 29  rate_limit            enhanced: X.5.3 | X.7.28
+//! 30  auth_relay_denied     enhanced: X.7.8 | X.7.9
+//! 31  auth_relay_denied     code: 530-535
+//! 32  tls_failure           enhanced: X.7.5 | X.7.10 | X.7.11
+//! 33  local_delivery_error  scope: local
+//! 34  policy_blocklist      text: policy | not allowed | not permitted | prohibited
+//!                             | prohibition | banned | denied | forbidden | not authorized
+//!                             | dmarc | spf | dkim | blocked
+//! 35  policy_blocklist      enhanced: X.7.*
+//! 36  policy_blocklist      scope: reject
+//! 37  remote_error          scope: remote, host_problem
+//! 38  other                 anything else
 //! ```
 //!
 //! Cancellations by an administrator or the system filter carry no text
@@ -487,7 +492,7 @@ impl Rule {
         let mut parts: Vec<String> = Vec::new();
         if !self.scopes.is_empty() {
             let names: Vec<&str> = self.scopes.iter().map(|s| s.as_str()).collect();
-            parts.push(format!("scope: {}", names.join(" | ")));
+            parts.push(format!("scope: {}", names.join(", ")));
         }
         if self.temporary {
             parts.push("temporary".to_string());
@@ -589,6 +594,7 @@ const RULES: &[Rule] = &[
     // 5
     Rule {
         class: C::ProtocolError,
+        scopes: &[S::Remote, S::HostProblem, S::Reject],
         text: &[
             "synchronization error",
             "syntax error",
@@ -610,6 +616,18 @@ const RULES: &[Rule] = &[
     },
     // 7
     Rule {
+        class: C::Queued,
+        text: &[
+            "explicitly queued",
+            "first-pass only routing",
+            "queue_smtp_domains",
+            "concurrency limit reached",
+            "connection limit reached for all hosts",
+        ],
+        ..ANY
+    },
+    // 8
+    Rule {
         class: C::RateLimit,
         text: &[
             "rate limit",
@@ -630,7 +648,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 8
+    // 9
     Rule {
         class: C::Greylisting,
         text: &[
@@ -643,7 +661,7 @@ const RULES: &[Rule] = &[
         temporary: true,
         ..ANY
     },
-    // 9
+    // 10
     Rule {
         class: C::MailboxFull,
         text: &[
@@ -656,7 +674,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 10
+    // 11
     Rule {
         class: C::MessageTooLarge,
         text: &[
@@ -669,7 +687,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 11
+    // 12
     Rule {
         class: C::PolicyBlocklist,
         text: &[
@@ -689,7 +707,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 12
+    // 13
     Rule {
         class: C::SpamContent,
         text: &[
@@ -706,7 +724,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 13
+    // 14
     Rule {
         class: C::AuthRelayDenied,
         text: &[
@@ -730,7 +748,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 14
+    // 15
     Rule {
         class: C::TlsFailure,
         text: &[
@@ -750,7 +768,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 15
+    // 16
     Rule {
         class: C::DnsFailure,
         text: &[
@@ -761,7 +779,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 16
+    // 17
     Rule {
         class: C::UnknownRecipient,
         text: &[
@@ -788,7 +806,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 17
+    // 18
     Rule {
         class: C::UnknownRecipient,
         text: &[
@@ -799,14 +817,14 @@ const RULES: &[Rule] = &[
         codes: Some((500, 599)),
         ..ANY
     },
-    // 18
+    // 19
     Rule {
         class: C::UnknownRecipient,
         text: &["unrouteable address", "unroutable address"],
         scopes: &[S::Reject],
         ..ANY
     },
-    // 19
+    // 20
     Rule {
         class: C::DnsFailure,
         text: &[
@@ -824,7 +842,7 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 20
+    // 21
     Rule {
         class: C::ConnectionRefused,
         text: &[
@@ -837,7 +855,7 @@ const RULES: &[Rule] = &[
         errno_alone: true,
         ..ANY
     },
-    // 21
+    // 22
     Rule {
         class: C::Timeout,
         text: &[
@@ -855,73 +873,73 @@ const RULES: &[Rule] = &[
         errno_alone: true,
         ..ANY
     },
-    // 22
+    // 23
     Rule {
         class: C::UnknownRecipient,
         enhanced: &[".1.1", ".1.6", ".2.1"],
         ..ANY
     },
-    // 23
+    // 24
     Rule {
         class: C::DnsFailure,
         enhanced: &[".1.2", ".1.10", ".4.3", ".4.4"],
         ..ANY
     },
-    // 24
+    // 25
     Rule {
         class: C::MailboxFull,
         enhanced: &[".2.2"],
         ..ANY
     },
-    // 25
+    // 26
     Rule {
         class: C::MessageTooLarge,
         enhanced: &[".2.3", ".3.4"],
         ..ANY
     },
-    // 26
+    // 27
     Rule {
         class: C::Timeout,
         enhanced: &[".4.1", ".4.2"],
         ..ANY
     },
-    // 27
+    // 28
     Rule {
         class: C::ExpiredRetry,
         enhanced: &[".4.7"],
         ..ANY
     },
-    // 28
+    // 29
     Rule {
         class: C::RateLimit,
         enhanced: &[".5.3", ".7.28"],
         ..ANY
     },
-    // 29
+    // 30
     Rule {
         class: C::AuthRelayDenied,
         enhanced: &[".7.8", ".7.9"],
         ..ANY
     },
-    // 30
+    // 31
     Rule {
         class: C::AuthRelayDenied,
         codes: Some((530, 535)),
         ..ANY
     },
-    // 31
+    // 32
     Rule {
         class: C::TlsFailure,
         enhanced: &[".7.5", ".7.10", ".7.11"],
         ..ANY
     },
-    // 32
+    // 33
     Rule {
         class: C::LocalDeliveryError,
         scopes: &[S::Local],
         ..ANY
     },
-    // 33
+    // 34
     Rule {
         class: C::PolicyBlocklist,
         text: &[
@@ -929,6 +947,8 @@ const RULES: &[Rule] = &[
             "not allowed",
             "not permitted",
             "prohibited",
+            "prohibition",
+            "banned",
             "denied",
             "forbidden",
             "not authorized",
@@ -939,19 +959,19 @@ const RULES: &[Rule] = &[
         ],
         ..ANY
     },
-    // 34
+    // 35
     Rule {
         class: C::PolicyBlocklist,
         enhanced: &[".7."],
         ..ANY
     },
-    // 35
+    // 36
     Rule {
         class: C::PolicyBlocklist,
         scopes: &[S::Reject],
         ..ANY
     },
-    // 36
+    // 37
     Rule {
         class: C::RemoteError,
         scopes: &[S::Remote, S::HostProblem],

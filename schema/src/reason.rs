@@ -43,6 +43,10 @@ pub enum ReasonClass {
     /// No delivery was tried: every host (or the address) is still waiting
     /// for its retry time after earlier failures.
     RetryNotReached,
+    /// Not tried on purpose: queued by configuration or an option (`-odqs`,
+    /// `queue_smtp_domains`, `control=queue`) or held back by a local
+    /// concurrency or connection limit.
+    Queued,
     /// The client broke the SMTP protocol: syntax and synchronization errors,
     /// too many non-mail commands.
     ProtocolError,
@@ -54,7 +58,7 @@ pub enum ReasonClass {
 
 impl ReasonClass {
     /// Every class, in the order reports list them.
-    pub const ALL: [ReasonClass; 19] = [
+    pub const ALL: [ReasonClass; 20] = [
         ReasonClass::UnknownRecipient,
         ReasonClass::MailboxFull,
         ReasonClass::MessageTooLarge,
@@ -71,6 +75,7 @@ impl ReasonClass {
         ReasonClass::LocalDeliveryError,
         ReasonClass::ExpiredRetry,
         ReasonClass::RetryNotReached,
+        ReasonClass::Queued,
         ReasonClass::ProtocolError,
         ReasonClass::Cancelled,
         ReasonClass::Other,
@@ -95,6 +100,7 @@ impl ReasonClass {
             ReasonClass::LocalDeliveryError => "local_delivery_error",
             ReasonClass::ExpiredRetry => "expired_retry",
             ReasonClass::RetryNotReached => "retry_not_reached",
+            ReasonClass::Queued => "queued",
             ReasonClass::ProtocolError => "protocol_error",
             ReasonClass::Cancelled => "cancelled",
             ReasonClass::Other => "other",
