@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut counts = Counts::default();
 
     for path in &args.files {
         let log = args.log.unwrap_or_else(|| LogFile::from_path(path));
@@ -68,6 +68,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     if args.format == Format::Summary {
+        let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+        for (kind, n) in counts.0 {
+            *by_name.entry(kind).or_default() += n;
+        }
+        let counts = by_name;
         let total: u64 = counts.values().sum();
         for (kind, n) in &counts {
             writeln!(out, "{kind}\t{n}")?;
@@ -85,7 +90,7 @@ fn read_file<R: io::BufRead>(
     opts: &parse::ParseOptions,
     mut records: RecordReader<R>,
     format: Format,
-    counts: &mut BTreeMap<&'static str, u64>,
+    counts: &mut Counts,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     while let Some(record) = records
@@ -93,7 +98,7 @@ fn read_file<R: io::BufRead>(
         .with_context(|| format!("reading {}", path.display()))?
     {
         let event = parse::parse_record_with(opts, log, record.bytes);
-        *counts.entry(event.kind.name()).or_default() += 1;
+        counts.add(event.kind.name());
         if format == Format::Jsonl {
             let written = serde_json::to_writer(&mut *out, &event)
                 .map_err(io::Error::from)
@@ -107,6 +112,21 @@ fn read_file<R: io::BufRead>(
         }
     }
     Ok(())
+}
+
+/// Records per kind. Kind names are static strings, so a short list
+/// compared by address is cheaper per record than a map keyed by text;
+/// equal names at different addresses are summed when printed.
+#[derive(Default)]
+struct Counts(Vec<(&'static str, u64)>);
+
+impl Counts {
+    fn add(&mut self, kind: &'static str) {
+        match self.0.iter_mut().find(|(k, _)| std::ptr::eq(*k, kind)) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((kind, 1)),
+        }
+    }
 }
 
 /// A closed pipe (`exim-pilot parse ... | head`) is a normal end.

@@ -10,7 +10,7 @@
 
 use memchr::memchr;
 
-use super::scan::{host, quoted_end, HostRead};
+use super::scan::{host, quoted_end, space, HostRead};
 
 /// One piece of a field list.
 pub(crate) enum Item<'a> {
@@ -67,12 +67,12 @@ pub(crate) fn address_end(b: &[u8]) -> usize {
         Some(b'"') => {
             if let Some(q) = memchr(b'"', &b[1..]) {
                 let after = q + 2;
-                return after + memchr(b' ', &b[after..]).unwrap_or(b.len() - after);
+                return after + space(&b[after..]).unwrap_or(b.len() - after);
             }
         }
         _ => {}
     }
-    memchr(b' ', b).unwrap_or(b.len())
+    space(b).unwrap_or(b.len())
 }
 
 fn trim_start(mut b: &[u8]) -> &[u8] {
@@ -119,7 +119,7 @@ fn key_len(b: &[u8]) -> Option<usize> {
 /// Splits a plain word off `b`, ending it before a `:` separator. Returns
 /// the word and the rest (which starts with the `:` when there is one).
 fn plain_value(b: &[u8]) -> (&[u8], &[u8]) {
-    let end = memchr(b' ', b).unwrap_or(b.len());
+    let end = space(b).unwrap_or(b.len());
     let word = &b[..end];
     if word.len() > 1 && word.ends_with(b":") {
         return (&word[..word.len() - 1], &b[end - 1..]);

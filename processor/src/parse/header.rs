@@ -8,6 +8,8 @@
 //! and the milliseconds. RFC 3164 stamps carry no year; the parser takes
 //! the year from [`ParseOptions::syslog_year`](super::ParseOptions).
 
+use std::cell::Cell;
+
 use chrono::{NaiveDate, NaiveDateTime};
 use exim_pilot_schema::event::Syslog;
 use exim_pilot_schema::{LogTime, MessageId};
@@ -104,6 +106,49 @@ fn byte(c: u8) -> impl Fn(&[u8]) -> IResult<&[u8], ()> {
     }
 }
 
+/// The date of a log line. Consecutive lines nearly always share their
+/// date, so the last one is kept per thread instead of being rebuilt.
+fn date(year: u32, month: u32, day: u32) -> Option<NaiveDate> {
+    thread_local! {
+        static LAST: Cell<(u32, Option<NaiveDate>)> = const { Cell::new((0, None)) };
+    }
+    let key = year * 10_000 + month * 100 + day;
+    LAST.with(|last| {
+        let (k, d) = last.get();
+        if k == key && key != 0 {
+            return d;
+        }
+        let d = NaiveDate::from_ymd_opt(year as i32, month, day);
+        last.set((key, d));
+        d
+    })
+}
+
+/// `YYYY-MM-DD HH:MM:SS` at fixed positions, without a fraction: the
+/// common case, read without the general parser.
+fn plain_stamp(i: &[u8]) -> Option<(&[u8], NaiveDateTime)> {
+    let b = i.get(..19)?;
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let d = |k: usize| -> Option<u32> {
+        let (x, y) = (b[k].wrapping_sub(b'0'), b[k + 1].wrapping_sub(b'0'));
+        (x < 10 && y < 10).then_some(u32::from(x) * 10 + u32::from(y))
+    };
+    let year = d(0)? * 100 + d(2)?;
+    let date = date(year, d(5)?, d(8)?)?;
+    // `.mmm` (`+millisec`): three digits as Exim writes them.
+    let (rest, micros) = match i.get(19..23) {
+        Some([b'.', x, y, z]) if x.is_ascii_digit() && y.is_ascii_digit() && z.is_ascii_digit() => {
+            let ms = u32::from(x - b'0') * 100 + u32::from(y - b'0') * 10 + u32::from(z - b'0');
+            (&i[23..], ms * 1000)
+        }
+        _ => (&i[19..], 0),
+    };
+    let time = date.and_hms_micro_opt(d(11)?, d(14)?, d(17)?, micros)?;
+    Some((rest, time))
+}
+
 /// `YYYY-MM-DD`, then `sep`, then `HH:MM:SS`, then an optional fraction.
 fn date_time(sep: u8) -> impl Fn(&[u8]) -> IResult<&[u8], NaiveDateTime> {
     move |i: &[u8]| {
@@ -132,7 +177,7 @@ fn date_time(sep: u8) -> impl Fn(&[u8]) -> IResult<&[u8], NaiveDateTime> {
             }
             i = &i[1 + end..];
         }
-        let time = NaiveDate::from_ymd_opt(year as i32, month, day)
+        let time = date(year, month, day)
             .and_then(|d| d.and_hms_micro_opt(hour, min, sec, micros))
             .ok_or_else(|| fail(i))?;
         Ok((i, time))
@@ -142,7 +187,14 @@ fn date_time(sep: u8) -> impl Fn(&[u8]) -> IResult<&[u8], NaiveDateTime> {
 /// Exim's stamp and the space after it: `2024-07-05 09:14:02`, with
 /// `.266` and ` +0200` when configured.
 fn exim_stamp(i: &[u8]) -> IResult<&[u8], LogTime> {
-    let (i, local) = date_time(b' ')(i)?;
+    let (i, local) = match plain_stamp(i) {
+        Some((rest, t))
+            if !rest.first().is_some_and(u8::is_ascii_digit) && rest.first() != Some(&b'.') =>
+        {
+            (rest, t)
+        }
+        _ => date_time(b' ')(i)?,
+    };
     let (i, _) = space_or_end(i)?;
     // A zone offset is `+HHMM`/`-HHMM` followed by a space or the end.
     if let (Some(&sign @ (b'+' | b'-')), Some(after)) = (i.first(), i.get(5)) {

@@ -9,7 +9,7 @@ use exim_pilot_schema::event::{
 use exim_pilot_schema::MessageId;
 
 use super::fields::{angle_end, Item, Scanner};
-use super::scan::{duration_ms, find, interface, number, signed, smtp_reply, text, unquote};
+use super::scan::{duration_ms, find, interface, number, signed, smtp_reply, space, text, unquote};
 
 /// A field value as text: quoted values are decoded.
 pub(crate) fn value_text(value: &[u8], quoted: bool) -> Text<'_> {
@@ -53,7 +53,7 @@ pub(crate) fn tls_field<'a>(tls: &mut Tls<'a>, key: &[u8], value: &'a [u8], quot
 }
 
 /// Reads a number field, or keeps it as text when it is not a number.
-fn num_or_keep<'a, T: std::str::FromStr>(
+fn num_or_keep<'a, T: TryFrom<u64>>(
     slot: &mut Option<T>,
     fields: &mut Vec<Field<'a>>,
     key: &'a [u8],
@@ -301,7 +301,7 @@ fn errno_word(w: &[u8]) -> Option<i32> {
 /// the rest is the text, and a remote reply in it is taken apart.
 fn set_error<'a>(d: &mut Delivery<'a>, m: &'a [u8]) {
     let mut m = m;
-    if let Some(i) = memchr::memmem::rfind(m, b" DT=") {
+    if let Some(i) = super::scan::rfind(m, b" DT=") {
         if let Some(ms) = duration_ms(&m[i + 4..]) {
             d.delivery_time_ms = Some(ms);
             m = &m[..i];
@@ -335,7 +335,7 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
             let Some(next) = rest.strip_prefix(b" ") else {
                 break;
             };
-            let w = &next[..memchr::memchr(b' ', next).unwrap_or(next.len())];
+            let w = &next[..space(next).unwrap_or(next.len())];
             if w.is_empty() || w[0] == b'<' || w[0] == b'(' || starts_fields(w) {
                 break;
             }

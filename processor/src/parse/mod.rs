@@ -285,7 +285,7 @@ fn split_args(b: &[u8]) -> Vec<Text<'_>> {
         } else {
             None
         };
-        let end = end.unwrap_or_else(|| memchr(b' ', rest).unwrap_or(rest.len()));
+        let end = end.unwrap_or_else(|| scan::space(rest).unwrap_or(rest.len()));
         out.push(scan::text(&rest[..end]));
         rest = &rest[end..];
     }

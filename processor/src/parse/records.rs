@@ -130,7 +130,7 @@ fn syslog_message(line: &[u8]) -> Option<(usize, usize)> {
     } else {
         return None;
     };
-    let colon = memchr::memmem::find(&line[stamp_end..], b": ")? + stamp_end;
+    let colon = super::scan::find(&line[stamp_end..], b": ")? + stamp_end;
     Some((stamp_end, colon + 2))
 }
 

@@ -17,7 +17,14 @@ use nom::IResult;
 /// The record's bytes as text: borrowed when they are UTF-8 (always, for
 /// the ASCII Exim writes), replaced lossily otherwise. The raw record keeps
 /// the original bytes.
+#[inline]
 pub(crate) fn text(b: &[u8]) -> Text<'_> {
+    if b.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8. Exim writes
+        // ASCII almost always, and checking for it is much cheaper per
+        // short field than a full UTF-8 validation.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
+    }
     match std::str::from_utf8(b) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
@@ -27,29 +34,66 @@ pub(crate) fn text(b: &[u8]) -> Text<'_> {
 /// Splits off the first space-separated word: `(word, rest after the
 /// space)`. The rest is empty when there is no space.
 pub(crate) fn word(b: &[u8]) -> (&[u8], &[u8]) {
-    match memchr(b' ', b) {
+    match space(b) {
         Some(i) => (&b[..i], &b[i + 1..]),
         None => (b, &[]),
     }
 }
 
-/// Finds `needle` in `hay`.
+/// The index of the first space. Fields are short, so a plain loop beats
+/// `memchr`'s set-up cost here.
+#[inline]
+pub(crate) fn space(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b' ')
+}
+
+/// Finds `needle` in `hay`. Log fields are short, so a `memchr` for the
+/// first byte and a compare beats building a substring searcher per call.
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(i) = memchr(first, hay.get(from..)?) {
+        let at = from + i;
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Finds the last `needle` in `hay`.
+pub(crate) fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut end = hay.len();
+    while let Some(at) = memchr::memrchr(first, &hay[..end]) {
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        end = at;
+    }
+    None
 }
 
 /// Reads a decimal number that fits `T`.
-pub(crate) fn number<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+pub(crate) fn number<T: TryFrom<u64>>(b: &[u8]) -> Option<T> {
+    if b.is_empty() || b.len() > 20 {
         return None;
     }
-    std::str::from_utf8(b).ok()?.parse().ok()
+    let mut n: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    T::try_from(n).ok()
 }
 
 /// Reads a signed decimal number such as `-44`.
 pub(crate) fn signed(b: &[u8]) -> Option<i32> {
     match b.split_first() {
-        Some((b'-', digits)) => number::<i32>(digits).map(|n| -n),
+        Some((b'-', digits)) => number::<u32>(digits).and_then(|n| 0i32.checked_sub_unsigned(n)),
         _ => number(b),
     }
 }
@@ -213,7 +257,7 @@ pub(crate) fn host(b: &[u8]) -> Option<HostRead<'_>> {
 
     // The name: a word that does not open a helo or an address.
     if !matches!(b.first(), Some(b'(') | Some(b'[') | None) {
-        let end = memchr(b' ', b).unwrap_or(b.len());
+        let end = space(b).unwrap_or(b.len());
         let mut name = &b[..end];
         if let Some(stripped) = name.strip_suffix(b":") {
             // `H=name: error` with no address after the name.
@@ -422,6 +466,15 @@ fn reply_codes(b: &[u8]) -> IResult<&[u8], Codes<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_substrings() {
+        assert_eq!(find(b"a: b: c", b": "), Some(1));
+        assert_eq!(rfind(b"a: b: c", b": "), Some(4));
+        assert_eq!(find(b"abc", b"cd"), None);
+        assert_eq!(rfind(b"", b"x"), None);
+        assert_eq!(find(b"xx", b""), None);
+    }
 
     #[test]
     fn durations_in_milliseconds() {
