@@ -1468,6 +1468,25 @@ mod tests {
             C::RateLimit,
         ),
         (
+            Scope::Local,
+            true,
+            "syntax error in filter file /home/kim/.forward: unknown command \"deliverr\"",
+            C::LocalDeliveryError,
+        ),
+        (
+            Scope::Remote,
+            true,
+            "concurrency limit reached for transport remote_smtp",
+            C::Queued,
+        ),
+        (
+            Scope::Remote,
+            false,
+            "SMTP error from remote mail server after RCPT TO:<kim@example.com>: \
+             550 Administrative prohibition",
+            C::PolicyBlocklist,
+        ),
+        (
             Scope::Reject,
             false,
             "rejected because 198.51.100.7 is in a black list at bl.example.net",
