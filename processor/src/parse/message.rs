@@ -351,10 +351,15 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
     d.address = text(address);
     let mut rest = &b[end..];
 
-    // `(parent, grandparent)`, or the remark of a pseudo-delivery.
-    if rest.starts_with(b" (") {
-        let group = &rest[1..];
-        if let Some(close) = close_paren(group) {
+    // `(parent, grandparent)` (or the remark of a pseudo-delivery) and
+    // `<original@address>`; Exim writes them in this order, and either
+    // order is accepted.
+    for _ in 0..2 {
+        if rest.starts_with(b" (") && d.parents.is_empty() && d.comment.is_none() {
+            let group = &rest[1..];
+            let Some(close) = close_paren(group) else {
+                break;
+            };
             let inner = &group[1..close];
             if address == b"blackhole" && memchr::memchr(b'@', inner).is_none() {
                 d.comment = Some(text(inner));
@@ -365,15 +370,13 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
                     .collect();
             }
             rest = &group[close + 1..];
-        }
-    }
-
-    // `<original@address>`.
-    if rest.starts_with(b" <") {
-        let group = &rest[1..];
-        if let Some(close) = angle_end(group) {
+        } else if rest.starts_with(b" <") && d.original.is_none() {
+            let group = &rest[1..];
+            let Some(close) = angle_end(group) else { break };
             d.original = Some(text(&group[1..close]));
             rest = &group[close + 1..];
+        } else {
+            break;
         }
     }
     rest
