@@ -61,17 +61,17 @@
 //! listed on the arrival (`for a b`, the `received_recipients` selector)
 //! start as `pending` entries; the first result line whose original (or
 //! address) names one takes it over, and more final addresses from the
-//! same envelope recipient (an alias to three people) are added. In the
-//! same way, when a router deferred an envelope address (`== x R=filter`)
-//! and a later run delivers to addresses that came from it (`=> y <x>`),
-//! the first of them takes over `x`'s entry with its attempts: `x` was not
-//! a final address. Without
+//! same envelope recipient (an alias to three people) are added. Without
 //! that selector the final addresses come from the result lines alone, so
-//! a message that never logged one has no recipients. When a message
-//! completes, envelope recipients that no line ever named are dropped
-//! (they had no final address) and noted as `unresolved_recipient`.
-//! `=> blackhole (RCPT ACL discarded recipients)` is a note, not an
-//! address.
+//! a message that never logged one has no recipients.
+//!
+//! When a router deferred an envelope address (`== x R=filter`) and a
+//! later run delivers to addresses that came from it (`=> y <x>`), the
+//! first of them takes over `x`'s entry with its attempts: `x` was not a
+//! final address. When a message completes, envelope recipients that no
+//! line ever named are dropped (they had no final address) and noted as
+//! `unresolved_recipient`. `=> blackhole (RCPT ACL discarded recipients)`
+//! is a note, not an address.
 //!
 //! # Bounces and delay warnings
 //!
