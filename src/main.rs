@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod metrics;
 
 /// See every Exim message's life, every delivery problem and every queue.
 #[derive(Parser, Debug)]

@@ -286,3 +286,118 @@ fn a_second_process_on_the_same_data_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
+
+#[test]
+fn importing_a_compressed_copy_of_a_followed_log_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    let lines = lines_of(&corpus_mainlog("s02_default_selectors"));
+    append(&log, &lines);
+    let status = exim_pilot()
+        .args([
+            "standalone",
+            "--once",
+            "--quiet",
+            "--timezone",
+            "utc",
+            "--host",
+            HOST,
+        ])
+        .arg("--log")
+        .arg(&log)
+        .arg("--data")
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = lifecycles(&["--data", data.to_str().unwrap()]);
+
+    // logrotate's compressed rotation of the same file, imported later.
+    let gz = dir.path().join("mainlog.1.gz");
+    let mut enc =
+        flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&fs::read(&log).unwrap()).unwrap();
+    enc.finish().unwrap();
+    let out = exim_pilot()
+        .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
+        .arg("--data")
+        .arg(&data)
+        .arg(&gz)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("(0 new"), "{summary}");
+    assert_eq!(stored_records(&data), lines.len() as i64);
+    assert_eq!(lifecycles(&["--data", data.to_str().unwrap()]), before);
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp[9..12].parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn health_readiness_and_metrics_are_served_while_following() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    append(&log, &lines_of(&corpus_mainlog("s02_default_selectors")));
+    let mut child = exim_pilot()
+        .args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
+        .args(["--listen", "127.0.0.1:0", "--log"])
+        .arg(&log)
+        .arg("--data")
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim()
+        .to_string();
+    wait_for_records(&data, 537, &mut child);
+
+    assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&addr, "/ready").0, 200);
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("exim_pilot_records_processed_total 537"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("exim_pilot_records_unparsed_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("exim_pilot_ingest_lines_read_total{log=\"main\"} 537"),
+        "{metrics}"
+    );
+    stop(child);
+}

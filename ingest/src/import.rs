@@ -4,9 +4,9 @@
 //! bytes, not their names) one after the other and yields the same records
 //! a follower would: grouped lines, labelled with host, log kind, file
 //! identity and offset. Importing a plain file that a follower also read
-//! gives records the store recognises as the same; a compressed copy is
-//! another inode and so gets another `file_id`, and its records are not
-//! recognised as duplicates of those read from the original.
+//! gives records the store recognises as the same, and so does importing a
+//! compressed or renamed copy of it: the `file_id` names a file's content,
+//! not its inode.
 //!
 //! The files are read in time order, decided like this: when the first
 //! record of every file starts with an ISO date (`YYYY-MM-DD HH:MM:SS`,

@@ -186,19 +186,6 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_grouped() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
-}
-
 /// Reads log files once and correlates them in memory: every lifecycle,
 /// ordered by first sighting (ties by message id). Every lifecycle is held
 /// until the end, so memory grows with the number of messages in the
@@ -248,4 +235,17 @@ pub async fn stored_lifecycles(
     }
     all.reverse();
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
 }

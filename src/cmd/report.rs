@@ -7,8 +7,9 @@
 //! mainlog's rejection lines; a rejectlog is read for them only when no
 //! mainlog is given, since Exim writes every rejection to both.
 //!
-//! From a data directory (`--data`), the report comes from the store's
-//! rollup cells, which is fast whatever the range.
+//! Without files, the report comes from the embedded store's rollup cells
+//! (in `--data DIR`, `$EXIM_PILOT_DATA` or `exim-pilot-data`), which is
+//! fast whatever the range.
 //!
 //! Output: `text` (readable, in the spirit of eximstats), `json` (the
 //! [`Report`] as JSON, with a `totals` object) or `csv` (see [`render`]).
@@ -16,18 +17,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
-use exim_pilot_processor::classify::classify_reject;
-use exim_pilot_processor::correlate::Correlator;
+use exim_pilot_processor::classify::{classify_auth_failure, classify_reject};
+use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
 use exim_pilot_processor::parse::{open_log, parse_record, RecordReader};
 use exim_pilot_schema::event::EventKind;
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
-use exim_pilot_schema::{LogFile, ReasonClass, RecordOrigin, RejectRecord, Report, Zone};
-use exim_pilot_store::sqlite::DATABASE_FILE;
-use exim_pilot_store::{SqliteStore, Store};
+use exim_pilot_schema::{Lifecycle, LogFile, RecordOrigin, RejectRecord, Report, Zone};
+use exim_pilot_store::Store;
+
+use super::common::{self, LogArgs, DEFAULT_DATA_DIR};
 
 mod render;
 
@@ -46,12 +49,19 @@ pub enum Format {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Log files to read (mainlog, rejectlog; plain or .gz; `-` for
-    /// standard input), oldest first.
-    #[arg(value_name = "FILE", required_unless_present = "data")]
+    /// standard input), oldest first. Without files, the report comes from
+    /// the embedded store.
+    #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 
-    /// Report from the embedded store in this data directory instead.
-    #[arg(long, value_name = "DIR", conflicts_with = "files")]
+    /// Data directory of the embedded store to report from (default
+    /// `exim-pilot-data`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "EXIM_PILOT_DATA",
+        conflicts_with = "files"
+    )]
     data: Option<PathBuf>,
 
     /// Start of the range: `2026-12-04`, `2026-12-04 10:00`, or RFC 3339.
@@ -67,12 +77,6 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
-    /// Report on this mail server only. With files, log lines that do not
-    /// name their server (all but syslog lines) are taken to come from it;
-    /// the default is this machine's host name.
-    #[arg(long, value_name = "NAME")]
-    host: Option<String>,
-
     /// Only addresses in this destination domain.
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
@@ -81,20 +85,17 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     top: usize,
 
-    /// Time zone of log times written without an offset, and of --since
-    /// and --until: `local`, `utc` or an offset such as `+0200`.
-    #[arg(long, default_value = "local")]
-    zone: String,
+    /// `--host`: with files, the mail server the logs come from (lines
+    /// that name their server, through syslog, keep it); with the store,
+    /// report on that server only. `--timezone`: the zone of log times
+    /// without an offset, and of --since and --until.
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let zone = Zone::parse(&args.zone).with_context(|| {
-        format!(
-            "--zone {:?}: use local, utc or an offset like +0200",
-            args.zone
-        )
-    })?;
+    let zone = args.log.timezone;
     let options = ReportOptions {
         since: args
             .since
@@ -106,17 +107,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|s| parse_time(s, zone))
             .transpose()?,
-        host: args.host.clone(),
+        host: args.log.host.clone(),
         domain: args.domain.clone(),
         top: args.top,
     };
 
-    let report = match &args.data {
-        Some(dir) => report_from_store(dir, &options)?,
-        None => {
-            let default_host = args.host.clone().unwrap_or_else(machine_name);
-            report_from_files(&args.files, &default_host, zone, &options)?
-        }
+    let report = if args.files.is_empty() {
+        let dir = args
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        report_from_store(&dir, &options)?
+    } else {
+        let default_host = args.log.host()?;
+        report_from_files(&args.files, &default_host, zone, &options)?
     };
 
     let stdout = std::io::stdout();
@@ -156,45 +160,118 @@ fn parse_time(s: &str, zone: Zone) -> anyhow::Result<DateTime<Utc>> {
     bail!("cannot read the time {s:?}: use 2026-12-04, \"2026-12-04 10:00\" or RFC 3339")
 }
 
-/// This machine's host name, for logs that do not say which server wrote
-/// them.
-fn machine_name() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_string())
-        .find(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 fn report_from_store(dir: &Path, options: &ReportOptions) -> anyhow::Result<Report> {
-    if !dir.join(DATABASE_FILE).exists() {
-        bail!(
-            "no exim-pilot store in {}: create one with `exim-pilot import --data {0}` or \
-             `exim-pilot standalone --data {0}`",
-            dir.display()
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let store = SqliteStore::open_dir(dir)?;
-        Ok(store.report(options).await?)
-    })
+    let store = common::open_existing_store(dir)?;
+    let report = common::runtime()?.block_on(store.report(options))?;
+    Ok(report)
 }
 
 /// How many records are read between collecting evicted lifecycles.
-const COLLECT_EVERY: u64 = 200_000;
+const COLLECT_EVERY: u64 = 100_000;
 
+/// Finished lifecycles and rejections, sent to the counting thread in
+/// batches of about this many.
+const BATCH: usize = 2048;
+
+/// What the reading thread hands the counting thread.
+enum Item {
+    Lifecycle(Box<Lifecycle>),
+    Reject(Box<RejectRecord>),
+}
+
+/// Sends items to the counting thread in batches.
+struct Sender {
+    tx: mpsc::SyncSender<Vec<Item>>,
+    batch: Vec<Item>,
+}
+
+impl Sender {
+    fn push(&mut self, item: Item) -> anyhow::Result<()> {
+        self.batch.push(item);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("the report's counting thread stopped"))
+    }
+}
+
+/// Reads, parses and correlates the files on this thread while another
+/// counts finished lifecycles and rejections, so a report uses two cores.
 fn report_from_files(
     files: &[PathBuf],
     default_host: &str,
     zone: Zone,
     options: &ReportOptions,
 ) -> anyhow::Result<Report> {
-    let mut correlator = Correlator::new(zone);
-    let mut builder = ReportBuilder::new(options.clone());
+    // A few batches in flight keep both threads busy with bounded memory.
+    let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(4);
+    let counting_options = options.clone();
+    let counter = std::thread::spawn(move || {
+        let mut builder = ReportBuilder::new(counting_options);
+        for batch in rx {
+            for item in batch {
+                match item {
+                    Item::Lifecycle(lc) => builder.add_lifecycle(&lc),
+                    Item::Reject(r) => builder.add_reject(&r),
+                }
+            }
+        }
+        builder
+    });
+    let mut sender = Sender {
+        tx,
+        batch: Vec::with_capacity(BATCH),
+    };
+
+    let correlator = read_files(files, default_host, zone, &mut sender)?;
+
+    // What is still in memory is final now; count it here while the other
+    // thread drains its queue.
+    sender.flush()?;
+    drop(sender);
+    let mut here = ReportBuilder::new(options.clone());
+    for lc in correlator.lifecycles() {
+        here.add_lifecycle(lc);
+    }
+    let mut builder = counter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the report's counting thread failed"))?;
+    builder.merge(&here);
+    let report = builder.finish();
+
+    // Freeing hundreds of thousands of small allocations one by one takes
+    // a noticeable part of the run; the process ends right after.
+    std::mem::forget(correlator);
+    std::mem::forget(builder);
+    std::mem::forget(here);
+    Ok(report)
+}
+
+/// Feeds every file to a correlator, sending rejections and evicted
+/// lifecycles on; returns the correlator with what is still in memory.
+///
+/// The correlator keeps each lifecycle it evicts, in its final form, for
+/// [`Correlator::take_evicted`]; those still in memory at the end are final
+/// then. So every message is counted exactly once, and memory holds only
+/// the messages of about the last hour of log time.
+fn read_files(
+    files: &[PathBuf],
+    default_host: &str,
+    zone: Zone,
+    sender: &mut Sender,
+) -> anyhow::Result<Correlator> {
+    let config = CorrelatorConfig {
+        keep_evicted: true,
+        ..CorrelatorConfig::default()
+    };
+    let mut correlator = Correlator::with_config(zone, config);
     let has_mainlog = files.iter().any(|p| LogFile::from_path(p) == LogFile::Main);
     let mut records = 0u64;
 
@@ -220,34 +297,31 @@ fn report_from_files(
                     offset: record.offset,
                 };
                 if let Some(reject) = reject_of(&event, origin, zone) {
-                    builder.add_reject(&reject);
+                    sender.push(Item::Reject(Box::new(reject)))?;
                 }
             }
             correlator.apply_record(host, log, &event);
 
             records += 1;
             if records.is_multiple_of(COLLECT_EVERY) {
-                collect_evicted(&mut correlator, &mut builder);
+                pass_evicted(&mut correlator, sender)?;
             }
         }
     }
-    collect_evicted(&mut correlator, &mut builder);
-    for lc in correlator.into_lifecycles() {
-        builder.add_lifecycle(&lc);
-    }
-    tracing::debug!(records, "Report input read");
-    Ok(builder.finish())
+    pass_evicted(&mut correlator, sender)?;
+    tracing::debug!(records, in_memory = correlator.len(), "Report input read");
+    Ok(correlator)
 }
 
-/// Counts the lifecycles the correlator has let go of: they will not
-/// change any more. Changed lifecycles still in memory are counted at the
-/// end, in their final form.
-fn collect_evicted(correlator: &mut Correlator, builder: &mut ReportBuilder) {
-    for lc in correlator.take_changed() {
-        if correlator.get(&lc.host, lc.id).is_none() {
-            builder.add_lifecycle(&lc);
-        }
+/// Sends the lifecycles evicted so far to the counting thread.
+fn pass_evicted(correlator: &mut Correlator, sender: &mut Sender) -> anyhow::Result<()> {
+    // Nothing here reads the changed lifecycles; draining them keeps the
+    // correlator from holding copies of evicted ones for it.
+    correlator.drain_changed(|_| {});
+    for lc in correlator.take_evicted() {
+        sender.push(Item::Lifecycle(Box::new(lc)))?;
     }
+    Ok(())
 }
 
 /// The stored form of a rejection or failed AUTH event.
@@ -269,7 +343,7 @@ fn reject_of(
             origin,
             at,
             a,
-            ReasonClass::AuthRelayDenied,
+            classify_auth_failure(a),
         )),
         _ => None,
     }

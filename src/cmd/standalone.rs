@@ -12,7 +12,13 @@
 //! the tailer has caught up; acknowledgements wait for that commit. A
 //! crash at any point therefore re-reads records that the saved state
 //! either already covers (skipped) or does not (applied once).
+//!
+//! With `--listen`, the process serves `/health`, `/ready` and `/metrics`
+//! (Prometheus) on that address. Retention (raw records 90 days, attempts,
+//! lifecycles and rejections 180 days, audit 365 days) runs at start and
+//! every hour.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,9 +29,13 @@ use anyhow::{bail, Context};
 use exim_pilot_ingest::{Ack, FollowConfig, LogSpec, Tailer, TailerConfig};
 use exim_pilot_processor::pipeline::Pipeline;
 use exim_pilot_schema::report::ReportOptions;
-use exim_pilot_store::Store;
+use exim_pilot_store::{Retention, Store};
 
 use super::common::{self, thousands, DataArgs, LogArgs, Progress};
+use crate::metrics::Metrics;
+
+/// Time between two retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Longest time between two saves of the pipeline state.
 const STATE_EVERY: Duration = Duration::from_secs(2);
@@ -70,6 +80,11 @@ pub struct Args {
     #[arg(long)]
     once: bool,
 
+    /// Serve /health, /ready and /metrics on this address, e.g.
+    /// 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
     /// Print no progress.
     #[arg(long, short)]
     quiet: bool,
@@ -96,6 +111,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(&rt, stop.clone());
+    let metrics = Metrics::new().context("cannot set up metrics")?;
+    let server = match args.listen {
+        Some(addr) => Some(serve(&rt, addr, store.clone(), &metrics, stop.clone())?),
+        None => None,
+    };
 
     if !args.quiet {
         eprintln!(
@@ -114,17 +134,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rt: &rt,
         pending: Vec::new(),
         last_save: Instant::now(),
+        last_retention: None,
         progress: (!args.quiet).then(|| Progress::new(Duration::from_secs(10))),
+        metrics,
     };
     let result = job.run(&stop, args.once);
     if let Some(p) = job.progress.as_mut() {
         p.finish();
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(server) = server {
+        rt.block_on(server)
+            .context("the HTTP server stopped")?
+            .context("the HTTP server failed")?;
     }
     result?;
     job.tailer
         .close()
         .context("cannot write the final checkpoints")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the health, readiness and metrics endpoints; they stop once
+/// `stop` is set.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    store: Arc<exim_pilot_store::SqliteStore>,
+    metrics: &Metrics,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), exim_pilot_api::ServeError>>> {
+    let state = exim_pilot_api::AppState {
+        store,
+        registry: metrics.registry.clone(),
+    };
+    let shutdown = async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (local, serving) = rt.block_on(exim_pilot_api::bind(addr, state, shutdown))?;
+    eprintln!("exim-pilot: serving /health, /ready and /metrics on http://{local}");
+    Ok(rt.spawn(serving))
 }
 
 /// The running job's parts.
@@ -136,19 +187,25 @@ struct Job<'r> {
     /// Batches stored but not yet covered by a saved state.
     pending: Vec<Ack>,
     last_save: Instant,
+    last_retention: Option<Instant>,
     progress: Option<Progress>,
+    metrics: Metrics,
 }
 
 impl Job<'_> {
     fn run(&mut self, stop: &AtomicBool, once: bool) -> anyhow::Result<()> {
         let mut status = Status::default();
         while !stop.load(Ordering::Relaxed) {
+            self.retention()?;
             let batch = self
                 .tailer
                 .next_batch(BATCH_RECORDS, Duration::from_millis(500))
                 .context("cannot read the logs")?;
             let caught_up =
                 batch.as_ref().is_none_or(|b| b.len() < BATCH_RECORDS) && self.bytes_behind() == 0;
+            // A wait that brought nothing means the last record, held until
+            // its continuation lines could no longer follow, was handed out.
+            let drained = batch.is_none() && self.bytes_behind() == 0;
 
             // Store what was read, with the state when it is time.
             let records = match batch {
@@ -166,7 +223,7 @@ impl Job<'_> {
             }
 
             self.show(&mut status, false)?;
-            if once && caught_up && self.pending.is_empty() {
+            if once && drained && self.pending.is_empty() {
                 break;
             }
         }
@@ -185,15 +242,45 @@ impl Job<'_> {
         save: bool,
     ) -> anyhow::Result<()> {
         let batch = self.pipeline.process(records, save);
+        let started = Instant::now();
         self.rt
             .block_on(self.store.commit_batch(batch))
             .context("cannot write to the store")?;
+        self.metrics
+            .committed(started.elapsed().as_secs_f64(), self.pipeline.counts());
+        self.metrics.tailer(&self.tailer.stats());
         if save {
             for ack in self.pending.drain(..) {
                 self.tailer.ack(&ack).context("cannot write a checkpoint")?;
             }
             self.last_save = Instant::now();
         }
+        Ok(())
+    }
+
+    /// Drops what is older than the retention policy, at most hourly.
+    fn retention(&mut self) -> anyhow::Result<()> {
+        if self
+            .last_retention
+            .is_some_and(|t| t.elapsed() < RETENTION_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_retention = Some(Instant::now());
+        let dropped = self
+            .rt
+            .block_on(
+                self.store
+                    .apply_retention(&Retention::default(), chrono::Utc::now()),
+            )
+            .context("cannot apply retention")?;
+        tracing::info!(
+            raw_records = dropped.raw_records,
+            attempts = dropped.attempts,
+            lifecycles = dropped.lifecycles,
+            rejects = dropped.rejects,
+            "Retention applied"
+        );
         Ok(())
     }
 
