@@ -26,6 +26,9 @@ fn main_log(line: &str, expected: &[(&str, Value)]) {
     check(LogFile::Main, line, expected)
 }
 
+/// `(JSON pointer, value)` pairs a parsed line must have.
+type Expected<'a> = &'a [(&'a str, Value)];
+
 const T: &str = "2025-03-04 05:06:07.089 [4242] 1tAbCd-000000001xY-0aBc";
 
 #[test]
@@ -318,7 +321,7 @@ fn message_level_lines() {
 
 #[test]
 fn rejections_at_every_stage() {
-    let cases: &[(&str, &str, &[(&str, Value)])] = &[
+    let cases: &[(&str, &str, Expected)] = &[
         (
             "H=[192.0.2.8]:1234 I=[198.51.100.2]:25 rejected connection in \"connect\" ACL: go away",
             "connect",
