@@ -2,7 +2,8 @@
 //! and on mutated corpus lines: nothing panics, and no byte is lost.
 //!
 //! A small seeded generator keeps runs reproducible; a failing case prints
-//! its input. The `fuzz/` folder has a cargo-fuzz target for longer runs.
+//! its input. There is no coverage-guided (cargo-fuzz) target yet: these
+//! tests only explore what the seeded generator reaches.
 
 use std::path::Path;
 
