@@ -93,8 +93,10 @@
 //! completed it) still land in the right lifecycle; then it is evicted. A
 //! message that stays in flight without any record for
 //! [`CorrelatorConfig::stale_after`] is evicted too (its lifecycle says
-//! `in_flight`). A line for an evicted message starts a new lifecycle
-//! marked `incomplete_start`.
+//! `in_flight`); frozen messages are kept, since queue runs skip them
+//! silently and they may stay frozen for weeks. A line for an evicted
+//! message starts a new lifecycle marked `incomplete_start`, which a store
+//! must not let replace the evicted one it holds.
 //!
 //! Two ways to consume lifecycles: a store upserts what
 //! [`Correlator::take_changed`] (or, without copies,
@@ -121,7 +123,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Duration, Utc};
 use exim_pilot_schema::event::{Delivery, DeliveryMark, Event, EventKind};
-use exim_pilot_schema::lifecycle::{AttemptResult, Lifecycle, Origin};
+use exim_pilot_schema::lifecycle::{AttemptResult, Lifecycle, MessageState, Origin};
 use exim_pilot_schema::{LogFile, MessageId, Zone};
 
 use crate::classify::classify_delivery;
@@ -552,7 +554,7 @@ impl Correlator {
             .iter()
             .filter(|(k, m)| {
                 k.0 == hid
-                    && m.lc.in_flight
+                    && m.lc.state == MessageState::InFlight
                     && m.lc.last_seen.is_some_and(|t| now - t > stale_after)
             })
             .map(|(k, _)| *k)

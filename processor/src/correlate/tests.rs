@@ -574,14 +574,19 @@ fn completed_messages_are_evicted_after_the_grace_period() {
     assert_eq!(evicted[0].state, MessageState::Completed);
     assert!(c.take_evicted().is_empty());
 
-    // Messages in flight are dropped only after going silent.
+    // Messages in flight are dropped only after going silent; frozen ones
+    // stay.
     feed(
         &mut c,
-        "2026-01-07 12:00:00 1aaaaa-00000X-AA <= kim@example.org H=[198.51.100.7] \
+        "2026-01-05 10:30:00 1aaaaa-000011-AA <= kim@example.org H=[198.51.100.7] \
+         P=esmtp S=100
+         2026-01-05 10:30:00 1aaaaa-000011-AA frozen by root
+         2026-01-07 12:00:00 1aaaaa-00000X-AA <= kim@example.org H=[198.51.100.7] \
          P=esmtp S=100",
     );
     assert!(c.get(HOST, id("1aaaaa-00000V-AA")).is_none());
     assert!(c.get(HOST, id("1aaaaa-00000X-AA")).is_some());
+    assert!(c.get(HOST, id("1aaaaa-000011-AA")).is_some());
 }
 
 #[test]
