@@ -227,5 +227,5 @@ fn missing_store_is_explained() {
         .expect("run exim-pilot");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no exim-pilot store"), "{err}");
+    assert!(err.contains("no exim-pilot data"), "{err}");
 }

@@ -231,8 +231,8 @@ const MAX_DELAY_MS: u64 = 1 << 40;
 /// lifecycle's old contribution).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct DelayHistogram {
-    /// Count per bucket index; buckets with a zero count are absent.
-    pub buckets: BTreeMap<u16, i64>,
+    /// (bucket index, count), sorted by bucket; zero counts are absent.
+    pub buckets: Vec<(u16, i64)>,
 }
 
 /// The bucket a delay falls in.
@@ -264,10 +264,15 @@ impl DelayHistogram {
     }
 
     fn add_to(&mut self, bucket: u16, n: i64) {
-        let slot = self.buckets.entry(bucket).or_insert(0);
-        *slot += n;
-        if *slot == 0 {
-            self.buckets.remove(&bucket);
+        match self.buckets.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(i) => {
+                self.buckets[i].1 += n;
+                if self.buckets[i].1 == 0 {
+                    self.buckets.remove(i);
+                }
+            }
+            Err(i) if n != 0 => self.buckets.insert(i, (bucket, n)),
+            Err(_) => {}
         }
     }
 
@@ -292,7 +297,11 @@ impl DelayHistogram {
 
     /// How many delays were recorded.
     pub fn count(&self) -> i64 {
-        self.buckets.values().filter(|n| **n > 0).sum()
+        self.buckets
+            .iter()
+            .map(|(_, n)| *n)
+            .filter(|n| *n > 0)
+            .sum()
     }
 
     /// The delay at quantile `q` (0..=1), nearest-rank, as its bucket's value.
@@ -320,7 +329,7 @@ impl DelayHistogram {
         self.buckets
             .iter()
             .rev()
-            .find(|(_, c)| **c > 0)
+            .find(|(_, c)| *c > 0)
             .map(|(b, _)| bucket_value(*b))
     }
 
@@ -698,6 +707,10 @@ fn final_reason(r: &Recipient) -> ReasonClass {
         .unwrap_or(ReasonClass::Other)
 }
 
+fn has_failure(r: &Recipient) -> bool {
+    r.history.iter().any(|a| a.result != AttemptResult::Ok)
+}
+
 fn has_deferral(r: &Recipient) -> bool {
     r.outcome == Outcome::Deferred || r.history.iter().any(|a| a.result == AttemptResult::Defer)
 }
@@ -885,15 +898,21 @@ fn for_each_cell(
     // plus its own addresses.
     let mut split: BTreeMap<(Dimension, String), Cell> = BTreeMap::new();
     for (r, c) in rcpts.iter().zip(&per_address) {
-        let mut keys = vec![(Dimension::Domain, recipient_domain(r))];
+        let mut put = |dim: Dimension, key: String| {
+            split
+                .entry((dim, key))
+                .or_insert_with(|| msg.clone())
+                .add(c);
+        };
+        put(Dimension::Domain, recipient_domain(r));
         if let Some(a) = decisive_attempt(r) {
-            keys.push((Dimension::RemoteHost, remote_host_key(a)));
+            put(Dimension::RemoteHost, remote_host_key(a));
             if let Some(t) = &a.transport {
-                keys.push((Dimension::Transport, t.clone()));
+                put(Dimension::Transport, t.clone());
             }
         }
-        for k in keys {
-            split.entry(k).or_insert_with(|| msg.clone()).add(c);
+        if r.outcome == Outcome::Delivered && !has_failure(r) {
+            continue;
         }
         for class in reasons_of(r) {
             let rc = reason_cell(c, r, class);
@@ -1028,8 +1047,8 @@ impl RejectRecord {
 /// in-memory path from lifecycles.
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct Rollup {
-    /// Per (dimension, key), summed over hours and servers.
-    pub by_key: HashMap<(Dimension, String), Cell>,
+    /// Per dimension and key, summed over hours and servers.
+    pub by_key: HashMap<Dimension, HashMap<String, Cell>>,
     /// [`Dimension::Total`] per mail server.
     pub by_host: BTreeMap<String, Cell>,
     /// [`Dimension::Total`] per hour bucket, summed over servers.
@@ -1048,22 +1067,59 @@ impl Rollup {
     /// [`Rollup::add_hourly`].
     pub fn add(&mut self, hour: Option<i64>, host: &str, dim: Dimension, key: &str, cell: &Cell) {
         if dim == Dimension::Total {
-            self.by_host.entry(host.to_string()).or_default().add(cell);
+            match self.by_host.get_mut(host) {
+                Some(c) => c.add(cell),
+                None => {
+                    self.by_host.insert(host.to_string(), cell.clone());
+                }
+            }
             if let Some(h) = hour {
                 self.add_hourly(h, cell);
             }
         }
-        match self.by_key.get_mut(&(dim, key.to_string())) {
+        let keys = self.by_key.entry(dim).or_default();
+        match keys.get_mut(key) {
             Some(c) => c.add(cell),
             None => {
-                self.by_key.insert((dim, key.to_string()), cell.clone());
+                keys.insert(key.to_string(), cell.clone());
             }
         }
+    }
+
+    /// The summed cell of one dimension and key.
+    pub fn get(&self, dim: Dimension, key: &str) -> Option<&Cell> {
+        self.by_key.get(&dim)?.get(key)
+    }
+
+    /// Every key of a dimension with its cell.
+    pub fn keys(&self, dim: Dimension) -> impl Iterator<Item = (&String, &Cell)> {
+        self.by_key.get(&dim).into_iter().flatten()
     }
 
     /// Adds a [`Dimension::Total`] cell to the hourly series only.
     pub fn add_hourly(&mut self, hour: i64, cell: &Cell) {
         self.hourly.entry(hour).or_default().add(cell);
+    }
+
+    /// Adds everything of another rollup.
+    pub fn merge(&mut self, other: &Rollup) {
+        for (dim, keys) in &other.by_key {
+            for (key, cell) in keys {
+                let mine = self.by_key.entry(*dim).or_default();
+                match mine.get_mut(key) {
+                    Some(c) => c.add(cell),
+                    None => {
+                        mine.insert(key.clone(), cell.clone());
+                    }
+                }
+            }
+        }
+        for (host, cell) in &other.by_host {
+            self.by_host.entry(host.clone()).or_default().add(cell);
+        }
+        for (hour, cell) in &other.hourly {
+            self.add_hourly(*hour, cell);
+        }
     }
 
     /// Adds a set of hour cells.
@@ -1443,59 +1499,47 @@ pub struct Report {
 }
 
 fn table(rollup: &Rollup, dim: Dimension, top: usize, by_addresses: bool) -> Table {
-    let mut rows: Vec<Row> = rollup
-        .by_key
-        .iter()
-        .filter(|((d, _), _)| *d == dim)
-        .map(|((_, k), c)| Row {
+    let cells: Vec<(&String, &Cell)> = rollup.keys(dim).filter(|(_, c)| !c.is_zero()).collect();
+    rows_of(cells, top, by_addresses)
+}
+
+/// The largest `top` rows (all when 0): ordered by addresses or messages,
+/// then by key. Only the rows kept are turned into [`Numbers`].
+fn rows_of(mut cells: Vec<(&String, &Cell)>, top: usize, by_addresses: bool) -> Table {
+    let size = |c: &Cell| {
+        let c = &c.counters;
+        if by_addresses {
+            (c.addresses, c.messages)
+        } else {
+            (c.messages, c.addresses)
+        }
+    };
+    cells.sort_unstable_by(|(ka, a), (kb, b)| size(b).cmp(&size(a)).then_with(|| ka.cmp(kb)));
+    let distinct = cells.len();
+    if top > 0 {
+        cells.truncate(top);
+    }
+    let rows = cells
+        .into_iter()
+        .map(|(k, c)| Row {
             key: k.clone(),
             numbers: Numbers::of(c),
         })
         .collect();
-    sort_rows(&mut rows, by_addresses);
-    let distinct = rows.len();
-    if top > 0 {
-        rows.truncate(top);
-    }
     Table { distinct, rows }
-}
-
-fn sort_rows(rows: &mut [Row], by_addresses: bool) {
-    rows.sort_by(|a, b| {
-        let (x, y) = (&a.numbers, &b.numbers);
-        let primary = if by_addresses {
-            (y.addresses, y.messages).cmp(&(x.addresses, x.messages))
-        } else {
-            (y.messages, y.addresses).cmp(&(x.messages, x.addresses))
-        };
-        primary.then_with(|| a.key.cmp(&b.key))
-    });
 }
 
 impl Report {
     /// Builds the report from summed cells.
     pub fn from_rollup(rollup: &Rollup, options: &ReportOptions) -> Report {
         let total = rollup
-            .by_key
-            .get(&(Dimension::Total, String::new()))
+            .get(Dimension::Total, "")
             .cloned()
             .unwrap_or_default();
         let c = total.counters;
         let top = options.top;
 
-        let mut by_host_rows: Vec<Row> = rollup
-            .by_host
-            .iter()
-            .map(|(h, cell)| Row {
-                key: h.clone(),
-                numbers: Numbers::of(cell),
-            })
-            .collect();
-        sort_rows(&mut by_host_rows, false);
-        let by_host = Table {
-            distinct: by_host_rows.len(),
-            rows: by_host_rows,
-        };
+        let by_host = rows_of(rollup.by_host.iter().collect(), 0, false);
 
         let hourly: Vec<(i64, &Cell)> = rollup
             .hourly
@@ -1575,10 +1619,9 @@ impl Report {
 
 fn reason_rows(rollup: &Rollup) -> Vec<ReasonRow> {
     let mut rows: Vec<ReasonRow> = rollup
-        .by_key
-        .iter()
-        .filter(|((d, _), c)| *d == Dimension::Reason && !c.is_zero())
-        .filter_map(|((_, k), cell)| {
+        .keys(Dimension::Reason)
+        .filter(|(_, c)| !c.is_zero())
+        .filter_map(|(k, cell)| {
             let c = &cell.counters;
             Some(ReasonRow {
                 class: k.parse().ok()?,
@@ -1604,15 +1647,13 @@ fn reason_rows(rollup: &Rollup) -> Vec<ReasonRow> {
 
 fn reject_section(rollup: &Rollup, top: usize) -> Rejects {
     let total = rollup
-        .by_key
-        .get(&(Dimension::Total, String::new()))
+        .get(Dimension::Total, "")
         .map(|c| c.counters)
         .unwrap_or_default();
     let mut by_reason: Vec<RejectReasonRow> = rollup
-        .by_key
-        .iter()
-        .filter(|((d, _), c)| *d == Dimension::RejectReason && c.counters.rejected != 0)
-        .filter_map(|((_, k), cell)| {
+        .keys(Dimension::RejectReason)
+        .filter(|(_, c)| c.counters.rejected != 0)
+        .filter_map(|(k, cell)| {
             Some(RejectReasonRow {
                 class: k.parse().ok()?,
                 rejected: cell.counters.rejected,
@@ -1623,10 +1664,9 @@ fn reject_section(rollup: &Rollup, top: usize) -> Rejects {
         .collect();
     by_reason.sort_by(|a, b| b.rejected.cmp(&a.rejected).then(a.class.cmp(&b.class)));
     let mut by_client_ip: Vec<RejectIpRow> = rollup
-        .by_key
-        .iter()
-        .filter(|((d, _), c)| *d == Dimension::RejectIp && c.counters.rejected != 0)
-        .map(|((_, k), cell)| RejectIpRow {
+        .keys(Dimension::RejectIp)
+        .filter(|(_, c)| c.counters.rejected != 0)
+        .map(|(k, cell)| RejectIpRow {
             ip: k.clone(),
             rejected: cell.counters.rejected,
             temporary: cell.counters.rejected_temporary,
@@ -1701,6 +1741,12 @@ impl ReportBuilder {
         for_each_reject_cell(reject, |dim, key, cell| {
             rollup.add(Some(hour), reject.host(), dim, key, cell);
         });
+    }
+
+    /// Adds what another builder (with the same options) counted, so that
+    /// parts of the input can be counted in parallel.
+    pub fn merge(&mut self, other: &ReportBuilder) {
+        self.rollup.merge(&other.rollup);
     }
 
     /// The cells counted so far.
@@ -2094,6 +2140,19 @@ mod tests {
     }
 
     #[test]
+    fn builders_merge_to_the_same_report() {
+        let lcs = sample_lifecycles();
+        let whole = report_of(&lcs, &[], ReportOptions::default());
+        let mut a = ReportBuilder::new(ReportOptions::default());
+        let mut b = ReportBuilder::new(ReportOptions::default());
+        a.add_lifecycle(&lcs[0]);
+        b.add_lifecycle(&lcs[1]);
+        b.add_lifecycle(&lcs[2]);
+        a.merge(&b);
+        assert_eq!(a.finish(), whole);
+    }
+
+    #[test]
     fn day_cells_sum_hour_cells() {
         let mut cells = ReportCells::new();
         for l in &sample_lifecycles() {
@@ -2126,7 +2185,7 @@ mod tests {
         other.record(5);
         h.subtract(&other);
         assert_eq!(DelayHistogram::from_bytes(&h.to_bytes()), Some(h.clone()));
-        assert_eq!(h.buckets.values().filter(|n| **n < 0).count(), 1);
+        assert_eq!(h.buckets.iter().filter(|(_, n)| *n < 0).count(), 1);
         for ms in [
             1u64,
             2,
