@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod metrics;
 
+/// Correlation allocates and frees many small strings per record; mimalloc
+/// does that markedly faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// See every Exim message's life, every delivery problem and every queue.
 #[derive(Parser, Debug)]
 #[command(name = "exim-pilot", version, about, long_about = None)]
