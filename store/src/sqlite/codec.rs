@@ -1,11 +1,9 @@
 //! Conversions between the data model and SQLite values.
 
-use std::io::{Read, Write};
+use std::cell::RefCell;
 
 use chrono::{DateTime, TimeZone, Utc};
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -34,19 +32,52 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// readable by any tool and by later versions; deflate makes it about five
 /// times smaller.
 pub fn encode_lifecycle(json: &[u8]) -> Result<Vec<u8>> {
-    let mut enc = DeflateEncoder::new(Vec::with_capacity(json.len() / 3), Compression::fast());
-    enc.write_all(json)
-        .and_then(|_| enc.finish())
-        .map_err(|e| StoreError::corrupt("lifecycle", e))
+    // The compressor's state is large to set up, so each thread keeps one.
+    thread_local! {
+        static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    }
+    DEFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset();
+        let mut out = Vec::with_capacity(json.len() / 3 + 64);
+        loop {
+            let done = d.total_in() as usize;
+            let status = d
+                .compress_vec(&json[done..], &mut out, FlushCompress::Finish)
+                .map_err(|e| StoreError::corrupt("lifecycle", e))?;
+            if status == Status::StreamEnd {
+                return Ok(out);
+            }
+            out.reserve(out.capacity().max(1024));
+        }
+    })
 }
 
 /// The JSON of a stored lifecycle.
 pub fn inflate(body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() * 5);
-    DeflateDecoder::new(body)
-        .read_to_end(&mut out)
-        .map_err(|e| StoreError::corrupt("lifecycle", e))?;
-    Ok(out)
+    thread_local! {
+        static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+    }
+    INFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(false);
+        let mut out = Vec::with_capacity(body.len() * 5 + 64);
+        loop {
+            let (done_in, done_out) = (d.total_in(), d.total_out());
+            let status = d
+                .decompress_vec(&body[done_in as usize..], &mut out, FlushDecompress::None)
+                .map_err(|e| StoreError::corrupt("lifecycle", e))?;
+            if status == Status::StreamEnd {
+                return Ok(out);
+            }
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(1024));
+            } else if d.total_in() == done_in && d.total_out() == done_out {
+                // Room to write and nothing more to read: the body is cut short.
+                return Err(StoreError::corrupt("lifecycle", "truncated body"));
+            }
+        }
+    })
 }
 
 /// A stored lifecycle.
@@ -204,5 +235,13 @@ mod tests {
         let json = br#"{"a":1}"#;
         assert_eq!(inflate(&encode_lifecycle(json).unwrap()).unwrap(), json);
         assert!(inflate(b"not deflate at all").is_err());
+
+        // Larger than any first guess of the output size, in both directions.
+        let big: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let packed = encode_lifecycle(&big).unwrap();
+        assert_eq!(inflate(&packed).unwrap(), big);
+        assert!(inflate(&packed[..packed.len() / 2]).is_err());
     }
 }

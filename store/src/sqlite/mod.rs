@@ -30,6 +30,7 @@ use crate::types::*;
 use crate::Store;
 
 mod codec;
+mod functions;
 pub mod migrations;
 mod read;
 mod retention;
@@ -102,6 +103,7 @@ impl SqliteStore {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(open_err)?;
         configure(&writer, 65_536).map_err(open_err)?;
+        functions::register(&writer).map_err(open_err)?;
         migrations::migrate(&mut writer)?;
 
         let mut readers = Vec::with_capacity(READERS);

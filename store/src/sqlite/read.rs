@@ -436,7 +436,7 @@ fn read_cells(
     table: &str,
     (lo, hi): (i64, i64),
     host: Option<&str>,
-    total_only: bool,
+    dims: &[Dimension],
     mut sink: impl FnMut(i64, &str, Dimension, &str, &exim_pilot_schema::report::Cell),
 ) -> Result<()> {
     if lo >= hi {
@@ -450,8 +450,12 @@ fn read_cells(
     if let Some(h) = host {
         c.push("host = ?", [text(h)]);
     }
-    if total_only {
-        c.push("dim = ?", [Value::Integer(Dimension::Total.code())]);
+    if !dims.is_empty() {
+        let marks = vec!["?"; dims.len()].join(", ");
+        c.push(
+            &format!("dim IN ({marks})"),
+            dims.iter().map(|d| Value::Integer(d.code())),
+        );
     }
     let sql = format!(
         "SELECT bucket, host, dim, key, {}, delay, samples FROM {table} {}",
@@ -490,7 +494,7 @@ pub fn rollup(conn: &Connection, options: &ReportOptions) -> Result<Rollup> {
             "rollup_day",
             (d0, d1),
             host,
-            false,
+            &[],
             |_, h, dim, k, cell| rollup.add(None, h, dim, k, cell),
         )?;
         for edge in [(h0, d0 * 24), (d1 * 24, h1)] {
@@ -499,7 +503,7 @@ pub fn rollup(conn: &Connection, options: &ReportOptions) -> Result<Rollup> {
                 "rollup_hour",
                 edge,
                 host,
-                false,
+                &[],
                 |b, h, dim, k, cell| rollup.add(Some(b), h, dim, k, cell),
             )?;
         }
@@ -508,7 +512,7 @@ pub fn rollup(conn: &Connection, options: &ReportOptions) -> Result<Rollup> {
             "rollup_hour",
             (d0 * 24, d1 * 24),
             host,
-            true,
+            &[Dimension::Total],
             |b, _, _, _, cell| rollup.add_hourly(b, cell),
         )?;
     } else {
@@ -517,7 +521,7 @@ pub fn rollup(conn: &Connection, options: &ReportOptions) -> Result<Rollup> {
             "rollup_hour",
             (h0, h1),
             host,
-            false,
+            &[],
             |b, h, dim, k, cell| rollup.add(Some(b), h, dim, k, cell),
         )?;
     }
@@ -581,17 +585,15 @@ pub fn cells(conn: &Connection, q: &CellQuery) -> Result<ReportCells> {
         table,
         bounds,
         q.host.as_deref(),
-        false,
+        &q.dims,
         |b, h, dim, k, cell| {
-            if q.dims.is_empty() || q.dims.contains(&dim) {
-                let key = CellKey {
-                    hour: b,
-                    host: h.to_string(),
-                    dim,
-                    key: k.to_string(),
-                };
-                out.add_cell(key, cell);
-            }
+            let key = CellKey {
+                hour: b,
+                host: h.to_string(),
+                dim,
+                key: k.to_string(),
+            };
+            out.add_cell(key, cell);
         },
     )?;
     Ok(out)

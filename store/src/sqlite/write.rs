@@ -8,6 +8,7 @@
 //! (the hour's total, a busy domain) once, not a thousand times.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -18,7 +19,7 @@ use exim_pilot_schema::report::{
 };
 use exim_pilot_schema::{AttemptResult, Lifecycle, ReasonClass, RejectRecord};
 
-use super::codec::{self, cell_extras, counter_columns, enum_str, ms, DAY_MS};
+use super::codec::{self, cell_extras, enum_str, ms, DAY_MS};
 use crate::error::{Result, StoreError};
 use crate::types::{AuditEntry, Batch, BatchSummary, StoredRecord};
 
@@ -311,56 +312,81 @@ fn insert_reject(tx: &Transaction<'_>, r: &RejectRecord) -> Result<bool> {
     Ok(n == 1)
 }
 
-/// Adds a set of cell differences to a rollup table: each cell is read,
-/// changed and written back, and deleted when it comes to zero.
+/// The statements that change one rollup table.
+struct RollupSql {
+    upsert: String,
+    delete_if_zero: String,
+}
+
+impl RollupSql {
+    fn new(table: &str) -> RollupSql {
+        let names = Counters::NAMES;
+        let placeholders: Vec<String> = (5..5 + names.len() + 2).map(|i| format!("?{i}")).collect();
+        let sums: Vec<String> = names
+            .iter()
+            .map(|c| format!("{c} = {c} + excluded.{c}"))
+            .collect();
+        let zeros: Vec<String> = names.iter().map(|c| format!("{c} = 0")).collect();
+        RollupSql {
+            upsert: format!(
+                "INSERT INTO {table} (bucket, host, dim, key, {cols}, delay, samples)
+                 VALUES (?1, ?2, ?3, ?4, {values})
+                 ON CONFLICT (bucket, host, dim, key) DO UPDATE SET {sums},
+                     delay = hist_add(delay, excluded.delay),
+                     samples = samples_add(samples, excluded.samples)",
+                cols = names.join(", "),
+                values = placeholders.join(", "),
+                sums = sums.join(", "),
+            ),
+            delete_if_zero: format!(
+                "DELETE FROM {table} WHERE bucket = ?1 AND host = ?2 AND dim = ?3 AND key = ?4
+                     AND delay IS NULL AND {}",
+                zeros.join(" AND ")
+            ),
+        }
+    }
+}
+
+/// Adds a set of cell differences to a rollup table, one upsert per cell;
+/// a cell that some difference lowered is deleted when it comes to zero.
 pub fn apply_cells(tx: &Transaction<'_>, table: &str, cells: &ReportCells) -> Result<()> {
-    let cols = counter_columns();
-    let select = format!(
-        "SELECT {cols}, delay, samples FROM {table}
-         WHERE bucket = ?1 AND host = ?2 AND dim = ?3 AND key = ?4"
-    );
-    let placeholders: Vec<String> = (5..5 + Counters::NAMES.len() + 2)
-        .map(|i| format!("?{i}"))
-        .collect();
-    let upsert = format!(
-        "INSERT OR REPLACE INTO {table} (bucket, host, dim, key, {cols}, delay, samples)
-         VALUES (?1, ?2, ?3, ?4, {})",
-        placeholders.join(", ")
-    );
-    let delete =
-        format!("DELETE FROM {table} WHERE bucket = ?1 AND host = ?2 AND dim = ?3 AND key = ?4");
+    static HOUR: OnceLock<RollupSql> = OnceLock::new();
+    static DAY: OnceLock<RollupSql> = OnceLock::new();
+    let sql = match table {
+        "rollup_hour" => HOUR.get_or_init(|| RollupSql::new(table)),
+        "rollup_day" => DAY.get_or_init(|| RollupSql::new(table)),
+        other => return Err(StoreError::InvalidQuery(format!("no rollup table {other}"))),
+    };
+    let mut upsert = tx.prepare_cached(&sql.upsert)?;
+    let mut delete = tx.prepare_cached(&sql.delete_if_zero)?;
 
     // Sorted, so that writes walk the table's key order.
     let mut keys: Vec<&CellKey> = cells.cells.keys().collect();
     keys.sort();
+    let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(Counters::NAMES.len() + 6);
     for key in keys {
         let Some(change) = cells.cells.get(key) else {
             continue;
         };
-        let kp = params![key.hour, key.host, key.dim.code(), key.key];
-        let mut cell = tx
-            .prepare_cached(&select)?
-            .query_row(kp, |row| Ok(codec::cell_from_row(row, 0)))
-            .optional()?
-            .transpose()?
-            .unwrap_or_default();
-        cell.add(change);
-        if cell.is_zero() {
-            tx.prepare_cached(&delete)?.execute(kp)?;
-            continue;
-        }
-        let (delay, samples) = cell_extras(&cell);
-        let mut values: Vec<rusqlite::types::Value> = vec![
+        let (delay, samples) = cell_extras(change);
+        values.clear();
+        values.extend([
             key.hour.into(),
             key.host.clone().into(),
             key.dim.code().into(),
             key.key.clone().into(),
-        ];
-        values.extend(cell.counters.to_array().map(rusqlite::types::Value::from));
+        ]);
+        let counts = change.counters.to_array();
+        values.extend(counts.map(rusqlite::types::Value::from));
         values.push(delay.into());
         values.push(samples.into());
-        tx.prepare_cached(&upsert)?
-            .execute(rusqlite::params_from_iter(values))?;
+        upsert.execute(rusqlite::params_from_iter(values.iter()))?;
+
+        let lowered =
+            counts.iter().any(|n| *n < 0) || change.delay.buckets.iter().any(|(_, n)| *n < 0);
+        if lowered {
+            delete.execute(params![key.hour, key.host, key.dim.code(), key.key])?;
+        }
     }
     Ok(())
 }
