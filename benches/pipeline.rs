@@ -21,7 +21,11 @@ fn corpus_lines() -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
     for scenario in ["s01_core_all", "s02_default_selectors"] {
         let text = std::fs::read(dir.join(scenario).join("mainlog")).expect("corpus mainlog");
-        lines.extend(text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        lines.extend(
+            text.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
     }
     lines
 }
@@ -55,7 +59,10 @@ fn parse(c: &mut Criterion) {
 
 fn correlate(c: &mut Criterion) {
     let lines = corpus_lines();
-    let events: Vec<_> = lines.iter().map(|l| parse_record(LogFile::Main, l)).collect();
+    let events: Vec<_> = lines
+        .iter()
+        .map(|l| parse_record(LogFile::Main, l))
+        .collect();
     let hosts: Vec<String> = (0..REPEAT).map(|i| format!("mx{i}.example.net")).collect();
     let mut group = c.benchmark_group("correlate");
     group.throughput(Throughput::Elements((events.len() * REPEAT) as u64));
