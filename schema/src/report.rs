@@ -346,15 +346,31 @@ impl DelayHistogram {
 
     /// Reads what [`DelayHistogram::to_bytes`] wrote; `None` when the bytes
     /// are not such a form.
-    pub fn from_bytes(mut bytes: &[u8]) -> Option<DelayHistogram> {
+    pub fn from_bytes(bytes: &[u8]) -> Option<DelayHistogram> {
         let mut h = DelayHistogram::default();
-        while !bytes.is_empty() {
-            let b = get_varint(&mut bytes)?;
-            let z = get_varint(&mut bytes)?;
-            let n = ((z >> 1) as i64) ^ -((z & 1) as i64);
-            h.add_to(u16::try_from(b).ok()?, n);
-        }
+        h.read_bytes(bytes)?;
         Some(h)
+    }
+
+    /// Replaces the contents with what [`DelayHistogram::to_bytes`] wrote,
+    /// reusing the allocation; `None` (and an empty histogram) when the
+    /// bytes are not such a form.
+    pub fn read_bytes(&mut self, mut bytes: &[u8]) -> Option<()> {
+        self.buckets.clear();
+        let mut read = || -> Option<()> {
+            while !bytes.is_empty() {
+                let b = get_varint(&mut bytes)?;
+                let z = get_varint(&mut bytes)?;
+                let n = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                self.add_to(u16::try_from(b).ok()?, n);
+            }
+            Some(())
+        };
+        let ok = read();
+        if ok.is_none() {
+            self.buckets.clear();
+        }
+        ok
     }
 }
 

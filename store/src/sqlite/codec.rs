@@ -7,7 +7,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use exim_pilot_schema::report::{Cell, Counters, DelayHistogram, Samples, COUNTER_COUNT};
+use exim_pilot_schema::report::{Cell, Counters, Samples, COUNTER_COUNT};
 use exim_pilot_schema::Lifecycle;
 
 use crate::error::{Result, StoreError};
@@ -137,28 +137,40 @@ pub fn counter_columns() -> String {
 }
 
 /// Reads a cell from a row whose columns from `first` on are the counters,
-/// then the histogram, then the samples.
-pub fn cell_from_row(row: &rusqlite::Row<'_>, first: usize) -> Result<Cell> {
+/// then the histogram, then the samples, into an existing cell, reusing
+/// its allocations: reading many rows one after another allocates almost
+/// nothing.
+pub fn read_cell(row: &rusqlite::Row<'_>, first: usize, cell: &mut Cell) -> Result<()> {
     let mut values = [0i64; COUNTER_COUNT];
     for (i, v) in values.iter_mut().enumerate() {
-        *v = row.get(first + i)?;
+        *v = row.get_ref(first + i)?.as_i64().map_err(bad_cell)?;
     }
-    let delay: Option<Vec<u8>> = row.get(first + COUNTER_COUNT)?;
-    let samples: Option<String> = row.get(first + COUNTER_COUNT + 1)?;
-    let delay = match delay {
-        Some(b) => DelayHistogram::from_bytes(&b)
+    cell.counters = Counters::from_array(values);
+    match row
+        .get_ref(first + COUNTER_COUNT)?
+        .as_blob_or_null()
+        .map_err(bad_cell)?
+    {
+        Some(b) => cell
+            .delay
+            .read_bytes(b)
             .ok_or_else(|| StoreError::corrupt("delay histogram", "bad varint"))?,
-        None => DelayHistogram::default(),
-    };
-    let samples = match samples {
-        Some(s) => serde_json::from_str(&s).map_err(|e| StoreError::corrupt("samples", e))?,
+        None => cell.delay.buckets.clear(),
+    }
+    cell.samples = match row
+        .get_ref(first + COUNTER_COUNT + 1)?
+        .as_str_or_null()
+        .map_err(bad_cell)?
+    {
+        Some(s) => serde_json::from_str(s).map_err(|e| StoreError::corrupt("samples", e))?,
         None => Samples::default(),
     };
-    Ok(Cell {
-        counters: Counters::from_array(values),
-        delay,
-        samples,
-    })
+    Ok(())
+}
+
+/// A rollup column of the wrong type.
+pub fn bad_cell(e: rusqlite::types::FromSqlError) -> StoreError {
+    StoreError::corrupt("rollup cell", e)
 }
 
 /// The histogram and samples columns of a cell (NULL when empty).

@@ -9,8 +9,8 @@ use exim_pilot_schema::report::{
 use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RecordOrigin, RejectRecord, Report};
 
 use super::codec::{
-    self, cell_from_row, counter_columns, cursor_number, decode_cursor, encode_cursor, from_ms, ms,
-    parse_enum, HOUR_MS,
+    self, counter_columns, cursor_number, decode_cursor, encode_cursor, from_ms, ms, parse_enum,
+    HOUR_MS,
 };
 use crate::error::{Result, StoreError};
 use crate::types::*;
@@ -464,17 +464,18 @@ fn read_cells(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(c.params.iter()))?;
+    let mut cell = exim_pilot_schema::report::Cell::default();
     while let Some(row) = rows.next()? {
-        let bucket: i64 = row.get(0)?;
-        let host: String = row.get(1)?;
-        let code: i64 = row.get(2)?;
-        let key: String = row.get(3)?;
+        let bucket = row.get_ref(0)?.as_i64().map_err(codec::bad_cell)?;
+        let host = row.get_ref(1)?.as_str().map_err(codec::bad_cell)?;
+        let code = row.get_ref(2)?.as_i64().map_err(codec::bad_cell)?;
+        let key = row.get_ref(3)?.as_str().map_err(codec::bad_cell)?;
         let Some(dim) = Dimension::from_code(code) else {
             // A dimension from a newer version: not ours to count.
             continue;
         };
-        let cell = cell_from_row(row, 4)?;
-        sink(bucket, &host, dim, &key, &cell);
+        codec::read_cell(row, 4, &mut cell)?;
+        sink(bucket, host, dim, key, &cell);
     }
     Ok(())
 }
