@@ -120,10 +120,32 @@ pub mod bytes_as_text {
 
 /// True when `line` starts a new record: it begins with Exim's timestamp
 /// (`YYYY-MM-DD HH:MM:SS`), an ISO 8601 syslog stamp
-/// (`YYYY-MM-DDTHH:MM:SS`) or an RFC 3164 syslog stamp (`Mmm dd hh:mm:ss`).
-/// Other lines continue the record before them (rejectlog header dumps,
-/// multi-line paniclog entries).
+/// (`YYYY-MM-DDTHH:MM:SS`) or an RFC 3164 syslog stamp (`Mmm dd hh:mm:ss`),
+/// possibly after an RFC 5424 priority (`<22>`, `<22>1 `). Leading NUL
+/// bytes are skipped: a crash while the log was being extended leaves a
+/// run of them before the next line Exim writes, and that line must not be
+/// glued to the record before it. Other lines continue the record before
+/// them (rejectlog header dumps, multi-line paniclog entries).
 pub fn is_record_start(line: &[u8]) -> bool {
+    let first = line.iter().position(|b| *b != 0).unwrap_or(line.len());
+    let line = &line[first..];
+    if stamp_starts(line) {
+        return true;
+    }
+    if line.first() == Some(&b'<') {
+        let head = &line[..line.len().min(6)];
+        if let Some(close) = head.iter().position(|b| *b == b'>') {
+            let rest = &line[close + 1..];
+            let rest = rest.strip_prefix(b"1 ").unwrap_or(rest);
+            return stamp_starts(rest);
+        }
+    }
+    false
+}
+
+/// True when `line` begins with one of the timestamps of
+/// [`is_record_start`].
+fn stamp_starts(line: &[u8]) -> bool {
     let digit = |i: usize| line.get(i).is_some_and(u8::is_ascii_digit);
     let at = |i: usize, c: u8| line.get(i) == Some(&c);
     let iso_date = (0..4).all(digit)
@@ -171,6 +193,14 @@ mod tests {
         assert!(!is_record_start(b"  X-Mailer: thing"));
         assert!(!is_record_start(b"P Received: from"));
         assert!(!is_record_start(b""));
+        assert!(is_record_start(
+            b"\0\0\02026-12-04 15:54:25 1xZVcC-00078S-07 Completed"
+        ));
+        assert!(is_record_start(b"<22>May 23 10:02:11 mail exim[2210]: x"));
+        assert!(is_record_start(
+            b"<22>1 2024-05-23T10:02:11Z mail exim 2210 - - x"
+        ));
+        assert!(!is_record_start(b"<22> not a stamp"));
     }
 
     #[test]

@@ -94,7 +94,16 @@ pub fn parse_record(log: LogFile, record: &[u8]) -> Event<'_> {
 /// [`parse_record`] with explicit options.
 pub fn parse_record_with<'a>(opts: &ParseOptions, log: LogFile, record: &'a [u8]) -> Event<'a> {
     let first_end = memchr(b'\n', record).unwrap_or(record.len());
-    let first = &record[..first_end];
+    // NUL bytes left by a crash before the line, and the carriage return
+    // of a log that went through Windows tools, are not part of it (the
+    // raw record keeps them).
+    let start = record[..first_end]
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(first_end);
+    let start = start + rfc3164_priority_len(&record[start..first_end]);
+    let first = &record[start..first_end];
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
     let continuation = record
         .get(first_end + 1..)
         .filter(|_| first_end < record.len());
@@ -104,7 +113,7 @@ pub fn parse_record_with<'a>(opts: &ParseOptions, log: LogFile, record: &'a [u8]
         Err(reason) => return unparsed(reason, record),
     };
     // The header only strips a prefix, so the body is a suffix of the line.
-    let body_start = first.len() - h.body.len();
+    let body_start = start + first.len() - h.body.len();
 
     let kind = match log {
         LogFile::Panic => EventKind::Panic {
@@ -124,6 +133,25 @@ pub fn parse_record_with<'a>(opts: &ParseOptions, log: LogFile, record: &'a [u8]
         id: h.id,
         syslog: h.syslog,
         kind,
+    }
+}
+
+/// The length of a syslog priority (`<22>`) written before an RFC 3164
+/// stamp (`<22>May 23 10:02:11 ...`), or 0. Before an ISO stamp the
+/// priority belongs to RFC 5424's form, which the header reads itself.
+fn rfc3164_priority_len(line: &[u8]) -> usize {
+    if line.first() != Some(&b'<') {
+        return 0;
+    }
+    let Some(close) = memchr(b'>', &line[..line.len().min(5)]) else {
+        return 0;
+    };
+    let digits = &line[1..close];
+    let month_follows = line.get(close + 1).is_some_and(u8::is_ascii_uppercase);
+    if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && month_follows {
+        close + 1
+    } else {
+        0
     }
 }
 

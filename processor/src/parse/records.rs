@@ -274,19 +274,9 @@ impl<R: BufRead> RecordReader<R> {
     }
 }
 
-/// A record starts with a timestamp, or with an RFC 5424 `<PRI>` before one.
+/// A record starts with a timestamp (see [`is_record_start`]).
 fn is_start(line: &[u8]) -> bool {
-    if is_record_start(line) {
-        return true;
-    }
-    if line.first() == Some(&b'<') {
-        if let Some(close) = memchr(b'>', &line[..line.len().min(6)]) {
-            let rest = &line[close + 1..];
-            let rest = rest.strip_prefix(b"1 ").unwrap_or(rest);
-            return is_record_start(rest);
-        }
-    }
-    false
+    is_record_start(line)
 }
 
 impl<R: BufRead> Iterator for RecordReader<R> {

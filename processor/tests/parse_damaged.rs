@@ -1,0 +1,62 @@
+//! Logs damaged on the way: Windows line endings, NUL runs left by a
+//! crash, junk between records. Each parses as the undamaged line would,
+//! and the record reader never hides a good line inside a bad one.
+
+use std::io::Cursor;
+
+use exim_pilot_processor::parse::{parse_record, RecordReader};
+use exim_pilot_schema::LogFile;
+
+const DELIVERY: &str = "2024-07-05 09:14:02 1sPf10-00000000Aid-00JP => bob@example.com \
+    R=dnslookup T=remote_smtp H=mx.example.com [198.51.100.7] C=\"250 2.0.0 queued as 4Xk1\"";
+const COMPLETED: &str = "2024-07-05 09:14:03 1sPf10-00000000Aid-00JP Completed";
+
+fn json(record: &[u8]) -> serde_json::Value {
+    serde_json::to_value(parse_record(LogFile::Main, record)).unwrap()
+}
+
+fn records(text: &[u8]) -> Vec<Vec<u8>> {
+    let mut reader = RecordReader::new(Cursor::new(text.to_vec()));
+    let mut out = Vec::new();
+    while let Some(r) = reader.next_record().unwrap() {
+        out.push(r.bytes.to_vec());
+    }
+    out
+}
+
+#[test]
+fn crlf_line_parses_like_lf_line() {
+    let crlf = format!("{DELIVERY}\r");
+    assert_eq!(json(crlf.as_bytes()), json(DELIVERY.as_bytes()));
+    let completed = format!("{COMPLETED}\r");
+    assert_eq!(json(completed.as_bytes())["kind"], "completed");
+}
+
+#[test]
+fn nul_run_before_a_line_does_not_hide_it() {
+    let mut damaged = vec![0u8; 5000];
+    damaged.extend_from_slice(COMPLETED.as_bytes());
+    assert_eq!(json(&damaged)["kind"], "completed");
+
+    let mut log = format!("{DELIVERY}\n").into_bytes();
+    log.extend_from_slice(&damaged);
+    log.push(b'\n');
+    let recs = records(&log);
+    assert_eq!(
+        recs.len(),
+        2,
+        "the NUL-prefixed line is a record of its own"
+    );
+    assert_eq!(json(&recs[1])["kind"], "completed");
+}
+
+#[test]
+fn syslog_priority_prefix_starts_a_record() {
+    let log = format!(
+        "{DELIVERY}\n<22>May 23 10:02:11 mail exim[2210]: 2019-05-23 10:02:11 \
+         1hTkY7-0000Ze-04 Completed\n"
+    );
+    let recs = records(log.as_bytes());
+    assert_eq!(recs.len(), 2);
+    assert_eq!(json(&recs[1])["kind"], "completed");
+}
