@@ -401,3 +401,61 @@ fn health_readiness_and_metrics_are_served_while_following() {
     );
     stop(child);
 }
+
+#[test]
+fn the_first_host_name_sticks_to_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    append(&log, &lines_of(&corpus_mainlog("s02_default_selectors")));
+    let run = |host: Option<&str>| {
+        let mut cmd = exim_pilot();
+        cmd.args([
+            "standalone",
+            "--once",
+            "--quiet",
+            "--timezone",
+            "utc",
+            "--log",
+        ])
+        .arg(&log)
+        .arg("--data")
+        .arg(&data);
+        if let Some(h) = host {
+            cmd.args(["--host", h]);
+        }
+        cmd.output().unwrap()
+    };
+    assert!(run(Some(HOST)).status.success());
+
+    // Without --host (the machine was renamed, say), the saved name is used.
+    assert!(run(None).status.success());
+    assert_eq!(stored_records(&data), 537);
+
+    // A different explicit name would store every record a second time.
+    let other = run(Some("other.example.net"));
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains(HOST));
+    assert_eq!(stored_records(&data), 537);
+}
+
+#[test]
+fn zones_west_of_utc_are_accepted_as_written() {
+    let out = exim_pilot()
+        .args(["lifecycles", "--timezone", "-0500", "--host", HOST])
+        .arg(corpus_mainlog("s02_default_selectors"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    // 15:58:07 at UTC-5 is 20:58:07 UTC.
+    assert!(
+        first["received_at"].as_str().unwrap().contains("T20:58"),
+        "{first}"
+    );
+}

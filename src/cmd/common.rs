@@ -33,7 +33,14 @@ pub struct LogArgs {
     /// Zone of log times written without an offset: `local`, `utc`, or an
     /// offset such as `+0100`. Exim writes the server's local time unless
     /// `log_timezone` is set.
-    #[arg(long, visible_alias = "zone", value_name = "ZONE", default_value = "local", value_parser = parse_zone)]
+    #[arg(
+        long,
+        visible_alias = "zone",
+        value_name = "ZONE",
+        default_value = "local",
+        allow_hyphen_values = true,
+        value_parser = parse_zone
+    )]
     pub timezone: Zone,
 }
 
@@ -46,7 +53,42 @@ impl LogArgs {
                 .context("cannot read this machine's host name; give one with --host"),
         }
     }
+
+    /// The host name for a store that keeps writing the same server's
+    /// logs. Records are stored under (host, file, offset), so a store
+    /// that followed a log under one name and reads it again under another
+    /// would hold every record twice. The first name used is saved in the
+    /// store; without `--host` it is reused (a machine renamed, a container
+    /// recreated), and an explicit different `--host` is refused unless the
+    /// store is meant to hold several servers (`allow_new`).
+    pub async fn store_host(&self, store: &dyn Store, allow_new: bool) -> anyhow::Result<String> {
+        let saved = store
+            .load_blob(HOST_BLOB)
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let given = self
+            .host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty());
+        let first = saved.is_none();
+        let host = match (given, saved) {
+            (None, Some(saved)) => saved,
+            (Some(given), Some(saved)) if given != saved && !allow_new => bail!(
+                "this data directory holds the logs of mail server {saved:?}, not {given:?}:                  reading the same logs under a second name would store them twice. Use                  --host {saved} (or leave --host out), or another --data directory"
+            ),
+            (Some(given), _) => given.to_string(),
+            (None, None) => self.host()?,
+        };
+        if first {
+            store.save_blob(HOST_BLOB, host.as_bytes()).await?;
+        }
+        Ok(host)
+    }
 }
+
+/// The blob holding the mail server name a store's logs are read under.
+const HOST_BLOB: &str = "log-host";
 
 fn parse_zone(s: &str) -> Result<Zone, String> {
     Zone::parse(s).ok_or_else(|| format!("{s:?} is not a zone: use local, utc, or +HHMM/-HHMM"))

@@ -40,9 +40,11 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let host = args.log_args.host()?;
     let (store, _lock) = common::open_store_exclusive(&args.data.data)?;
     let rt = common::runtime()?;
+    // An import may bring another server's logs: a new explicit --host is
+    // taken, and without one the store's own server is assumed.
+    let host = rt.block_on(args.log_args.store_host(&*store, true))?;
     let mut pipeline = rt.block_on(common::load_pipeline(&*store, args.log_args.timezone))?;
     let mut importer = Importer::new(&args.files, host.clone()).context("cannot read the files")?;
 

@@ -14,9 +14,11 @@
 //! either already covers (skipped) or does not (applied once).
 //!
 //! With `--listen`, the process serves `/health`, `/ready` and `/metrics`
-//! (Prometheus) on that address. Retention (raw records 90 days, attempts,
-//! lifecycles and rejections 180 days, audit 365 days) runs at start and
-//! every hour.
+//! (Prometheus) on that address. Retention runs at start and every hour,
+//! by the wall clock: raw records older than 90 days and attempts,
+//! lifecycles and rejections older than 180 days are dropped (audit
+//! entries after 365 days); `--keep-raw-days`, `--keep-days` and
+//! `--no-retention` change that, and whatever is dropped is reported.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,18 @@ pub struct Args {
     #[arg(long)]
     once: bool,
 
+    /// Days raw log records are kept.
+    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    keep_raw_days: u32,
+
+    /// Days delivery attempts, lifecycles and rejections are kept.
+    #[arg(long, value_name = "DAYS", default_value_t = 180)]
+    keep_days: u32,
+
+    /// Keep everything: never drop old data.
+    #[arg(long)]
+    no_retention: bool,
+
     /// Serve /health, /ready and /metrics on this address, e.g.
     /// 127.0.0.1:9465.
     #[arg(long, value_name = "ADDR")]
@@ -93,9 +107,9 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let logs = resolve_logs(&args.logs)?;
-    let host = args.log_args.host()?;
     let (store, _lock) = common::open_store_exclusive(&args.data.data)?;
     let rt = common::runtime()?;
+    let host = rt.block_on(args.log_args.store_host(&*store, false))?;
 
     let pipeline = rt.block_on(common::load_pipeline(&*store, args.log_args.timezone))?;
     let tailer = Tailer::new(TailerConfig {
@@ -135,6 +149,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pending: Vec::new(),
         last_save: Instant::now(),
         last_retention: None,
+        retention: (!args.no_retention).then(|| Retention {
+            raw_records: args.keep_raw_days,
+            attempts: args.keep_days,
+            lifecycles: args.keep_days,
+            rejects: args.keep_days,
+            ..Retention::default()
+        }),
+        quiet: args.quiet,
         progress: (!args.quiet).then(|| Progress::new(Duration::from_secs(10))),
         metrics,
     };
@@ -188,6 +210,8 @@ struct Job<'r> {
     pending: Vec<Ack>,
     last_save: Instant,
     last_retention: Option<Instant>,
+    retention: Option<Retention>,
+    quiet: bool,
     progress: Option<Progress>,
     metrics: Metrics,
 }
@@ -260,6 +284,9 @@ impl Job<'_> {
 
     /// Drops what is older than the retention policy, at most hourly.
     fn retention(&mut self) -> anyhow::Result<()> {
+        let Some(policy) = self.retention else {
+            return Ok(());
+        };
         if self
             .last_retention
             .is_some_and(|t| t.elapsed() < RETENTION_EVERY)
@@ -269,11 +296,15 @@ impl Job<'_> {
         self.last_retention = Some(Instant::now());
         let dropped = self
             .rt
-            .block_on(
-                self.store
-                    .apply_retention(&Retention::default(), chrono::Utc::now()),
-            )
+            .block_on(self.store.apply_retention(&policy, chrono::Utc::now()))
             .context("cannot apply retention")?;
+        if !self.quiet && (dropped.raw_records > 0 || dropped.lifecycles > 0) {
+            eprintln!(
+                "exim-pilot: retention dropped {} raw records older than {} days and {} \
+                 lifecycles older than {} days (keep them with --no-retention)",
+                dropped.raw_records, policy.raw_records, dropped.lifecycles, policy.lifecycles
+            );
+        }
         tracing::info!(
             raw_records = dropped.raw_records,
             attempts = dropped.attempts,

@@ -285,7 +285,11 @@ fn render(out: &mut String, f: &Found) {
             if r.attempts == 1 { "" } else { "s" }
         );
         if let Some(t) = &r.last_text {
-            let code = r.last_code.map(|c| format!("{c} ")).unwrap_or_default();
+            let code = r
+                .last_code
+                .map(|c| format!("{c} "))
+                .filter(|c| !t.starts_with(c.as_str()))
+                .unwrap_or_default();
             let _ = writeln!(out, "      last: {code}{t}");
         }
     }
