@@ -234,7 +234,22 @@ impl Source {
             let result = match &mut self.reader {
                 Reader::Plain(file) => file.read_at(buf, self.offset),
                 Reader::Gzip { decoder, head, .. } => {
-                    let result = decoder.read(buf);
+                    let result = match decoder.read(buf) {
+                        // A truncated or damaged archive (a rotation cut
+                        // short by a full disk) still gives what could be
+                        // decompressed; a gzip file never grows, so its
+                        // end is final.
+                        Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                            tracing::warn!(
+                                path = %self.path.display(),
+                                offset = self.offset,
+                                error = %e,
+                                "Compressed log is damaged; read up to here"
+                            );
+                            Ok(0)
+                        }
+                        other => other,
+                    };
                     if let Ok(n) = result {
                         let room = FINGERPRINT_MAX_BYTES.saturating_sub(head.len());
                         head.extend_from_slice(&buf[..n.min(room)]);

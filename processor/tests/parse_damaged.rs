@@ -60,3 +60,32 @@ fn syslog_priority_prefix_starts_a_record() {
     assert_eq!(recs.len(), 2);
     assert_eq!(json(&recs[1])["kind"], "completed");
 }
+
+#[test]
+fn truncated_gzip_gives_what_it_holds() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mainlog.1.gz");
+    let mut plain = String::new();
+    for i in 0..2000 {
+        plain.push_str(&format!(
+            "2024-07-05 09:14:02 1sPf10-00000000Aid-00JP == r{i}@example.com R=dnslookup \
+             T=remote_smtp defer (-44): SMTP error from remote mail server after RCPT \
+             TO:<r{i}@example.com>: 451 4.7.1 Greylisted\n"
+        ));
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(plain.as_bytes()).unwrap();
+    let full = enc.finish().unwrap();
+    std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+
+    let reader = exim_pilot_processor::parse::open_log(&path).unwrap();
+    let mut records = RecordReader::new(reader);
+    let mut n = 0;
+    while let Some(r) = records.next_record().unwrap() {
+        if json(r.bytes)["kind"] == "deferral" {
+            n += 1;
+        }
+    }
+    assert!(n > 100 && n < 2000, "read {n} of 2000 records");
+}

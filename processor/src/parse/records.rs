@@ -60,10 +60,40 @@ pub fn open_log(path: &Path) -> Result<Box<dyn BufRead>, RecordError> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(BufReader::with_capacity(
             BUF,
-            MultiGzDecoder::new(reader),
+            Lenient {
+                inner: MultiGzDecoder::new(reader),
+                path: path.to_path_buf(),
+            },
         )))
     } else {
         Ok(Box::new(reader))
+    }
+}
+
+/// A gzip stream whose damage ends it instead of failing the read: a
+/// truncated archive (a rotation cut short by a full disk) still gives
+/// every line that could be decompressed, with a warning.
+struct Lenient<R> {
+    inner: R,
+    path: std::path::PathBuf,
+}
+
+impl<R: Read> Read for Lenient<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "Compressed log is damaged; read up to here"
+                    );
+                    return Ok(0);
+                }
+                other => return other,
+            }
+        }
     }
 }
 
