@@ -146,7 +146,9 @@ async fn main() {
         .get(1)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
+    let t = Instant::now();
     let store = SqliteStore::open_dir(&dir).expect("open store");
+    println!("opened (and migrated) in {:.1?}", t.elapsed());
 
     let start = base() - Duration::days(DAYS);
     let per_ms = (DAYS * 86_400_000) as f64 / total as f64;

@@ -15,8 +15,8 @@
 //!   `recipients`, `message_reasons` and `attempts` index its addresses,
 //!   reason classes and delivery attempts.
 //! - `rejects`: SMTP rejections, unique on their record origin.
-//! - `rollup_hour`, `rollup_day`: report cells per (bucket, host,
-//!   dimension, key), one column per counter, the delay histogram and the
+//! - `rollup_hour`, `rollup_day`: report cells per (dimension, bucket,
+//!   host, key), one column per counter, the delay histogram and the
 //!   sample texts.
 //! - `hosts`, `blobs`, `audit`.
 
@@ -233,10 +233,36 @@ fn migration_1() -> String {
     )
 }
 
+/// Version 2: rollup cells keyed by dimension first, so that a query for
+/// one dimension (the cells of every destination domain over a month)
+/// reads only that dimension's rows.
+fn migration_2() -> String {
+    let mut sql = String::new();
+    for table in ["rollup_hour", "rollup_day"] {
+        sql.push_str(&format!(
+            "CREATE TABLE {table}_v2 (
+                bucket INTEGER NOT NULL,
+                host TEXT NOT NULL,
+                dim INTEGER NOT NULL,
+                key TEXT NOT NULL,
+                {ROLLUP_COLUMNS}
+                delay BLOB,
+                samples TEXT,
+                PRIMARY KEY (dim, bucket, host, key)
+            ) WITHOUT ROWID;
+            INSERT INTO {table}_v2 SELECT * FROM {table};
+            DROP TABLE {table};
+            ALTER TABLE {table}_v2 RENAME TO {table};
+            "
+        ));
+    }
+    sql
+}
+
 /// Every migration, oldest first. Never edit one that has shipped: add a
 /// new one.
 fn migrations() -> Vec<String> {
-    vec![migration_1()]
+    vec![migration_1(), migration_2()]
 }
 
 /// The schema version this build writes.
@@ -283,6 +309,35 @@ mod tests {
             .filter_map(|s| s.split_whitespace().next())
             .collect();
         assert_eq!(cols, Counters::NAMES.to_vec());
+    }
+
+    #[test]
+    fn rollup_cells_survive_the_change_of_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&migration_1()).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        conn.execute(
+            "INSERT INTO rollup_day (bucket, host, dim, key, messages) VALUES (20000, 'mx', 1, 'a', 7)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT messages FROM rollup_day WHERE dim = 1 AND key = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 7);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT * FROM rollup_day WHERE dim = 1 AND bucket >= 0",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("PRIMARY KEY"), "{plan}");
     }
 
     #[test]

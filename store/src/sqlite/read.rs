@@ -450,13 +450,18 @@ fn read_cells(
     if let Some(h) = host {
         c.push("host = ?", [text(h)]);
     }
-    if !dims.is_empty() {
-        let marks = vec!["?"; dims.len()].join(", ");
-        c.push(
-            &format!("dim IN ({marks})"),
-            dims.iter().map(|d| Value::Integer(d.code())),
-        );
-    }
+    // Cells are keyed by dimension first: naming the dimensions lets
+    // SQLite read one range of the key per dimension.
+    let dims = if dims.is_empty() {
+        &Dimension::ALL[..]
+    } else {
+        dims
+    };
+    let marks = vec!["?"; dims.len()].join(", ");
+    c.push(
+        &format!("dim IN ({marks})"),
+        dims.iter().map(|d| Value::Integer(d.code())),
+    );
     let sql = format!(
         "SELECT bucket, host, dim, key, {}, delay, samples FROM {table} {}",
         counter_columns(),

@@ -8,6 +8,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use exim_pilot_schema::report::Dimension;
+
 use super::codec::{ms, DAY_MS, HOUR_MS};
 use super::SqliteStore;
 use crate::error::Result;
@@ -67,11 +69,16 @@ pub async fn apply(
     let hour = cut(policy.rollup_hours).div_euclid(HOUR_MS);
     let day = cut(policy.rollup_days).div_euclid(DAY_MS);
     for (table, bucket) in [("rollup_hour", hour), ("rollup_day", day)] {
-        let sql = format!(
-            "DELETE FROM {table} WHERE (bucket, host, dim, key) IN
-                 (SELECT bucket, host, dim, key FROM {table} WHERE bucket < ?1 LIMIT ?2)"
-        );
-        summary.rollup_cells += until_done(store, move |c| chunk(c, &sql, bucket)).await?;
+        // One dimension at a time: the cells are keyed by dimension first.
+        for dim in Dimension::ALL {
+            let sql = format!(
+                "DELETE FROM {table} WHERE (dim, bucket, host, key) IN
+                     (SELECT dim, bucket, host, key FROM {table}
+                      WHERE dim = {} AND bucket < ?1 LIMIT ?2)",
+                dim.code()
+            );
+            summary.rollup_cells += until_done(store, move |c| chunk(c, &sql, bucket)).await?;
+        }
     }
 
     if summary != RetentionSummary::default() {

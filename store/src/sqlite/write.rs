@@ -331,7 +331,7 @@ impl RollupSql {
             upsert: format!(
                 "INSERT INTO {table} (bucket, host, dim, key, {cols}, delay, samples)
                  VALUES (?1, ?2, ?3, ?4, {values})
-                 ON CONFLICT (bucket, host, dim, key) DO UPDATE SET {sums},
+                 ON CONFLICT (dim, bucket, host, key) DO UPDATE SET {sums},
                      delay = hist_add(delay, excluded.delay),
                      samples = samples_add(samples, excluded.samples)",
                 cols = names.join(", "),
@@ -362,7 +362,7 @@ pub fn apply_cells(tx: &Transaction<'_>, table: &str, cells: &ReportCells) -> Re
 
     // Sorted, so that writes walk the table's key order.
     let mut keys: Vec<&CellKey> = cells.cells.keys().collect();
-    keys.sort();
+    keys.sort_by(|a, b| (a.dim, a.hour, &a.host, &a.key).cmp(&(b.dim, b.hour, &b.host, &b.key)));
     let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(Counters::NAMES.len() + 6);
     for key in keys {
         let Some(change) = cells.cells.get(key) else {
