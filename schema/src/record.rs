@@ -194,7 +194,7 @@ mod tests {
         assert!(!is_record_start(b"P Received: from"));
         assert!(!is_record_start(b""));
         assert!(is_record_start(
-            b"\0\0\02026-12-04 15:54:25 1xZVcC-00078S-07 Completed"
+            b"\x00\x00\x002026-12-04 15:54:25 1xZVcC-00078S-07 Completed"
         ));
         assert!(is_record_start(b"<22>May 23 10:02:11 mail exim[2210]: x"));
         assert!(is_record_start(
