@@ -79,3 +79,33 @@ async fn rebuilt_rollups_equal_maintained_ones() {
         maintained
     );
 }
+
+#[tokio::test]
+async fn a_late_fragment_does_not_replace_a_whole_lifecycle() {
+    use crate::conformance::fixtures;
+    use crate::types::Batch;
+    use exim_pilot_schema::report::ReportOptions;
+
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let whole = fixtures::delivered("mx1", 7, fixtures::at(0), "bob@example.com");
+    let mut fragment = whole.clone();
+    fragment.incomplete_start = true;
+    fragment.sender = None;
+    fragment.received_at = None;
+    fragment.recipients.clear();
+
+    for lifecycles in [vec![whole.clone()], vec![fragment]] {
+        store
+            .commit_batch(Batch {
+                lifecycles,
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+    }
+    let stored = store.lifecycle("mx1", whole.id).await.unwrap().unwrap();
+    assert_eq!(stored, whole);
+    let report = store.report(&ReportOptions::default()).await.unwrap();
+    assert_eq!(report.totals.delivered, 1);
+}

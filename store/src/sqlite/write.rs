@@ -168,6 +168,14 @@ fn upsert_lifecycle(
             }
             let old: Lifecycle = serde_json::from_slice(&old_json)
                 .map_err(|e| StoreError::corrupt("lifecycle", e))?;
+            if lc.incomplete_start && !old.incomplete_start {
+                // A line that came after the processor let the finished
+                // message go starts a fragment without the arrival; the
+                // stored lifecycle is the whole story and stays. The line
+                // itself is kept with the raw records.
+                tracing::debug!(host = %lc.host, id = %lc.id, "Late fragment of a stored message kept out");
+                return Ok(Upsert::Unchanged);
+            }
             delta.subtract(&contribution(&old));
             tx.prepare_cached(
                 "UPDATE lifecycles SET cohort_ms = ?2, last_ms = ?3, state = ?4, sender = ?5,
