@@ -459,3 +459,38 @@ fn zones_west_of_utc_are_accepted_as_written() {
         "{first}"
     );
 }
+
+#[test]
+fn report_reads_rotated_files_oldest_first_whatever_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = lines_of(&corpus_mainlog("s01_core_all"));
+    let (old, new) = lines.split_at(700);
+    let rotated = dir.path().join("mainlog.1.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        fs::File::create(&rotated).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(old.concat().as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let live = dir.path().join("mainlog");
+    append(&live, new);
+
+    let report = |files: [&Path; 2]| -> Value {
+        let out = exim_pilot()
+            .args([
+                "report", "--format", "json", "--zone", "utc", "--host", HOST,
+            ])
+            .args(files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["totals"].clone()
+    };
+    let forward = report([&rotated, &live]);
+    assert_eq!(report([&live, &rotated]), forward);
+    assert_eq!(forward["state_frozen"], 2);
+}

@@ -273,6 +273,16 @@ fn read_files(
     };
     let mut correlator = Correlator::with_config(zone, config);
     let has_mainlog = files.iter().any(|p| LogFile::from_path(p) == LogFile::Main);
+
+    // Read oldest first, whatever order the files were named in (rotated
+    // files by their first timestamp or rotation number), as `import` does.
+    let ordered;
+    let files = if files.iter().any(|p| p.as_os_str() == "-") {
+        files
+    } else {
+        ordered = exim_pilot_ingest::order_for_import(files).context("cannot read the files")?;
+        &ordered[..]
+    };
     let mut records = 0u64;
 
     for (file_no, path) in files.iter().enumerate() {
