@@ -419,6 +419,12 @@ fn resolve_logs(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             logs.extend(found);
         } else {
             // A file that does not exist yet is followed once it appears.
+            if !path.exists() {
+                eprintln!(
+                    "exim-pilot: {} does not exist yet; it is read once it appears",
+                    path.display()
+                );
+            }
             logs.push(path.clone());
         }
     }

@@ -58,6 +58,20 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    /// Moves the write-ahead log into the database file, so that a closed
+    /// store is one self-contained file (a copy of `exim-pilot.sqlite`
+    /// alone is a complete backup). Skipped without waiting when another
+    /// process is using the store; it then does this itself.
+    fn drop(&mut self) {
+        let conn = lock(&self.writer);
+        let _ = conn.busy_timeout(std::time::Duration::ZERO);
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::debug!(error = %e, "Write-ahead log left for later");
+        }
+    }
+}
+
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the lock leaves the connection usable: SQLite
     // rolls back the open transaction when its guard is dropped.
