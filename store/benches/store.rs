@@ -2,7 +2,7 @@
 //! a store holding many messages.
 //!
 //! ```text
-//! cargo bench -p exim-pilot-store --features testing --bench store -- [MESSAGES] [DIR]
+//! cargo bench -p exim-pilot-store --features testing --bench store -- [MESSAGES] [DIR] [RUNS]
 //! ```
 //!
 //! Writes MESSAGES (default 1,000,000) synthetic lifecycles spread over 90
@@ -10,8 +10,8 @@
 //! share each, thousands of senders and a realistic mix of outcomes, with
 //! two raw records each, in batches of 1,000 as the standalone pipeline
 //! does. A tenth of the messages are written a second time, changed
-//! (deferred, then delivered), so the rollups move. Then it times, 50
-//! times each: the 30-day and the 90-day report, the 30-day report of one
+//! (deferred, then delivered), so the rollups move. Then it times, RUNS
+//! (default 50) times each: the 30-day and the 90-day report, the 30-day report of one
 //! server, the 30-day cells by destination domain per day, and a message trace (lifecycle and raw records by host and id,
 //! 1,000 random messages); and one retention pass. It prints the figures.
 //! DIR (default: a temporary directory) keeps the database for a second
@@ -141,6 +141,7 @@ async fn main() {
         .first()
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let runs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50);
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir = args
         .get(1)
@@ -223,7 +224,7 @@ async fn main() {
         "30-day report: {} messages, {} domains",
         r30.totals.messages, r30.by_domain.distinct
     );
-    time_it("report, 30 days, all servers", 50, |_| {
+    time_it("report, 30 days, all servers", runs, |_| {
         let s = &store;
         let o = range(30, None);
         async move {
@@ -231,7 +232,7 @@ async fn main() {
         }
     })
     .await;
-    time_it("report, 30 days, one server", 50, |_| {
+    time_it("report, 30 days, one server", runs, |_| {
         let s = &store;
         let o = range(30, Some(HOSTS[0]));
         async move {
@@ -239,7 +240,7 @@ async fn main() {
         }
     })
     .await;
-    time_it("report, 90 days, all servers", 50, |_| {
+    time_it("report, 90 days, all servers", runs, |_| {
         let s = &store;
         let o = range(DAYS + 1, None);
         async move {
@@ -248,7 +249,7 @@ async fn main() {
     })
     .await;
 
-    time_it("cells by domain per day, 30 days", 50, |_| {
+    time_it("cells by domain per day, 30 days", runs, |_| {
         let s = &store;
         let q = CellQuery {
             since: Some(end - Duration::days(30)),
