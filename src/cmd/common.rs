@@ -102,6 +102,12 @@ pub struct DataLock {
 
 /// Opens the store in `dir`, holding the directory's lock.
 pub fn open_store_exclusive(dir: &Path) -> anyhow::Result<(Arc<SqliteStore>, DataLock)> {
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "--data {} is a file, not a directory: give a directory for the store",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let lock_path = dir.join("lock");

@@ -111,6 +111,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         domain: args.domain.clone(),
         top: args.top,
     };
+    if let (Some(since), Some(until)) = (options.since, options.until) {
+        if since >= until {
+            anyhow::bail!(
+                "--since {since} is not before --until {until}: the range would be empty"
+            );
+        }
+    }
 
     let report = if args.files.is_empty() {
         let dir = args
