@@ -15,9 +15,45 @@
 //! - `conformance` (feature `testing`): behaviour tests written once,
 //!   run against every backend.
 //!
-//! Reports come from rollup cells (see `exim_pilot_schema::report`) that
-//! the store keeps up to date as lifecycles change, so a report over months
-//! reads a few thousand cells, not millions of messages.
+//! # Rollups
+//!
+//! Reports come from rollup cells (see `exim_pilot_schema::report`): per
+//! hour and per day, per mail server, per dimension (total, destination
+//! domain, sender, sender domain, remote host, transport, client, reason,
+//! rejection reason, rejection client) and key, each holding every counter,
+//! a delay histogram and sample texts. Every committed lifecycle moves the
+//! cells from its old numbers to its new ones (subtract, then add), so the
+//! cells always equal what aggregating the stored lifecycles would give; the
+//! conformance tests check exactly that. A report reads the day cells of
+//! the whole days in its range and the hour cells of the hours at its
+//! edges, so its cost grows with the number of distinct keys per day (chiefly
+//! senders), not with the number of messages. The cells of one dimension
+//! (every destination domain over a month) are one range of the key.
+//!
+//! # Measured
+//!
+//! `benches/store.rs` on the project's 2-core machine (shared with other
+//! builds, so the figures are upper bounds), 1,000,000 messages over 90
+//! days, two servers, 500 destination domains, 5,000 senders, two raw
+//! records per message, a database of 2.7 GB:
+//!
+//! - writing, in batches of 1,000 messages with their raw records and
+//!   full-text index: about 2,800 messages per second;
+//! - the full report over 30 days: 400 ms (p99 440 ms); over 90 days:
+//!   1.2 s; one server over 30 days: 230 ms;
+//! - the cells of every destination domain per day over 30 days (what a
+//!   deliverability query by domain reads): 100 ms (p99 110 ms);
+//! - a message trace (lifecycle and raw records by server and id): p50
+//!   0.12 ms, p99 0.34 ms;
+//! - retention dropping 90 days of raw records at once (2 million rows with
+//!   their full-text entries): 90 s, in chunks of 5,000 with the writer free
+//!   between them. Run hourly, as standalone mode does, it deletes an
+//!   hour's worth at a time.
+//!
+//! With a distinct sender on nearly every message (VERP, for instance) the
+//! sender cells grow with the messages: the same store with 300,000
+//! senders a month took 1.7 s for the full 30-day report, while the
+//! by-domain cells stayed at about 200 ms.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
