@@ -136,3 +136,27 @@ fn lifecycles_agree_with_the_ground_truth() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn lifecycles_read_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args([
+            "lifecycles",
+            "--timezone",
+            "utc",
+            "--host",
+            "mx1.lab.test",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::fs::read(scenario("s02_default_selectors").join("mainlog")).unwrap();
+    child.stdin.take().unwrap().write_all(&log).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 128);
+}

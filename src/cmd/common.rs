@@ -246,16 +246,32 @@ pub fn correlate_files(
     use exim_pilot_processor::correlate::Correlator;
     use exim_pilot_processor::parse::parse_record;
 
-    let mut importer = exim_pilot_ingest::Importer::new(files, host.to_string())
-        .context("cannot read the files")?;
     let mut correlator = Correlator::with_config(zone, CorrelatorConfig::keep_all());
-    while let Some(records) = importer
-        .next_batch(10_000)
-        .context("cannot read the files")?
-    {
-        for raw in &records {
-            let event = parse_record(raw.origin.log, &raw.bytes);
-            correlator.apply_record(&raw.origin.host, raw.origin.log, &event);
+    if files.iter().any(|p| p.as_os_str() == "-") {
+        // Standard input cannot be put in time order: read as given.
+        for path in files {
+            let log = exim_pilot_schema::LogFile::from_path(path);
+            let input = exim_pilot_processor::parse::open_log(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut reader = exim_pilot_processor::parse::RecordReader::new(input);
+            while let Some(record) = reader
+                .next_record()
+                .with_context(|| format!("cannot read {}", path.display()))?
+            {
+                correlator.apply_record(host, log, &parse_record(log, record.bytes));
+            }
+        }
+    } else {
+        let mut importer = exim_pilot_ingest::Importer::new(files, host.to_string())
+            .context("cannot read the files")?;
+        while let Some(records) = importer
+            .next_batch(10_000)
+            .context("cannot read the files")?
+        {
+            for raw in &records {
+                let event = parse_record(raw.origin.log, &raw.bytes);
+                correlator.apply_record(&raw.origin.host, raw.origin.log, &event);
+            }
         }
     }
     let mut all = correlator.into_lifecycles();

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use exim_pilot_store::MessageFilter;
 
-use super::common::{self, DataArgs, LogArgs};
+use super::common::{self, LogArgs, DEFAULT_DATA_DIR};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +30,9 @@ pub struct Args {
     files: Vec<PathBuf>,
 
     /// Read from the store in this data directory (the default when no
-    /// file is given).
-    #[command(flatten)]
-    data: DataArgs,
+    /// file is given; default ./exim-pilot-data).
+    #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA")]
+    data: Option<PathBuf>,
 
     #[command(flatten)]
     log_args: LogArgs,
@@ -45,13 +45,23 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let lifecycles = if args.files.is_empty() {
-        let store = common::open_existing_store(&args.data.data)?;
+        let dir = args
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = common::open_existing_store(&dir)?;
         let rt = common::runtime()?;
         rt.block_on(common::stored_lifecycles(
             &*store,
             &MessageFilter::default(),
         ))?
     } else {
+        if let Some(dir) = &args.data {
+            eprintln!(
+                "exim-pilot: reading the files given; the store in {} is not used",
+                dir.display()
+            );
+        }
         let host = args.log_args.host()?;
         common::correlate_files(&args.files, &host, args.log_args.timezone)?
     };

@@ -19,7 +19,7 @@ use exim_pilot_schema::lifecycle::{Attempt, AttemptResult, Lifecycle};
 use exim_pilot_schema::MessageId;
 use exim_pilot_store::{MessageFilter, Store};
 
-use super::common::{self, DataArgs, LogArgs};
+use super::common::{self, LogArgs, DEFAULT_DATA_DIR};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +41,10 @@ pub struct Args {
     #[arg(long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
 
-    #[command(flatten)]
-    data: DataArgs,
+    /// Read from the store in this data directory (the default without
+    /// --file; default ./exim-pilot-data).
+    #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA")]
+    data: Option<PathBuf>,
 
     #[command(flatten)]
     log_args: LogArgs,
@@ -85,7 +87,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn from_store(args: &Args) -> anyhow::Result<Vec<Found>> {
-    let store = common::open_existing_store(&args.data.data)?;
+    let dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let store = common::open_existing_store(&dir)?;
     let rt = common::runtime()?;
     rt.block_on(async {
         let mut found = Vec::new();
@@ -122,6 +128,12 @@ fn from_store(args: &Args) -> anyhow::Result<Vec<Found>> {
 }
 
 fn from_files(args: &Args) -> anyhow::Result<Vec<Found>> {
+    if let Some(dir) = &args.data {
+        eprintln!(
+            "exim-pilot: reading the files given with --file; the store in {} is not used",
+            dir.display()
+        );
+    }
     let host = args.log_args.host()?;
     let all = common::correlate_files(&args.files, &host, args.log_args.timezone)?;
     let wanted: Vec<Lifecycle> = all
