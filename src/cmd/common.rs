@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use exim_pilot_processor::correlate::CorrelatorConfig;
+use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
 use exim_pilot_processor::pipeline::{Pipeline, STATE_BLOB};
 use exim_pilot_schema::Zone;
 use exim_pilot_store::{SqliteStore, Store};
@@ -42,9 +43,23 @@ pub struct LogArgs {
         value_parser = parse_zone
     )]
     pub timezone: Zone,
+
+    /// The year of RFC 3164 syslog stamps, which carry none
+    /// (`Oct 22 05:12:48`); by default the current year, or the year before
+    /// for a month later than the current one. Exim's own timestamp, when a
+    /// line has one, always wins.
+    #[arg(long, value_name = "YEAR")]
+    pub syslog_year: Option<i32>,
 }
 
 impl LogArgs {
+    /// How records are parsed.
+    pub fn parse_options(&self) -> ParseOptions {
+        ParseOptions {
+            syslog_year: self.syslog_year,
+        }
+    }
+
     /// The host name to label records with.
     pub fn host(&self) -> anyhow::Result<String> {
         match &self.host {
@@ -150,11 +165,13 @@ pub fn open_existing_store(dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
 }
 
 /// The pipeline saved in the store, or a fresh one.
-pub async fn load_pipeline(store: &dyn Store, zone: Zone) -> anyhow::Result<Pipeline> {
-    match store.load_blob(STATE_BLOB).await? {
-        Some(saved) => Pipeline::restore(zone, &saved).context("cannot resume processing"),
-        None => Ok(Pipeline::new(zone, CorrelatorConfig::default())),
-    }
+pub async fn load_pipeline(store: &dyn Store, log: &LogArgs) -> anyhow::Result<Pipeline> {
+    let zone = log.timezone;
+    let pipeline = match store.load_blob(STATE_BLOB).await? {
+        Some(saved) => Pipeline::restore(zone, &saved).context("cannot resume processing")?,
+        None => Pipeline::new(zone, CorrelatorConfig::default()),
+    };
+    Ok(pipeline.with_parse_options(log.parse_options()))
 }
 
 /// A runtime for the store's async interface.
@@ -241,10 +258,12 @@ pub fn thousands(n: u64) -> String {
 pub fn correlate_files(
     files: &[PathBuf],
     host: &str,
-    zone: Zone,
+    log_args: &LogArgs,
 ) -> anyhow::Result<Vec<exim_pilot_schema::Lifecycle>> {
     use exim_pilot_processor::correlate::Correlator;
-    use exim_pilot_processor::parse::parse_record;
+
+    let zone = log_args.timezone;
+    let opts = log_args.parse_options();
 
     let mut correlator = Correlator::with_config(zone, CorrelatorConfig::keep_all());
     if files.iter().any(|p| p.as_os_str() == "-") {
@@ -258,7 +277,8 @@ pub fn correlate_files(
                 .next_record()
                 .with_context(|| format!("cannot read {}", path.display()))?
             {
-                correlator.apply_record(host, log, &parse_record(log, record.bytes));
+                let event = parse_record_with(&opts, log, record.bytes);
+                correlator.apply_record(host, log, &event);
             }
         }
     } else {
@@ -269,7 +289,7 @@ pub fn correlate_files(
             .context("cannot read the files")?
         {
             for raw in &records {
-                let event = parse_record(raw.origin.log, &raw.bytes);
+                let event = parse_record_with(&opts, raw.origin.log, &raw.bytes);
                 correlator.apply_record(&raw.origin.host, raw.origin.log, &event);
             }
         }

@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // An import may bring another server's logs: a new explicit --host is
     // taken, and without one the store's own server is assumed.
     let host = rt.block_on(args.log_args.store_host(&*store, true))?;
-    let mut pipeline = rt.block_on(common::load_pipeline(&*store, args.log_args.timezone))?;
+    let mut pipeline = rt.block_on(common::load_pipeline(&*store, &args.log_args))?;
     let mut importer = Importer::new(&args.files, host.clone()).context("cannot read the files")?;
 
     let started = Instant::now();

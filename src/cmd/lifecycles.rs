@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         let host = args.log_args.host()?;
-        common::correlate_files(&args.files, &host, args.log_args.timezone)?
+        common::correlate_files(&args.files, &host, &args.log_args)?
     };
 
     let stdout = std::io::stdout().lock();

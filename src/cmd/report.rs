@@ -24,7 +24,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use exim_pilot_processor::classify::{classify_auth_failure, classify_reject};
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
-use exim_pilot_processor::parse::{open_log, parse_record, RecordReader};
+use exim_pilot_processor::parse::{open_log, parse_record_with, ParseOptions, RecordReader};
 use exim_pilot_schema::event::EventKind;
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{Lifecycle, LogFile, RecordOrigin, RejectRecord, Report, Zone};
@@ -127,7 +127,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report_from_store(&dir, &options)?
     } else {
         let default_host = args.log.host()?;
-        report_from_files(&args.files, &default_host, zone, &options)?
+        report_from_files(
+            &args.files,
+            &default_host,
+            zone,
+            &args.log.parse_options(),
+            &options,
+        )?
     };
 
     let stdout = std::io::stdout();
@@ -215,6 +221,7 @@ fn report_from_files(
     files: &[PathBuf],
     default_host: &str,
     zone: Zone,
+    parse_options: &ParseOptions,
     options: &ReportOptions,
 ) -> anyhow::Result<Report> {
     // A few batches in flight keep both threads busy with bounded memory.
@@ -237,7 +244,7 @@ fn report_from_files(
         batch: Vec::with_capacity(BATCH),
     };
 
-    let correlator = read_files(files, default_host, zone, &mut sender)?;
+    let correlator = read_files(files, default_host, zone, parse_options, &mut sender)?;
 
     // What is still in memory is final now; count it here while the other
     // thread drains its queue.
@@ -272,6 +279,7 @@ fn read_files(
     files: &[PathBuf],
     default_host: &str,
     zone: Zone,
+    parse_options: &ParseOptions,
     sender: &mut Sender,
 ) -> anyhow::Result<Correlator> {
     let config = CorrelatorConfig {
@@ -301,7 +309,7 @@ fn read_files(
             .next_record()
             .with_context(|| format!("reading {}", path.display()))?
         {
-            let event = parse_record(log, record.bytes);
+            let event = parse_record_with(&parse_options, log, record.bytes);
             let host = event
                 .syslog
                 .as_ref()

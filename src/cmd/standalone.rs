@@ -111,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = common::runtime()?;
     let host = rt.block_on(args.log_args.store_host(&*store, false))?;
 
-    let pipeline = rt.block_on(common::load_pipeline(&*store, args.log_args.timezone))?;
+    let pipeline = rt.block_on(common::load_pipeline(&*store, &args.log_args))?;
     let tailer = Tailer::new(TailerConfig {
         host: Some(host.clone()),
         logs: logs.iter().map(LogSpec::new).collect(),

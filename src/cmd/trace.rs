@@ -135,7 +135,7 @@ fn from_files(args: &Args) -> anyhow::Result<Vec<Found>> {
         );
     }
     let host = args.log_args.host()?;
-    let all = common::correlate_files(&args.files, &host, args.log_args.timezone)?;
+    let all = common::correlate_files(&args.files, &host, &args.log_args)?;
     let wanted: Vec<Lifecycle> = all
         .into_iter()
         .filter(|lc| matches(lc, &args.targets))
