@@ -309,7 +309,7 @@ fn read_files(
             .next_record()
             .with_context(|| format!("reading {}", path.display()))?
         {
-            let event = parse_record_with(&parse_options, log, record.bytes);
+            let event = parse_record_with(parse_options, log, record.bytes);
             let host = event
                 .syslog
                 .as_ref()
