@@ -41,8 +41,10 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<MessageId>,
     /// The syslog wrapping of the record, when it came through syslog.
+    /// Boxed: most logs are read from files, and a small event is cheap
+    /// to move.
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-    pub syslog: Option<Syslog<'a>>,
+    pub syslog: Option<Box<Syslog<'a>>>,
     /// What the record says.
     #[serde(flatten, borrow)]
     pub kind: EventKind<'a>,
@@ -604,6 +606,23 @@ pub struct VerifyFailure<'a> {
     pub fields: Vec<Field<'a>>,
 }
 
+/// Text the parser has no kind for, with the host fields it carries.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct Note<'a> {
+    /// The text.
+    #[serde(borrow)]
+    pub text: Text<'a>,
+    /// `H=`, when present.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub host: Option<HostAddr<'a>>,
+    /// `I=`, when present.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub interface: Option<Interface<'a>>,
+    /// Other fields (`F=`, `U=`...).
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
+}
+
 /// Serde for optional [`Bytes`]: a string when UTF-8, numbers otherwise.
 mod opt_bytes {
     use std::borrow::Cow;
@@ -774,20 +793,7 @@ pub enum EventKind<'a> {
     },
     /// Any other text: an ACL `logwrite`, a warning. Keeps the host fields
     /// it carries.
-    Note {
-        /// The text.
-        #[serde(borrow)]
-        text: Text<'a>,
-        /// `H=`, when present.
-        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-        host: Option<HostAddr<'a>>,
-        /// `I=`, when present.
-        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-        interface: Option<Interface<'a>>,
-        /// Other fields (`F=`, `U=`...).
-        #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
-        fields: Vec<Field<'a>>,
-    },
+    Note(#[serde(borrow)] Box<Note<'a>>),
     /// A record the parser could not classify; the bytes are kept whole.
     Unparsed {
         /// Why it was not classified.
@@ -830,7 +836,7 @@ impl EventKind<'_> {
             EventKind::Arguments { .. } => "arguments",
             EventKind::Dkim { .. } => "dkim",
             EventKind::Panic { .. } => "panic",
-            EventKind::Note { .. } => "note",
+            EventKind::Note(_) => "note",
             EventKind::Unparsed { .. } => "unparsed",
         }
     }

@@ -355,7 +355,7 @@ impl Correlator {
                 let text = format!("{from} rewritten as {to}");
                 m.on_note(at, "rewrite", Some(&text));
             }
-            EventKind::Note { text, .. } => m.on_note(at, "note", Some(text)),
+            EventKind::Note(n) => m.on_note(at, "note", Some(&n.text)),
             _ => {}
         }
 

@@ -26,7 +26,7 @@ pub(crate) struct Header<'a> {
     pub time: Option<LogTime>,
     pub pid: Option<u32>,
     pub id: Option<MessageId>,
-    pub syslog: Option<Syslog<'a>>,
+    pub syslog: Option<Box<Syslog<'a>>>,
     pub body: &'a [u8],
 }
 
@@ -51,7 +51,7 @@ pub(crate) fn read<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<Header<'a>
         let (rest, time, syslog) = syslog_prefix(line, opts).ok_or(NO_TIMESTAMP)?;
         h.time = Some(time);
         h.pid = syslog.pid;
-        h.syslog = Some(syslog);
+        h.syslog = Some(Box::new(syslog));
         let rest = strip_split_marker(rest);
         // Exim's stamp after the syslog one wins.
         h.body = match exim_stamp(rest) {

@@ -3,8 +3,8 @@
 //! verifications, and host problems seen while delivering.
 
 use exim_pilot_schema::event::{
-    AuthFailure, EventKind, Field, HostAddr, HostProblem, Interface, Reject, RejectStage, SmtpKind,
-    SmtpSession, Text, Tls, VerifyFailure,
+    AuthFailure, EventKind, Field, HostAddr, HostProblem, Interface, Note, Reject, RejectStage,
+    SmtpKind, SmtpSession, Text, Tls, VerifyFailure,
 };
 
 use super::fields::{angle_end, Item, Scanner};
@@ -608,10 +608,10 @@ pub(crate) fn note(body: &[u8]) -> EventKind<'_> {
     if let Some(a) = p.authenticator {
         p.fields.push(Field::new("A", a));
     }
-    EventKind::Note {
+    EventKind::Note(Box::new(Note {
         text: text(body),
         host: p.host,
         interface: p.interface,
         fields: p.fields,
-    }
+    }))
 }
