@@ -272,7 +272,9 @@ impl<R: BufRead> RecordReader<R> {
                 return;
             }
         }
-        self.record.extend_from_slice(&self.line);
+        // The record is empty here, so trading buffers moves the line in
+        // without copying it.
+        std::mem::swap(&mut self.record, &mut self.line);
     }
 
     /// Appends the read-ahead line when it is the next part of the line
