@@ -31,6 +31,11 @@ impl MessageId {
     /// Reads a message id from the start of `input` if one is there and is
     /// followed by the end of input or a byte that cannot continue an id.
     pub fn parse_prefix(input: &[u8]) -> Option<MessageId> {
+        // Both forms have a dash after six characters; most text that is
+        // not an id fails this first.
+        if input.get(6) != Some(&b'-') {
+            return None;
+        }
         for len in [NEW_ID_LEN, OLD_ID_LEN] {
             if input.len() < len {
                 continue;
