@@ -290,7 +290,7 @@ fn arguments(b: &[u8]) -> Option<EventKind<'_>> {
     let head = &b[4..at];
     let split = head.iter().rposition(|c| *c == b' ')?;
     let (cwd, argc) = (&head[..split], scan::number(&head[split + 1..]));
-    let args = split_args(&b[at + 7..]);
+    let args = split_args(&b[at + 7..], argc.unwrap_or(0));
     Some(EventKind::Arguments {
         cwd: scan::text(cwd),
         argc,
@@ -300,8 +300,10 @@ fn arguments(b: &[u8]) -> Option<EventKind<'_>> {
 
 /// Splits an argument list on spaces, keeping `"quoted args"` whole
 /// (Exim quotes arguments that hold spaces).
-fn split_args(b: &[u8]) -> Vec<Text<'_>> {
-    let mut out = Vec::new();
+fn split_args(b: &[u8], argc: u32) -> Vec<Text<'_>> {
+    // Sized from the count Exim logged (capped against a damaged count),
+    // so the list is allocated once.
+    let mut out = Vec::with_capacity(argc.min(64) as usize);
     let mut rest = b;
     while !rest.is_empty() {
         if rest[0] == b' ' {
