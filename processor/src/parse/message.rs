@@ -79,8 +79,10 @@ fn ms_or_keep<'a>(
 }
 
 /// `<= sender fields... [from <addr>] [for rcpt...]`.
-pub(crate) fn arrival(b: &[u8]) -> Arrival<'_> {
-    let mut a = Arrival::default();
+pub(crate) fn arrival(b: &[u8]) -> Box<Arrival<'_>> {
+    // Filled in place on the heap: the event holds it boxed, and moving a
+    // finished one there would copy it whole.
+    let mut a = Box::<Arrival>::default();
     let mut sc = Scanner::new(b);
     a.sender = text(strip_angles(sc.take_address()));
 
@@ -187,7 +189,7 @@ pub(crate) fn result_mark(b: &[u8]) -> Option<ResultMark> {
 
 /// The event of a delivery-result line (the mark already identified).
 pub(crate) fn delivery_event(mark: ResultMark, b: &[u8]) -> EventKind<'_> {
-    let d = Box::new(delivery(b));
+    let d = delivery(b);
     match mark {
         ResultMark::Delivered(mark) => EventKind::Delivery { mark, delivery: d },
         ResultMark::Failed => EventKind::Failure(d),
@@ -208,8 +210,9 @@ fn starts_fields(w: &[u8]) -> bool {
 }
 
 /// `address [(parents)] [<original>] fields... [: error]`.
-pub(crate) fn delivery(b: &[u8]) -> Delivery<'_> {
-    let mut d = Delivery::default();
+pub(crate) fn delivery(b: &[u8]) -> Box<Delivery<'_>> {
+    // Filled in place on the heap, as an arrival is.
+    let mut d = Box::<Delivery>::default();
     let rest = address_part(b, &mut d);
     let mut sc = Scanner::new(rest);
     loop {

@@ -174,8 +174,8 @@ fn unparsed<'a>(reason: &'static str, record: &'a [u8]) -> Event<'a> {
 fn body(b: &[u8], has_id: bool) -> EventKind<'_> {
     if b.len() >= 3 && b[2] == b' ' {
         match &b[..2] {
-            b"<=" => return EventKind::Arrival(Box::new(message::arrival(&b[3..]))),
-            b"(=" => return EventKind::FakeReject(Box::new(message::arrival(&b[3..]))),
+            b"<=" => return EventKind::Arrival(message::arrival(&b[3..])),
+            b"(=" => return EventKind::FakeReject(message::arrival(&b[3..])),
             _ => {
                 if let Some(mark) = message::result_mark(b) {
                     return message::delivery_event(mark, &b[3..]);
