@@ -208,7 +208,7 @@ impl<R: BufRead> RecordReader<R> {
     /// Reads one line into `self.line`, without its newline; false at the end.
     fn read_line(&mut self) -> io::Result<bool> {
         self.line.clear();
-        let n = self.inner.read_until(b'\n', &mut self.line)?;
+        let n = self.read_until_newline()?;
         if n == 0 {
             return Ok(false);
         }
@@ -221,6 +221,34 @@ impl<R: BufRead> RecordReader<R> {
             self.line.pop();
         }
         Ok(true)
+    }
+
+    /// Appends bytes up to and including the next newline to `self.line`;
+    /// the count read, 0 at the end. It does what `read_until` does, but
+    /// looks for the newline with `memchr`'s vector search, which is much
+    /// faster on log lines than the standard library's.
+    fn read_until_newline(&mut self) -> io::Result<usize> {
+        let mut n = 0;
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(n);
+            }
+            let (take, done) = match memchr(b'\n', buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            self.line.extend_from_slice(&buf[..take]);
+            self.inner.consume(take);
+            n += take;
+            if done {
+                return Ok(n);
+            }
+        }
     }
 
     /// The next record, borrowed until the next call; `None` at the end.
