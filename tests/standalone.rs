@@ -44,6 +44,14 @@ fn append(path: &Path, lines: &[String]) {
     f.flush().unwrap();
 }
 
+/// Writes `content` gzip-compressed, as logrotate's `compress` does.
+fn write_gz(path: &Path, content: &[u8]) {
+    let mut enc =
+        flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::fast());
+    enc.write_all(content).unwrap();
+    enc.finish().unwrap();
+}
+
 fn start(log: &Path, data: &Path) -> Child {
     exim_pilot()
         .args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
@@ -216,14 +224,7 @@ fn import_twice_changes_nothing_and_reads_gzip() {
     let data = dir.path().join("data");
     let plain = corpus_mainlog("s02_default_selectors");
     let gz = dir.path().join("mainlog.1.gz");
-    {
-        let mut enc = flate2::write::GzEncoder::new(
-            fs::File::create(&gz).unwrap(),
-            flate2::Compression::fast(),
-        );
-        enc.write_all(&fs::read(&plain).unwrap()).unwrap();
-        enc.finish().unwrap();
-    }
+    write_gz(&gz, &fs::read(&plain).unwrap());
 
     let import = |file: &Path| {
         let out = exim_pilot()
@@ -315,10 +316,7 @@ fn importing_a_compressed_copy_of_a_followed_log_adds_nothing() {
 
     // logrotate's compressed rotation of the same file, imported later.
     let gz = dir.path().join("mainlog.1.gz");
-    let mut enc =
-        flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), flate2::Compression::fast());
-    enc.write_all(&fs::read(&log).unwrap()).unwrap();
-    enc.finish().unwrap();
+    write_gz(&gz, &fs::read(&log).unwrap());
     let out = exim_pilot()
         .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
         .arg("--data")
@@ -466,12 +464,7 @@ fn report_reads_rotated_files_oldest_first_whatever_their_order() {
     let lines = lines_of(&corpus_mainlog("s01_core_all"));
     let (old, new) = lines.split_at(700);
     let rotated = dir.path().join("mainlog.1.gz");
-    let mut enc = flate2::write::GzEncoder::new(
-        fs::File::create(&rotated).unwrap(),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(old.concat().as_bytes()).unwrap();
-    enc.finish().unwrap();
+    write_gz(&rotated, old.concat().as_bytes());
     let live = dir.path().join("mainlog");
     append(&live, new);
 
