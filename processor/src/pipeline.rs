@@ -186,11 +186,9 @@ impl Pipeline {
         for raw in records {
             self.counts.records += 1;
             if !self.first_application(&raw) {
+                // The saved state covers it, and the state is committed
+                // with (or after) the records it covers: already stored.
                 self.counts.skipped += 1;
-                // Still offered to the store, which keeps the first copy.
-                batch
-                    .records
-                    .push(StoredRecord::new(raw, None, None, "duplicate"));
                 continue;
             }
             let stored = self.apply(raw, &mut batch.rejects);
