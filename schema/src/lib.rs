@@ -15,6 +15,8 @@
 //!    make of many lifecycles and rejections: totals, rates, delays and
 //!    breakdowns, aggregated through mergeable hourly rollup cells.
 //!
+//! In fleet mode raw records cross Kafka in batches ([`wire`]).
+//!
 //! Around them: [`MessageId`] and [`LogTime`], the two values every record
 //! starts with, and [`ReasonClass`], the classification of every failure.
 
@@ -25,6 +27,7 @@ pub mod reason;
 pub mod record;
 pub mod report;
 pub mod time;
+pub mod wire;
 
 pub use event::{Event, EventKind};
 pub use id::MessageId;
