@@ -101,6 +101,9 @@ port_free() {
   python3 - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+# Servers set SO_REUSEADDR, so connections of a stopped server that are
+# still in TIME_WAIT do not keep its port from being used again.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
