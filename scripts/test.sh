@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Fleet mode's tests start their own Kafka-protocol broker and ClickHouse
+# server; the tools are installed once into a cache outside the checkout.
+echo "== services: install what fleet tests need"
+scripts/services.sh install
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

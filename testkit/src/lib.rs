@@ -165,4 +165,14 @@ mod tests {
         server.resume();
         assert_eq!(server.address(), address);
     }
+
+    #[test]
+    fn kafka_starts_stops_and_resumes_on_its_port() {
+        let mut server = Server::kafka();
+        let address = server.address().to_string();
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+        server.stop();
+        server.resume();
+        assert_eq!(server.address(), address);
+    }
 }
