@@ -130,6 +130,8 @@ impl Server {
             String::from_utf8_lossy(&output.stderr)
         );
         let address = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        // Running from here on, so that a failed check below still stops it.
+        self.running = true;
         assert!(
             self.address.is_empty() || self.address == address,
             "the {:?} server came back on {address}, not {}",
@@ -137,7 +139,6 @@ impl Server {
             self.address
         );
         self.address = address;
-        self.running = true;
     }
 }
 
