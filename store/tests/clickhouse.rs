@@ -133,3 +133,99 @@ async fn an_unreachable_server_is_named_in_the_error() {
     assert!(text.contains("ClickHouse could not"), "{text}");
     assert!(text.contains("running and reachable"), "{text}");
 }
+
+/// The Python with PyPI's `chdb` (a current ClickHouse in-process):
+/// `$EXIM_PILOT_CHDB_PYTHON`, else the one `scripts/services.sh install`
+/// sets up.
+fn chdb_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("EXIM_PILOT_CHDB_PYTHON") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    std::path::Path::new(&home).join(".cache/exim-pilot/tools/venv/bin/python3")
+}
+
+/// Stores that record every statement they send, in databases whose
+/// names are collected so the statements can be replayed elsewhere.
+struct Recording {
+    journal: exim_pilot_store::clickhouse::Journal,
+    databases: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Backend for Recording {
+    async fn create(&self) -> Result<(Arc<dyn Store>, String)> {
+        let database = fresh_database();
+        self.databases
+            .lock()
+            .expect("databases")
+            .push(database.clone());
+        let store =
+            ClickHouseStore::connect_recording(url(), &database, Arc::clone(&self.journal)).await?;
+        Ok((Arc::new(store), database))
+    }
+
+    async fn reopen(&self, name: &str) -> Result<Arc<dyn Store>> {
+        Ok(Arc::new(
+            ClickHouseStore::connect_recording(url(), name, Arc::clone(&self.journal)).await?,
+        ))
+    }
+}
+
+/// Every statement the store sends while it passes the conformance suite
+/// on ClickHouse 18.16 (its schema, and every kind of read, write and
+/// retention) must also run on a current ClickHouse: they are replayed,
+/// in order and against the same schema, on chdb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_also_runs_on_a_current_clickhouse() {
+    let python = chdb_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/services.sh install` (or set \
+         EXIM_PILOT_CHDB_PYTHON to a Python with chdb)",
+        python.display()
+    );
+
+    let backend = Recording {
+        journal: Arc::default(),
+        databases: Mutex::default(),
+    };
+    exim_pilot_store::conformance::run_all(&backend).await;
+
+    // Every database of the run becomes the session's default one; each
+    // distinct statement is replayed once.
+    let mut databases = backend.databases.lock().expect("databases").clone();
+    // Longest first: `conformance_1_10` before `conformance_1_1`.
+    databases.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    let mut seen = std::collections::HashSet::new();
+    let mut statements = Vec::new();
+    for sql in backend.journal.lock().expect("journal").iter() {
+        let mut sql = sql.clone();
+        for db in &databases {
+            sql = sql.replace(&format!("'{db}'"), "'default'");
+            sql = sql.replace(db.as_str(), "default");
+        }
+        if seen.insert(sql.clone()) {
+            statements.push(sql);
+        }
+    }
+    assert!(statements.len() > 50, "too few statements recorded");
+
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("statements.json");
+    std::fs::write(&file, serde_json::to_vec(&statements).expect("json")).expect("write");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/replay_on_chdb.py");
+    let output = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&file)
+        .arg(dir.path().join("session"))
+        .output()
+        .expect("running the chdb replay");
+    assert!(
+        output.status.success(),
+        "statements that fail on a current ClickHouse:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
