@@ -74,19 +74,20 @@ fn ms_day_string(t: i64) -> String {
 /// Applies the policy as of `now`.
 pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<RetentionSummary> {
     let cut = |days: u32| ms(Retention::cutoff(now, days));
-    let mut summary = RetentionSummary::default();
-
-    summary.raw_records = drop_before(db, &rule("events", true), cut(policy.raw_records)).await?;
-    drop_before(db, &rule("unparsed", true), cut(policy.raw_records)).await?;
-    summary.attempts = drop_before(db, &rule("attempts", true), cut(policy.attempts)).await?;
     let lifecycles = Rule {
         table: "lifecycles",
         final_: true,
         latest: Some("last_ms"),
     };
-    summary.lifecycles = drop_before(db, &lifecycles, cut(policy.lifecycles)).await?;
-    summary.rejects = drop_before(db, &rule("rejects", true), cut(policy.rejects)).await?;
-    summary.audit = drop_before(db, &rule("audit", false), cut(policy.audit)).await?;
+    let mut summary = RetentionSummary {
+        raw_records: drop_before(db, &rule("events", true), cut(policy.raw_records)).await?,
+        attempts: drop_before(db, &rule("attempts", true), cut(policy.attempts)).await?,
+        lifecycles: drop_before(db, &lifecycles, cut(policy.lifecycles)).await?,
+        rejects: drop_before(db, &rule("rejects", true), cut(policy.rejects)).await?,
+        audit: drop_before(db, &rule("audit", false), cut(policy.audit)).await?,
+        rollup_cells: 0,
+    };
+    drop_before(db, &rule("unparsed", true), cut(policy.raw_records)).await?;
 
     // Hour cells by the hour, day cells by the day: both tables' `day`
     // is the day of their bucket.
