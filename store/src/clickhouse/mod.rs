@@ -406,3 +406,6 @@ impl Store for ClickHouseStore {
         retention::apply(&self.db, policy, now).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
-//! The ClickHouse store against a real ClickHouse server: the
+//! The ClickHouse store against a real ClickHouse server (started by the
+//! test kit; the tools must be installed with `scripts/services.sh
+//! install`, and these tests fail, never skip, without them): the
 //! conformance suite every store passes, and what is particular to this
 //! one (migrations, the late-fragment guard, reading without migrating).
 //!
-//! One server serves every test of this file; each test gets a database of
+//! One server serves every test of this module; each test gets a database of
 //! its own, so they run in parallel without seeing each other's data.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 
-use exim_pilot_store::conformance::{fixtures, Backend};
-use exim_pilot_store::{Batch, ClickHouseStore, Result, Store, StoreError};
 use exim_pilot_testkit::Server;
+
+use crate::conformance::{fixtures, Backend};
+use crate::{Batch, ClickHouseStore, Result, Store, StoreError};
 
 /// The server shared by the tests of this file.
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -64,7 +67,7 @@ impl Backend for FreshDatabases {
     }
 }
 
-exim_pilot_store::store_conformance_tests!(FreshDatabases);
+crate::store_conformance_tests!(FreshDatabases);
 
 #[tokio::test]
 async fn migrating_twice_is_harmless_and_readers_need_a_migrated_database() {
@@ -75,11 +78,11 @@ async fn migrating_twice_is_harmless_and_readers_need_a_migrated_database() {
         matches!(fresh, Err(StoreError::NotMigrated { found: 0, .. })),
         "{fresh:?}"
     );
-    let version = exim_pilot_store::clickhouse::migrate(url, &database)
+    let version = crate::clickhouse::migrate(url, &database)
         .await
         .expect("migrate");
     assert_eq!(
-        exim_pilot_store::clickhouse::migrate(url, &database)
+        crate::clickhouse::migrate(url, &database)
             .await
             .expect("migrate again"),
         version
@@ -148,7 +151,7 @@ fn chdb_python() -> std::path::PathBuf {
 /// Stores that record every statement they send, in databases whose
 /// names are collected so the statements can be replayed elsewhere.
 struct Recording {
-    journal: exim_pilot_store::clickhouse::Journal,
+    journal: crate::clickhouse::Journal,
     databases: Mutex<Vec<String>>,
 }
 
@@ -190,7 +193,7 @@ async fn every_statement_also_runs_on_a_current_clickhouse() {
         journal: Arc::default(),
         databases: Mutex::default(),
     };
-    exim_pilot_store::conformance::run_all(&backend).await;
+    crate::conformance::run_all(&backend).await;
 
     // Every database of the run becomes the session's default one; each
     // distinct statement is replayed once.
