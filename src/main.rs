@@ -38,6 +38,8 @@ enum Command {
     Lifecycles(cmd::lifecycles::Args),
     /// Parse log records into typed events and print them.
     Parse(cmd::parse::Args),
+    /// Create or upgrade fleet mode's ClickHouse database.
+    Migrate(cmd::migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Lifecycles(args) => cmd::lifecycles::run(args),
         Command::Parse(args) => cmd::parse::run(args),
+        Command::Migrate(args) => cmd::migrate::run(args),
     }
 }
 

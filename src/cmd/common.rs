@@ -10,7 +10,7 @@ use exim_pilot_processor::correlate::CorrelatorConfig;
 use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
 use exim_pilot_processor::pipeline::{Pipeline, STATE_BLOB};
 use exim_pilot_schema::Zone;
-use exim_pilot_store::{SqliteStore, Store};
+use exim_pilot_store::{ClickHouseStore, SqliteStore, Store};
 
 /// The data directory used when none is given.
 pub const DEFAULT_DATA_DIR: &str = "exim-pilot-data";
@@ -21,6 +21,41 @@ pub struct DataArgs {
     /// Data directory of the embedded store (created when missing).
     #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA", default_value = DEFAULT_DATA_DIR)]
     pub data: PathBuf,
+}
+
+/// Where a reading command finds fleet mode's store.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClickHouseArgs {
+    /// Read from fleet mode's store on this ClickHouse server
+    /// (`http://HOST:8123`) instead of a data directory.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["data", "files"])]
+    pub clickhouse: Option<String>,
+
+    /// The ClickHouse database (with --clickhouse).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = exim_pilot_store::clickhouse::DEFAULT_DATABASE
+    )]
+    pub database: String,
+}
+
+/// Opens the store a reading command asked for: the ClickHouse database
+/// when `--clickhouse` is given, else the embedded store in `data` (or
+/// the default directory). The store's work runs on `rt`.
+pub fn open_reader(
+    rt: &tokio::runtime::Runtime,
+    data: Option<&Path>,
+    clickhouse: &ClickHouseArgs,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &clickhouse.clickhouse {
+        let store = rt
+            .block_on(ClickHouseStore::open(url, &clickhouse.database))
+            .with_context(|| format!("cannot read the ClickHouse store at {url}"))?;
+        return Ok(Arc::new(store));
+    }
+    let dir = data.map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), Path::to_path_buf);
+    Ok(open_existing_store(&dir)?)
 }
 
 /// How log lines are labelled and read.

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use exim_pilot_store::MessageFilter;
 
-use super::common::{self, LogArgs, DEFAULT_DATA_DIR};
+use super::common::{self, ClickHouseArgs, LogArgs};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,8 @@ pub enum Format {
 /// Options of `exim-pilot lifecycles`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Log files to read (plain or .gz); without them, the store is read.
+    /// Log files to read (plain or .gz); without them, the store is read
+    /// (the embedded one, or fleet mode's with --clickhouse).
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 
@@ -33,6 +34,9 @@ pub struct Args {
     /// file is given; default ./exim-pilot-data).
     #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA")]
     data: Option<PathBuf>,
+
+    #[command(flatten)]
+    store: ClickHouseArgs,
 
     #[command(flatten)]
     log_args: LogArgs,
@@ -45,12 +49,8 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let lifecycles = if args.files.is_empty() {
-        let dir = args
-            .data
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let store = common::open_existing_store(&dir)?;
         let rt = common::runtime()?;
+        let store = common::open_reader(&rt, args.data.as_deref(), &args.store)?;
         rt.block_on(common::stored_lifecycles(
             &*store,
             &MessageFilter::default(),

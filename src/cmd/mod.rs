@@ -3,6 +3,7 @@
 pub mod common;
 pub mod import;
 pub mod lifecycles;
+pub mod migrate;
 pub mod parse;
 pub mod report;
 pub mod standalone;

@@ -9,7 +9,8 @@
 //!
 //! Without files, the report comes from the embedded store's rollup cells
 //! (in `--data DIR`, `$EXIM_PILOT_DATA` or `exim-pilot-data`), which is
-//! fast whatever the range.
+//! fast whatever the range, or with `--clickhouse URL` from fleet mode's
+//! store, with the same numbers.
 //!
 //! Output: `text` (readable, in the spirit of eximstats), `json` (the
 //! [`Report`] as JSON, with a `totals` object) or `csv` (see [`render`]).
@@ -28,9 +29,8 @@ use exim_pilot_processor::parse::{open_log, parse_record_with, ParseOptions, Rec
 use exim_pilot_schema::event::EventKind;
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{Lifecycle, LogFile, RecordOrigin, RejectRecord, Report, Zone};
-use exim_pilot_store::Store;
 
-use super::common::{self, LogArgs, DEFAULT_DATA_DIR};
+use super::common::{self, ClickHouseArgs, LogArgs};
 
 mod render;
 
@@ -85,6 +85,9 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     top: usize,
 
+    #[command(flatten)]
+    store: ClickHouseArgs,
+
     /// `--host`: with files, the mail server the logs come from (lines
     /// that name their server, through syslog, keep it); with the store,
     /// report on that server only. `--timezone`: the zone of log times
@@ -120,11 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let report = if args.files.is_empty() {
-        let dir = args
-            .data
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        report_from_store(&dir, &options)?
+        report_from_store(args.data.as_deref(), &args.store, &options)?
     } else {
         let default_host = args.log.host()?;
         report_from_files(
@@ -173,9 +172,14 @@ fn parse_time(s: &str, zone: Zone) -> anyhow::Result<DateTime<Utc>> {
     bail!("cannot read the time {s:?}: use 2026-12-04, \"2026-12-04 10:00\" or RFC 3339")
 }
 
-fn report_from_store(dir: &Path, options: &ReportOptions) -> anyhow::Result<Report> {
-    let store = common::open_existing_store(dir)?;
-    let report = common::runtime()?.block_on(store.report(options))?;
+fn report_from_store(
+    data: Option<&Path>,
+    clickhouse: &ClickHouseArgs,
+    options: &ReportOptions,
+) -> anyhow::Result<Report> {
+    let rt = common::runtime()?;
+    let store = common::open_reader(&rt, data, clickhouse)?;
+    let report = rt.block_on(store.report(options))?;
     Ok(report)
 }
 

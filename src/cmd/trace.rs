@@ -17,9 +17,9 @@ use exim_pilot_ingest::Importer;
 use exim_pilot_processor::parse::parse_record;
 use exim_pilot_schema::lifecycle::{Attempt, AttemptResult, Lifecycle};
 use exim_pilot_schema::MessageId;
-use exim_pilot_store::{MessageFilter, Store};
+use exim_pilot_store::MessageFilter;
 
-use super::common::{self, LogArgs, DEFAULT_DATA_DIR};
+use super::common::{self, ClickHouseArgs, LogArgs};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub struct Args {
     /// --file; default ./exim-pilot-data).
     #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA")]
     data: Option<PathBuf>,
+
+    #[command(flatten)]
+    store: ClickHouseArgs,
 
     #[command(flatten)]
     log_args: LogArgs,
@@ -87,12 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn from_store(args: &Args) -> anyhow::Result<Vec<Found>> {
-    let dir = args
-        .data
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let store = common::open_existing_store(&dir)?;
     let rt = common::runtime()?;
+    let store = common::open_reader(&rt, args.data.as_deref(), &args.store)?;
     rt.block_on(async {
         let mut found = Vec::new();
         let mut seen = HashSet::new();

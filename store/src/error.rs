@@ -41,6 +41,30 @@ pub enum StoreError {
     /// A pagination cursor that no page of this store handed out.
     #[error("invalid cursor {0:?}: pass the end cursor of a previous page unchanged")]
     InvalidCursor(String),
+    /// A ClickHouse server refused or failed a request.
+    #[error(
+        "ClickHouse could not {doing}: {reason}; check that the server is running and \
+         reachable at the URL given, and that its user may create and write the store's tables"
+    )]
+    ClickHouse {
+        /// What the store was doing.
+        doing: String,
+        /// The client's or the server's explanation.
+        reason: String,
+    },
+    /// A ClickHouse database without the store's tables, or with older ones.
+    #[error(
+        "the ClickHouse database {database} holds exim-pilot schema version {found}, not \
+         {expected}; run `exim-pilot migrate --clickhouse URL --database {database}` first"
+    )]
+    NotMigrated {
+        /// The database.
+        database: String,
+        /// The version found (0: none).
+        found: i64,
+        /// The version this build reads.
+        expected: i64,
+    },
     /// The background task doing the work stopped before finishing.
     #[error("a store task stopped unexpectedly: {0}")]
     Task(String),

@@ -1,0 +1,610 @@
+//! Reading: lookups, searches, full-text search and reports. Every read
+//! of a versioned table uses `FINAL`, so it sees each row's latest
+//! version once.
+
+use clickhouse::query::Query;
+use serde::Deserialize;
+
+use exim_pilot_schema::report::{
+    CellKey, Counters, DelayHistogram, Dimension, ReportBuilder, ReportCells, ReportOptions,
+    Rollup, Samples, COUNTER_COUNT,
+};
+use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
+
+use super::rows::*;
+use super::Db;
+use crate::error::{Result, StoreError};
+use crate::types::*;
+
+/// A value bound into a statement.
+enum Value {
+    Int(i64),
+    Text(String),
+}
+
+/// A WHERE clause under construction, with its values in order.
+#[derive(Default)]
+struct Conditions {
+    sql: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl Conditions {
+    /// Adds a condition whose `?` marks take `values` in order.
+    fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
+        self.sql.push(sql.to_string());
+        self.values.extend(values);
+    }
+
+    fn where_clause(&self) -> String {
+        if self.sql.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.sql.join(" AND "))
+        }
+    }
+
+    /// Binds the values to a query of this clause.
+    fn bind(self, mut q: Query) -> Query {
+        for v in self.values {
+            q = match v {
+                Value::Int(n) => q.bind(n),
+                Value::Text(s) => q.bind(s),
+            };
+        }
+        q
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn lower(s: &str) -> Value {
+    Value::Text(s.trim().to_ascii_lowercase())
+}
+
+/// An opaque pagination cursor made of a few text parts.
+fn encode_cursor(parts: &[&str]) -> String {
+    let joined = parts.join("\u{1f}");
+    joined.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The parts of a cursor, checking their count.
+fn decode_cursor(cursor: &str, parts: usize) -> Result<Vec<String>> {
+    let bad = || StoreError::InvalidCursor(cursor.to_string());
+    if !cursor.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let out: Vec<String> = text.split('\u{1f}').map(str::to_string).collect();
+    if out.len() != parts {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// The part of a cursor that must be a number.
+fn cursor_number(cursor: &str, part: &str) -> Result<i64> {
+    part.parse()
+        .map_err(|_| StoreError::InvalidCursor(cursor.to_string()))
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct BlobData {
+    #[serde(with = "bytes")]
+    data: Vec<u8>,
+}
+
+/// A saved blob.
+pub async fn load_blob(db: &Db, name: &str) -> Result<Option<Vec<u8>>> {
+    let q = db
+        .query("SELECT data FROM blobs FINAL WHERE name = ?")
+        .bind(name);
+    let rows: Vec<BlobData> = db.fetch(q, "read a state blob").await?;
+    Ok(rows.into_iter().next().map(|b| b.data))
+}
+
+/// One lifecycle by (host, id).
+pub async fn lifecycle(db: &Db, host: &str, id: MessageId) -> Result<Option<Lifecycle>> {
+    let q = db
+        .query("SELECT body FROM lifecycles FINAL WHERE host = ? AND id = ?")
+        .bind(host)
+        .bind(id.to_string());
+    let bodies: Vec<String> = db.fetch(q, "read a lifecycle").await?;
+    bodies.first().map(|b| decode_lifecycle(b)).transpose()
+}
+
+/// Every lifecycle with this id, by host.
+pub async fn lifecycles_by_id(db: &Db, id: MessageId) -> Result<Vec<Lifecycle>> {
+    let q = db
+        .query("SELECT body FROM lifecycles FINAL WHERE id = ? ORDER BY host")
+        .bind(id.to_string());
+    let bodies: Vec<String> = db.fetch(q, "read lifecycles by id").await?;
+    bodies.iter().map(|b| decode_lifecycle(b)).collect()
+}
+
+fn record_select() -> String {
+    format!("SELECT {} FROM events FINAL", columns::<EventRow>())
+}
+
+/// The raw records of one message, in log order.
+pub async fn message_records(db: &Db, host: &str, id: MessageId) -> Result<Vec<StoredRecord>> {
+    let sql = format!(
+        "{} WHERE host = ? AND message_id = ?
+         ORDER BY ifNull(at_ms, read_at_ms), file_id, offset",
+        record_select()
+    );
+    let q = db.query(&sql).bind(host).bind(id.to_string());
+    let rows: Vec<EventRow> = db.fetch(q, "read a message's raw records").await?;
+    rows.into_iter().map(EventRow::into_record).collect()
+}
+
+/// Lifecycles matching a filter, newest first.
+pub async fn search(db: &Db, f: &MessageFilter, page: &PageRequest) -> Result<Page<Lifecycle>> {
+    let mut c = Conditions::default();
+    if let Some(t) = f.since {
+        c.push("cohort_ms >= ?", [Value::Int(ms(t))]);
+    }
+    if let Some(t) = f.until {
+        c.push("cohort_ms < ?", [Value::Int(ms(t))]);
+    }
+    if let Some(h) = &f.host {
+        c.push("host = ?", [text(h)]);
+    }
+    if let Some(s) = &f.sender {
+        c.push("sender = ?", [lower(s)]);
+    }
+    if let Some(s) = &f.sender_domain {
+        c.push("sender_domain = ?", [lower(s)]);
+    }
+    if let Some(a) = &f.recipient {
+        c.push(
+            "(has(addresses, ?) OR has(originals, ?))",
+            [lower(a), lower(a)],
+        );
+    }
+    if let Some(a) = &f.address {
+        c.push(
+            "(ifNull(sender = ?, 0) OR has(addresses, ?) OR has(originals, ?))",
+            [lower(a), lower(a), lower(a)],
+        );
+    }
+    if let Some(d) = &f.domain {
+        c.push("has(domains, ?)", [lower(d)]);
+    }
+    if let Some(s) = f.state {
+        c.push("state = ?", [text(s.as_str())]);
+    }
+    if let Some(o) = f.outcome {
+        c.push("has(outcomes, ?)", [text(o.as_str())]);
+    }
+    if let Some(class) = f.reason {
+        c.push("has(reasons, ?)", [text(class.as_str())]);
+    }
+    if let Some(s) = &f.subject {
+        // Like SQLite's LIKE: ASCII letters match either case.
+        c.push(
+            "positionCaseInsensitive(ifNull(subject, ''), ?) > 0 AND isNotNull(subject)",
+            [text(s.trim())],
+        );
+    }
+    if let Some(m) = &f.message_id_header {
+        c.push("msgid_header = ?", [text(&normalize_msgid(m))]);
+    }
+    if let Some(ip) = &f.client_ip {
+        c.push("client_ip = ?", [text(ip.trim())]);
+    }
+    if let Some(cursor) = &page.after {
+        let parts = decode_cursor(cursor, 3)?;
+        let t = cursor_number(cursor, &parts[0])?;
+        c.push(
+            "(cohort_ms, host, id) < (?, ?, ?)",
+            [Value::Int(t), text(&parts[1]), text(&parts[2])],
+        );
+    }
+
+    let first = page.first.clamp(1, MAX_PAGE);
+    let sql = format!(
+        "SELECT cohort_ms, host, id, body FROM lifecycles FINAL {}
+         ORDER BY cohort_ms DESC, host DESC, id DESC LIMIT {}",
+        c.where_clause(),
+        first + 1
+    );
+    let q = c.bind(db.query(&sql));
+    let rows: Vec<(i64, String, String, String)> = db.fetch(q, "search lifecycles").await?;
+    let has_next_page = rows.len() > first;
+    let mut items = Vec::with_capacity(first);
+    let mut last = None;
+    for (t, host, id, body) in rows.into_iter().take(first) {
+        items.push(decode_lifecycle(&body)?);
+        last = Some((t, host, id));
+    }
+    Ok(Page {
+        items,
+        end_cursor: last.map(|(t, h, id)| encode_cursor(&[&t.to_string(), &h, &id])),
+        has_next_page,
+    })
+}
+
+/// Rejections matching a filter, newest first.
+pub async fn rejects(db: &Db, f: &RejectFilter, page: &PageRequest) -> Result<Page<RejectRecord>> {
+    let mut c = Conditions::default();
+    if let Some(t) = f.since {
+        c.push("at_ms >= ?", [Value::Int(ms(t))]);
+    }
+    if let Some(t) = f.until {
+        c.push("at_ms < ?", [Value::Int(ms(t))]);
+    }
+    if let Some(h) = &f.host {
+        c.push("host = ?", [text(h)]);
+    }
+    if let Some(ip) = &f.client_ip {
+        c.push("client_ip = ?", [text(ip.trim())]);
+    }
+    if let Some(class) = f.class {
+        c.push("class = ?", [text(class.as_str())]);
+    }
+    if let Some(cursor) = &page.after {
+        let parts = decode_cursor(cursor, 4)?;
+        let t = cursor_number(cursor, &parts[0])?;
+        let file = cursor_number(cursor, &parts[2])?;
+        let offset = cursor_number(cursor, &parts[3])?;
+        c.push(
+            "(at_ms, host, file_id, offset) < (?, ?, toUInt64(?), toUInt64(?))",
+            [
+                Value::Int(t),
+                text(&parts[1]),
+                Value::Int(file),
+                Value::Int(offset),
+            ],
+        );
+    }
+    let first = page.first.clamp(1, MAX_PAGE);
+    let sql = format!(
+        "SELECT {} FROM rejects FINAL {}
+         ORDER BY at_ms DESC, host DESC, file_id DESC, offset DESC LIMIT {}",
+        columns::<RejectRow>(),
+        c.where_clause(),
+        first + 1
+    );
+    let q = c.bind(db.query(&sql));
+    let rows: Vec<RejectRow> = db.fetch(q, "read rejections").await?;
+    let has_next_page = rows.len() > first;
+    let mut items = Vec::with_capacity(first);
+    let mut last = None;
+    for row in rows.into_iter().take(first) {
+        last = Some((row.at_ms, row.host.clone(), row.file_id, row.offset));
+        items.push(row.into_reject()?);
+    }
+    Ok(Page {
+        items,
+        end_cursor: last.map(|(t, h, file, offset)| {
+            encode_cursor(&[&t.to_string(), &h, &file.to_string(), &offset.to_string()])
+        }),
+        has_next_page,
+    })
+}
+
+/// Audit entries matching a filter, newest first.
+pub async fn audit_log(db: &Db, f: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>> {
+    let mut c = Conditions::default();
+    if let Some(t) = f.since {
+        c.push("at_ms >= ?", [Value::Int(ms(t))]);
+    }
+    if let Some(t) = f.until {
+        c.push("at_ms < ?", [Value::Int(ms(t))]);
+    }
+    if let Some(a) = &f.actor {
+        c.push("actor = ?", [text(a)]);
+    }
+    if let Some(a) = &f.action {
+        c.push("action = ?", [text(a)]);
+    }
+    if let Some(cursor) = &page.after {
+        let parts = decode_cursor(cursor, 2)?;
+        let t = cursor_number(cursor, &parts[0])?;
+        let seq = cursor_number(cursor, &parts[1])?;
+        c.push(
+            "(at_ms, seq) < (?, toUInt64(?))",
+            [Value::Int(t), Value::Int(seq)],
+        );
+    }
+    let first = page.first.clamp(1, MAX_PAGE);
+    let sql = format!(
+        "SELECT {} FROM audit {} ORDER BY at_ms DESC, seq DESC LIMIT {}",
+        columns::<AuditRow>(),
+        c.where_clause(),
+        first + 1
+    );
+    let q = c.bind(db.query(&sql));
+    let rows: Vec<AuditRow> = db.fetch(q, "read the audit trail").await?;
+    let has_next_page = rows.len() > first;
+    let mut items = Vec::with_capacity(first);
+    let mut last = None;
+    for row in rows.into_iter().take(first) {
+        last = Some((row.at_ms, row.seq));
+        items.push(row.into_entry()?);
+    }
+    Ok(Page {
+        items,
+        end_cursor: last.map(|(t, seq)| encode_cursor(&[&t.to_string(), &seq.to_string()])),
+        has_next_page,
+    })
+}
+
+/// Hour buckets covered by a report: `[first, end)`, open ends far away.
+fn hour_bounds(options: &ReportOptions) -> (i64, i64) {
+    const FAR: i64 = 1 << 40;
+    (
+        options.first_hour().unwrap_or(-FAR),
+        options.end_hour().unwrap_or(FAR),
+    )
+}
+
+/// Sums the cell rows of `table` with bucket in `[lo, hi)` per (bucket,
+/// host, dimension, key) and hands each non-zero cell to `sink`.
+async fn read_cells(
+    db: &Db,
+    table: &str,
+    (lo, hi): (i64, i64),
+    host: Option<&str>,
+    dims: &[Dimension],
+    mut sink: impl FnMut(i64, &str, Dimension, &str, &exim_pilot_schema::report::Cell),
+) -> Result<()> {
+    if lo >= hi {
+        return Ok(());
+    }
+    let mut c = Conditions::default();
+    c.push(
+        "bucket >= ? AND bucket < ?",
+        [Value::Int(lo), Value::Int(hi)],
+    );
+    if let Some(h) = host {
+        c.push("host = ?", [text(h)]);
+    }
+    let dims = if dims.is_empty() {
+        &Dimension::ALL[..]
+    } else {
+        dims
+    };
+    let codes: Vec<String> = dims.iter().map(|d| d.code().to_string()).collect();
+    c.push(&format!("dim IN ({})", codes.join(", ")), []);
+    let sql = format!(
+        "SELECT bucket, host, dim, key, sumForEach(counters) AS counters,
+             sumMap(delay_buckets, delay_counts) AS delay,
+             groupUniqArrayArray(samples) AS samples
+         FROM {table} FINAL {}
+         GROUP BY bucket, host, dim, key",
+        c.where_clause()
+    );
+    let q = c.bind(db.query(&sql));
+    let rows: Vec<SummedCell> = db.fetch(q, "sum report cells").await?;
+    let mut cell = exim_pilot_schema::report::Cell::default();
+    for row in rows {
+        let Some(dim) = Dimension::from_code(row.dim as i64) else {
+            // A dimension from a newer version: not ours to count.
+            continue;
+        };
+        let mut values = [0i64; COUNTER_COUNT];
+        for (v, n) in values.iter_mut().zip(&row.counters) {
+            *v = *n;
+        }
+        cell.counters = Counters::from_array(values);
+        let (buckets, counts) = row.delay;
+        cell.delay = DelayHistogram {
+            buckets: buckets
+                .into_iter()
+                .zip(counts)
+                .filter(|(_, n)| *n != 0)
+                .collect(),
+        };
+        cell.samples = Samples::default();
+        for s in &row.samples {
+            cell.samples.insert(s);
+        }
+        if cell.is_zero() {
+            continue;
+        }
+        sink(row.bucket, &row.host, dim, &row.key, &cell);
+    }
+    Ok(())
+}
+
+/// Sums the cells of a report's range: day cells for the whole days
+/// inside it, hour cells for the hours at its edges, and hour cells of
+/// the totals for the hourly series.
+async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
+    let (h0, h1) = hour_bounds(options);
+    let host = options.host.as_deref();
+    let d0 = h0.div_euclid(24) + i64::from(h0.rem_euclid(24) != 0);
+    let d1 = h1.div_euclid(24);
+    let mut rollup = Rollup::new();
+    if d0 < d1 {
+        read_cells(
+            db,
+            "cells_day",
+            (d0, d1),
+            host,
+            &[],
+            |_, h, dim, k, cell| rollup.add(None, h, dim, k, cell),
+        )
+        .await?;
+        for edge in [(h0, d0 * 24), (d1 * 24, h1)] {
+            read_cells(db, "cells_hour", edge, host, &[], |b, h, dim, k, cell| {
+                rollup.add(Some(b), h, dim, k, cell)
+            })
+            .await?;
+        }
+        read_cells(
+            db,
+            "cells_hour",
+            (d0 * 24, d1 * 24),
+            host,
+            &[Dimension::Total],
+            |b, _, _, _, cell| rollup.add_hourly(b, cell),
+        )
+        .await?;
+    } else {
+        read_cells(
+            db,
+            "cells_hour",
+            (h0, h1),
+            host,
+            &[],
+            |b, h, dim, k, cell| rollup.add(Some(b), h, dim, k, cell),
+        )
+        .await?;
+    }
+    Ok(rollup)
+}
+
+/// The report over a range. Without a domain filter it comes from the
+/// cells alone. With one it is built from the lifecycles with an address
+/// in that domain and the rejections of recipients in it, so its cost
+/// grows with that domain's traffic in the range.
+pub async fn report(db: &Db, options: &ReportOptions) -> Result<Report> {
+    let Some(domain) = options.domain_filter() else {
+        return Ok(Report::from_rollup(&rollup(db, options).await?, options));
+    };
+    let (h0, h1) = hour_bounds(options);
+    let (lo, hi) = (h0.saturating_mul(HOUR_MS), h1.saturating_mul(HOUR_MS));
+    let mut builder = ReportBuilder::new(options.clone());
+
+    let q = db
+        .query(
+            "SELECT body FROM lifecycles FINAL
+             WHERE has(domains, ?) AND cohort_ms >= ? AND cohort_ms < ?",
+        )
+        .bind(domain.as_str())
+        .bind(lo)
+        .bind(hi);
+    let bodies: Vec<String> = db.fetch(q, "read a domain's lifecycles").await?;
+    for body in &bodies {
+        builder.add_lifecycle(&decode_lifecycle(body)?);
+    }
+    let sql = format!(
+        "SELECT {} FROM rejects FINAL
+         WHERE recipient_domain = ? AND at_ms >= ? AND at_ms < ?",
+        columns::<RejectRow>()
+    );
+    let q = db.query(&sql).bind(domain.as_str()).bind(lo).bind(hi);
+    let rows: Vec<RejectRow> = db.fetch(q, "read a domain's rejections").await?;
+    for row in rows {
+        builder.add_reject(&row.into_reject()?);
+    }
+    Ok(builder.finish())
+}
+
+/// Raw cells, per hour or day.
+pub async fn cells(db: &Db, q: &CellQuery) -> Result<ReportCells> {
+    let options = ReportOptions {
+        since: q.since,
+        until: q.until,
+        ..ReportOptions::default()
+    };
+    let (h0, h1) = hour_bounds(&options);
+    let (table, bounds) = match q.bucket {
+        Bucket::Hour => ("cells_hour", (h0, h1)),
+        Bucket::Day => (
+            "cells_day",
+            (
+                h0.div_euclid(24),
+                h1.div_euclid(24) + i64::from(h1.rem_euclid(24) != 0),
+            ),
+        ),
+    };
+    let mut out = ReportCells::new();
+    read_cells(
+        db,
+        table,
+        bounds,
+        q.host.as_deref(),
+        &q.dims,
+        |b, h, dim, k, cell| {
+            let key = CellKey {
+                hour: b,
+                host: h.to_string(),
+                dim,
+                key: k.to_string(),
+            };
+            out.add_cell(key, cell);
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Full-text search over raw lines: every word a case-insensitive
+/// substring.
+pub async fn search_lines(db: &Db, q: &LineQuery) -> Result<Vec<StoredRecord>> {
+    let words: Vec<&str> = q.text.split_whitespace().collect();
+    if words.is_empty() {
+        return Err(StoreError::InvalidQuery(
+            "full-text search needs at least one word".into(),
+        ));
+    }
+    let mut c = Conditions::default();
+    for w in words {
+        c.push("positionCaseInsensitive(bytes, ?) > 0", [text(w)]);
+    }
+    if let Some(h) = &q.host {
+        c.push("host = ?", [text(h)]);
+    }
+    if let Some(log) = q.log {
+        c.push("log = ?", [text(log.as_str())]);
+    }
+    if let Some(t) = q.since {
+        c.push("at_ms >= ?", [Value::Int(ms(t))]);
+        c.push(
+            "day >= toDate(?)",
+            [text(&t.format("%Y-%m-%d").to_string())],
+        );
+    }
+    if let Some(t) = q.until {
+        c.push("at_ms < ?", [Value::Int(ms(t))]);
+    }
+    let limit = match q.limit {
+        0 => 100,
+        n => n.min(MAX_PAGE),
+    };
+    let sql = format!(
+        "{} {} ORDER BY read_at_ms DESC, host DESC, file_id DESC, offset DESC LIMIT {limit}",
+        record_select(),
+        c.where_clause()
+    );
+    let query = c.bind(db.query(&sql));
+    let rows: Vec<EventRow> = db.fetch(query, "search raw lines").await?;
+    rows.into_iter().map(EventRow::into_record).collect()
+}
+
+/// Every server, by name.
+pub async fn hosts(db: &Db) -> Result<Vec<HostSummary>> {
+    let q = db.query(
+        "SELECT host, minMerge(first_ms), maxMerge(last_ms), maxMerge(last_read_ms),
+             sumMerge(records), sumMerge(messages), sumMerge(rejects)
+         FROM host_stats GROUP BY host ORDER BY host",
+    );
+    type HostRow = (String, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<HostRow> = db.fetch(q, "read the servers' summaries").await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(host, first, last, read, records, messages, rejects)| HostSummary {
+                host,
+                first_seen: (first != i64::MAX).then(|| from_ms(first)),
+                last_seen: (last != i64::MIN).then(|| from_ms(last)),
+                last_read_at_ms: (read != i64::MIN).then_some(read),
+                records,
+                messages,
+                rejects,
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,113 @@
+//! Retention: dropping whole day partitions older than the policy allows.
+//!
+//! Every table but `blobs`, `users` and `host_stats` is partitioned by UTC
+//! day, so retention is one `ALTER TABLE ... DROP PARTITION` per old day:
+//! instant, whatever the volume, and without rewriting anything. The
+//! price is granularity: a day goes once all of it is older than the
+//! cutoff, so up to a day more than the policy is kept.
+//!
+//! Lifecycles sit in the partition of the day they were first stored; a
+//! day of them goes only when the last record of every one of them is
+//! older than the cutoff, so a message still changing is never dropped.
+
+use chrono::{DateTime, Utc};
+
+use super::rows::{ms, DAY_MS, HOUR_MS};
+use super::Db;
+use crate::error::Result;
+use crate::types::{Retention, RetentionSummary};
+
+/// One table's retention: by its `day`, with rows counted with or
+/// without `FINAL`, and the column whose maximum must also be past the
+/// cutoff (`None`: the day alone decides).
+struct Rule {
+    table: &'static str,
+    final_: bool,
+    latest: Option<&'static str>,
+}
+
+const fn rule(table: &'static str, final_: bool) -> Rule {
+    Rule {
+        table,
+        final_,
+        latest: None,
+    }
+}
+
+/// Drops the partitions of `rule.table` before `cutoff_ms`' day; returns
+/// the rows they held.
+async fn drop_before(db: &Db, rule: &Rule, cutoff_ms: i64) -> Result<u64> {
+    let day = ms_day_string(cutoff_ms);
+    let latest = rule.latest.unwrap_or("0");
+    let sql = format!(
+        "SELECT toYYYYMMDD(day) AS p, count() AS n, toInt64(max({latest})) AS latest
+         FROM {}{} WHERE day < toDate(?) GROUP BY p ORDER BY p",
+        rule.table,
+        if rule.final_ { " FINAL" } else { "" },
+    );
+    let q = db.query(&sql).bind(day);
+    let parts: Vec<(u32, u64, i64)> = db
+        .fetch(q, &format!("list old partitions of {}", rule.table))
+        .await?;
+    let mut dropped = 0;
+    for (partition, rows, latest) in parts {
+        if rule.latest.is_some() && latest >= cutoff_ms {
+            continue;
+        }
+        let sql = format!("ALTER TABLE {} DROP PARTITION {partition}", rule.table);
+        db.execute(
+            db.query(&sql),
+            &format!("drop partition {partition} of {}", rule.table),
+        )
+        .await?;
+        dropped += rows;
+    }
+    Ok(dropped)
+}
+
+fn ms_day_string(t: i64) -> String {
+    super::rows::from_ms(t.div_euclid(DAY_MS) * DAY_MS)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Applies the policy as of `now`.
+pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<RetentionSummary> {
+    let cut = |days: u32| ms(Retention::cutoff(now, days));
+    let lifecycles = Rule {
+        table: "lifecycles",
+        final_: true,
+        latest: Some("last_ms"),
+    };
+    let mut summary = RetentionSummary {
+        raw_records: drop_before(db, &rule("events", true), cut(policy.raw_records)).await?,
+        attempts: drop_before(db, &rule("attempts", true), cut(policy.attempts)).await?,
+        lifecycles: drop_before(db, &lifecycles, cut(policy.lifecycles)).await?,
+        rejects: drop_before(db, &rule("rejects", true), cut(policy.rejects)).await?,
+        audit: drop_before(db, &rule("audit", false), cut(policy.audit)).await?,
+        rollup_cells: 0,
+    };
+    drop_before(db, &rule("unparsed", true), cut(policy.raw_records)).await?;
+
+    // Hour cells by the hour, day cells by the day: both tables' `day`
+    // is the day of their bucket.
+    let hour_cut = cut(policy.rollup_hours).div_euclid(HOUR_MS) * HOUR_MS;
+    summary.rollup_cells += drop_before(db, &rule("cells_hour", true), hour_cut).await?;
+    summary.rollup_cells +=
+        drop_before(db, &rule("cells_day", true), cut(policy.rollup_days)).await?;
+    drop_before(db, &rule("events_hourly", false), hour_cut).await?;
+    drop_before(db, &rule("rejects_hourly", false), hour_cut).await?;
+
+    if summary != RetentionSummary::default() {
+        tracing::info!(
+            raw_records = summary.raw_records,
+            attempts = summary.attempts,
+            lifecycles = summary.lifecycles,
+            rejects = summary.rejects,
+            audit = summary.audit,
+            rollup_cells = summary.rollup_cells,
+            "Retention dropped old partitions"
+        );
+    }
+    Ok(summary)
+}

@@ -1,0 +1,521 @@
+//! The rows of the ClickHouse tables as Rust values, and their
+//! conversions from and to the data model.
+//!
+//! Rows travel as RowBinary: fields in the order of the table's columns
+//! (`INSERT` names the columns from [`columns`]), `Date` as days since
+//! the epoch, `String` columns holding bytes through [`bytes`].
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use exim_pilot_schema::report::{recipient_domain, sender_domain_key, Cell, CellKey};
+use exim_pilot_schema::{AttemptResult, Lifecycle, MessageId, ReasonClass, RejectRecord};
+use exim_pilot_schema::{LogFile, RecordOrigin};
+
+use crate::error::{Result, StoreError};
+use crate::types::{AuditEntry, StoredRecord};
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Milliseconds in an hour.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// Milliseconds since the epoch.
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The instant `ms` milliseconds after the epoch.
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The `Date` (days since the epoch) of an instant in milliseconds,
+/// clamped to the range of the type.
+pub fn day_of_ms(ms: i64) -> u16 {
+    ms.div_euclid(DAY_MS).clamp(0, u16::MAX as i64) as u16
+}
+
+/// A `String` column holding arbitrary bytes.
+pub mod bytes {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Writes the bytes as they are.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    /// Reads the bytes as they are.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
+/// The column list of a row type, for `INSERT INTO t (...)` and
+/// `SELECT ...`.
+pub fn columns<T: clickhouse::Row>() -> String {
+    T::COLUMN_NAMES.join(", ")
+}
+
+/// A raw record.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct EventRow {
+    pub host: String,
+    pub log: String,
+    pub file_id: u64,
+    pub offset: u64,
+    pub read_at_ms: i64,
+    pub at_ms: Option<i64>,
+    pub day: u16,
+    pub message_id: Option<String>,
+    pub event_kind: String,
+    #[serde(with = "bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl EventRow {
+    pub fn new(r: &StoredRecord) -> EventRow {
+        let at_ms = r.at.map(ms);
+        EventRow {
+            host: r.origin.host.clone(),
+            log: r.origin.log.as_str().to_string(),
+            file_id: r.origin.file_id,
+            offset: r.origin.offset,
+            read_at_ms: r.read_at_ms,
+            at_ms,
+            day: day_of_ms(at_ms.unwrap_or(r.read_at_ms)),
+            message_id: r.message_id.map(|id| id.to_string()),
+            event_kind: r.event_kind.clone(),
+            bytes: r.bytes.clone(),
+        }
+    }
+
+    pub fn into_record(self) -> Result<StoredRecord> {
+        Ok(StoredRecord {
+            origin: RecordOrigin {
+                host: self.host,
+                log: parse_log("record", &self.log)?,
+                file_id: self.file_id,
+                offset: self.offset,
+            },
+            read_at_ms: self.read_at_ms,
+            at: self.at_ms.map(from_ms),
+            message_id: parse_id("record", self.message_id)?,
+            event_kind: self.event_kind,
+            bytes: self.bytes,
+        })
+    }
+}
+
+fn parse_log(what: &'static str, s: &str) -> Result<LogFile> {
+    s.parse::<LogFile>()
+        .map_err(|e| StoreError::corrupt(what, e))
+}
+
+fn parse_id(what: &'static str, s: Option<String>) -> Result<Option<MessageId>> {
+    s.map(|s| s.parse::<MessageId>())
+        .transpose()
+        .map_err(|e| StoreError::corrupt(what, e))
+}
+
+/// A version of a lifecycle with its searchable fields.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct LifecycleRow {
+    pub host: String,
+    pub id: String,
+    pub version: u64,
+    pub day: u16,
+    pub cohort_ms: i64,
+    pub last_ms: i64,
+    pub state: String,
+    pub incomplete_start: u8,
+    pub sender: Option<String>,
+    pub sender_domain: Option<String>,
+    pub subject: Option<String>,
+    pub msgid_header: Option<String>,
+    pub client_ip: Option<String>,
+    pub addresses: Vec<String>,
+    pub originals: Vec<String>,
+    pub domains: Vec<String>,
+    pub outcomes: Vec<String>,
+    pub reasons: Vec<String>,
+    pub body: String,
+}
+
+/// A Message-ID header as indexed: without angle brackets or blanks.
+pub fn normalize_msgid(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
+}
+
+impl LifecycleRow {
+    /// The row of `lc` as version `version`, in the partition of `day`.
+    pub fn new(lc: &Lifecycle, body: String, version: u64, day: u16) -> LifecycleRow {
+        let cohort_ms = exim_pilot_schema::report::cohort_time(lc).map_or(0, ms);
+        let last_ms = lc
+            .last_seen
+            .or(lc.completed_at)
+            .map_or(cohort_ms, ms)
+            .max(cohort_ms);
+        let mut reasons: Vec<ReasonClass> = Vec::new();
+        for r in &lc.recipients {
+            reasons.extend(r.reason);
+            for a in &r.history {
+                if a.result != AttemptResult::Ok {
+                    reasons.push(a.reason.unwrap_or(ReasonClass::Other));
+                }
+            }
+        }
+        reasons.sort();
+        reasons.dedup();
+        LifecycleRow {
+            host: lc.host.clone(),
+            id: lc.id.to_string(),
+            version,
+            day,
+            cohort_ms,
+            last_ms,
+            state: lc.state.as_str().to_string(),
+            incomplete_start: u8::from(lc.incomplete_start),
+            sender: lc.sender.as_ref().map(|s| s.to_ascii_lowercase()),
+            sender_domain: lc.sender.as_ref().map(|_| sender_domain_key(lc)),
+            subject: lc.subject.clone(),
+            msgid_header: lc.message_id_header.as_deref().map(normalize_msgid),
+            client_ip: lc.client.as_ref().and_then(|c| c.ip.clone()),
+            addresses: lc
+                .recipients
+                .iter()
+                .map(|r| r.address.to_ascii_lowercase())
+                .collect(),
+            originals: lc
+                .recipients
+                .iter()
+                .filter_map(|r| r.original.as_ref().map(|o| o.to_ascii_lowercase()))
+                .collect(),
+            domains: lc.recipients.iter().map(recipient_domain).collect(),
+            outcomes: lc
+                .recipients
+                .iter()
+                .map(|r| r.outcome.as_str().to_string())
+                .collect(),
+            reasons: reasons.iter().map(|c| c.as_str().to_string()).collect(),
+            body,
+        }
+    }
+}
+
+/// The stored key and version of a lifecycle, with its body.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct StoredLifecycle {
+    pub host: String,
+    pub id: String,
+    pub version: u64,
+    pub day: u16,
+    pub body: String,
+}
+
+/// A lifecycle from its stored JSON.
+pub fn decode_lifecycle(body: &str) -> Result<Lifecycle> {
+    serde_json::from_str(body).map_err(|e| StoreError::corrupt("lifecycle", e))
+}
+
+/// One delivery attempt of a lifecycle version.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct AttemptRow {
+    pub host: String,
+    pub id: String,
+    pub rcpt: u32,
+    pub n: u32,
+    pub version: u64,
+    pub day: u16,
+    pub at_ms: i64,
+    pub address: String,
+    pub result: String,
+    pub transport: Option<String>,
+    pub remote_host: Option<String>,
+    pub remote_ip: Option<String>,
+    pub code: Option<u16>,
+    pub enhanced: Option<String>,
+    pub reason: Option<String>,
+    pub text: Option<String>,
+}
+
+/// The attempt rows of a lifecycle version.
+pub fn attempt_rows(lc: &Lifecycle, version: u64) -> Vec<AttemptRow> {
+    let mut out = Vec::new();
+    for (i, r) in lc.recipients.iter().enumerate() {
+        for (n, a) in r.history.iter().enumerate() {
+            out.push(AttemptRow {
+                host: lc.host.clone(),
+                id: lc.id.to_string(),
+                rcpt: i as u32,
+                n: n as u32,
+                version,
+                day: day_of_ms(ms(a.at)),
+                at_ms: ms(a.at),
+                address: r.address.clone(),
+                result: enum_str(&a.result),
+                transport: a.transport.clone(),
+                remote_host: a.remote_host.clone(),
+                remote_ip: a.remote_ip.clone(),
+                code: a.code,
+                enhanced: a.enhanced.clone(),
+                reason: a.reason.map(|c| c.as_str().to_string()),
+                text: a.text.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The serde name of a unit enum value (`"rcpt"`, `"in_flight"`...).
+pub fn enum_str<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// An SMTP rejection.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct RejectRow {
+    pub host: String,
+    pub log: String,
+    pub file_id: u64,
+    pub offset: u64,
+    pub at_ms: i64,
+    pub day: u16,
+    pub stage: String,
+    pub temporary: u8,
+    pub client_ip: Option<String>,
+    pub client_name: Option<String>,
+    pub helo: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub recipient_domain: Option<String>,
+    pub message_id: Option<String>,
+    pub reason: String,
+    pub class: String,
+}
+
+impl RejectRow {
+    pub fn new(r: &RejectRecord) -> RejectRow {
+        let recipient_domain = r
+            .recipient
+            .as_deref()
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase());
+        RejectRow {
+            host: r.origin.host.clone(),
+            log: r.origin.log.as_str().to_string(),
+            file_id: r.origin.file_id,
+            offset: r.origin.offset,
+            at_ms: ms(r.at),
+            day: day_of_ms(ms(r.at)),
+            stage: enum_str(&r.stage),
+            temporary: u8::from(r.temporary),
+            client_ip: r.client_ip.clone(),
+            client_name: r.client_name.clone(),
+            helo: r.helo.clone(),
+            sender: r.sender.clone(),
+            recipient: r.recipient.clone(),
+            recipient_domain,
+            message_id: r.message_id.map(|id| id.to_string()),
+            reason: r.reason.clone(),
+            class: r.class.as_str().to_string(),
+        }
+    }
+
+    pub fn into_reject(self) -> Result<RejectRecord> {
+        Ok(RejectRecord {
+            origin: RecordOrigin {
+                host: self.host,
+                log: parse_log("reject", &self.log)?,
+                file_id: self.file_id,
+                offset: self.offset,
+            },
+            at: from_ms(self.at_ms),
+            stage: serde_json::from_value(serde_json::Value::String(self.stage))
+                .map_err(|e| StoreError::corrupt("reject stage", e))?,
+            temporary: self.temporary != 0,
+            client_ip: self.client_ip,
+            client_name: self.client_name,
+            helo: self.helo,
+            sender: self.sender,
+            recipient: self.recipient,
+            message_id: parse_id("reject", self.message_id)?,
+            reason: self.reason,
+            class: self
+                .class
+                .parse()
+                .map_err(|e: String| StoreError::corrupt("reject", e))?,
+        })
+    }
+}
+
+/// What one source (a lifecycle or a rejection) adds to one report cell.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct CellRow {
+    pub dim: u8,
+    pub bucket: i64,
+    pub day: u16,
+    pub host: String,
+    pub key: String,
+    pub source: String,
+    pub version: u64,
+    pub counters: Vec<i64>,
+    pub delay_buckets: Vec<u16>,
+    pub delay_counts: Vec<i64>,
+    pub samples: Vec<String>,
+}
+
+impl CellRow {
+    /// The row of `cell` at `key`; `day_cells` says the key's bucket is a
+    /// day number rather than an hour.
+    pub fn new(key: &CellKey, cell: &Cell, source: &str, version: u64, day_cells: bool) -> Self {
+        let day = if day_cells {
+            key.hour
+        } else {
+            key.hour.div_euclid(24)
+        };
+        CellRow {
+            dim: key.dim.code() as u8,
+            bucket: key.hour,
+            day: day.clamp(0, u16::MAX as i64) as u16,
+            host: key.host.clone(),
+            key: key.key.clone(),
+            source: source.to_string(),
+            version,
+            counters: cell.counters.to_array().to_vec(),
+            delay_buckets: cell.delay.buckets.iter().map(|(b, _)| *b).collect(),
+            delay_counts: cell.delay.buckets.iter().map(|(_, n)| *n).collect(),
+            samples: cell.samples.to_vec(),
+        }
+    }
+}
+
+/// A summed cell as a report query returns it.
+#[derive(clickhouse::Row, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct SummedCell {
+    pub bucket: i64,
+    pub host: String,
+    pub dim: u8,
+    pub key: String,
+    pub counters: Vec<i64>,
+    pub delay: (Vec<u16>, Vec<i64>),
+    pub samples: Vec<String>,
+}
+
+/// A per-server delta for the `host_deltas` table. Unknown times are
+/// sent as the neutral value of their aggregate (`i64::MAX` for a
+/// minimum, `i64::MIN` for a maximum).
+#[derive(clickhouse::Row, Serialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct HostDeltaRow {
+    pub host: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub last_read_ms: i64,
+    pub records: i64,
+    pub messages: i64,
+    pub rejects: i64,
+}
+
+/// One audit entry.
+#[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct AuditRow {
+    pub at_ms: i64,
+    pub day: u16,
+    pub seq: u64,
+    pub actor: String,
+    pub role: Option<String>,
+    pub client_ip: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub params: Option<String>,
+    pub outcome: String,
+}
+
+impl AuditRow {
+    pub fn new(e: &AuditEntry, seq: u64) -> AuditRow {
+        AuditRow {
+            at_ms: ms(e.at),
+            day: day_of_ms(ms(e.at)),
+            seq,
+            actor: e.actor.clone(),
+            role: e.role.clone(),
+            client_ip: e.client_ip.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            params: e.params.as_ref().map(|p| p.to_string()),
+            outcome: e.outcome.clone(),
+        }
+    }
+
+    pub fn into_entry(self) -> Result<AuditEntry> {
+        Ok(AuditEntry {
+            at: from_ms(self.at_ms),
+            actor: self.actor,
+            role: self.role,
+            client_ip: self.client_ip,
+            action: self.action,
+            target: self.target,
+            params: self
+                .params
+                .map(|p| serde_json::from_str(&p))
+                .transpose()
+                .map_err(|e| StoreError::corrupt("audit entry", e))?,
+            outcome: self.outcome,
+        })
+    }
+}
+
+/// A named blob.
+#[derive(clickhouse::Row, Serialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct BlobRow {
+    pub name: String,
+    #[serde(with = "bytes")]
+    pub data: Vec<u8>,
+    pub updated_ns: u64,
+}
+
+/// A record of the raw topic that could not be decoded.
+#[derive(clickhouse::Row, Serialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct UnparsedRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub read_at_ms: i64,
+    pub day: u16,
+    pub problem: String,
+    #[serde(with = "bytes")]
+    pub bytes: Vec<u8>,
+}

@@ -1,0 +1,317 @@
+//! Writing: batches compared with what is stored, then written table by
+//! table in an order that makes a retry safe (see the module above).
+
+use std::collections::{HashMap, HashSet};
+
+use exim_pilot_schema::report::{contribution, reject_contribution, Cell, ReportCells};
+use exim_pilot_schema::{Lifecycle, RejectRecord};
+
+use super::rows::*;
+use super::{ClickHouseStore, Db, UnparsedRecord};
+use crate::error::{Result, StoreError};
+use crate::types::{AuditEntry, Batch, BatchSummary, StoredRecord};
+
+/// Keys asked for in one `IN (...)` list.
+const LOOKUP_CHUNK: usize = 500;
+
+/// What a batch adds to one server's summary.
+#[derive(Default)]
+struct HostDelta {
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+    last_read_ms: Option<i64>,
+    records: i64,
+    messages: i64,
+    rejects: i64,
+}
+
+impl HostDelta {
+    fn saw(&mut self, at_ms: Option<i64>) {
+        if let Some(t) = at_ms {
+            self.first_ms = Some(self.first_ms.map_or(t, |f| f.min(t)));
+            self.last_ms = Some(self.last_ms.map_or(t, |l| l.max(t)));
+        }
+    }
+}
+
+/// The rows a batch writes, gathered before any is sent.
+#[derive(Default)]
+struct Rows {
+    events: Vec<EventRow>,
+    rejects: Vec<RejectRow>,
+    lifecycles: Vec<LifecycleRow>,
+    attempts: Vec<AttemptRow>,
+    cells_hour: Vec<CellRow>,
+    cells_day: Vec<CellRow>,
+}
+
+/// Writes a batch; see the module documentation for the order.
+pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<BatchSummary> {
+    let db = &store.db;
+    let mut summary = BatchSummary::default();
+    let mut hosts: HashMap<String, HostDelta> = HashMap::new();
+    let mut rows = Rows::default();
+
+    // Records and rejections not stored yet.
+    for record in unseen_records(db, &batch.records).await? {
+        summary.records_added += 1;
+        let h = hosts.entry(record.origin.host.clone()).or_default();
+        h.records += 1;
+        h.saw(record.at.map(ms));
+        h.last_read_ms = Some(h.last_read_ms.unwrap_or(i64::MIN).max(record.read_at_ms));
+        rows.events.push(EventRow::new(record));
+    }
+    for reject in unseen_rejects(db, &batch.rejects).await? {
+        summary.rejects_added += 1;
+        let h = hosts.entry(reject.origin.host.clone()).or_default();
+        h.rejects += 1;
+        h.saw(Some(ms(reject.at)));
+        let source = format!(
+            "reject {} {} {}",
+            reject.origin.host, reject.origin.file_id, reject.origin.offset
+        );
+        push_cells(&mut rows, &reject_contribution(reject), None, &source, 1);
+        rows.rejects.push(RejectRow::new(reject));
+    }
+
+    // Lifecycles that changed, each with the next version.
+    let mut current = stored_lifecycles(db, &batch.lifecycles).await?;
+    for lc in &batch.lifecycles {
+        let body = serde_json::to_string(lc).map_err(|e| StoreError::corrupt("lifecycle", e))?;
+        let key = (lc.host.clone(), lc.id.to_string());
+        let (version, day, old) = match current.get(&key) {
+            Some(stored) if stored.body == body => continue,
+            Some(stored) => {
+                let old = decode_lifecycle(&stored.body)?;
+                if lc.incomplete_start && !old.incomplete_start {
+                    // A line that came after the processor let the finished
+                    // message go starts a fragment without the arrival; the
+                    // stored lifecycle is the whole story and stays. The
+                    // line itself is kept with the raw records.
+                    tracing::debug!(host = %lc.host, id = %lc.id, "Late fragment of a stored message kept out");
+                    continue;
+                }
+                summary.lifecycles_updated += 1;
+                (stored.version + 1, stored.day, Some(contribution(&old)))
+            }
+            None => {
+                summary.lifecycles_added += 1;
+                let h = hosts.entry(lc.host.clone()).or_default();
+                h.messages += 1;
+                h.saw(lc.last_seen.map(ms));
+                let cohort = exim_pilot_schema::report::cohort_time(lc).map_or(0, ms);
+                (1, day_of_ms(cohort), None)
+            }
+        };
+        let source = format!("message {} {}", lc.host, lc.id);
+        push_cells(&mut rows, &contribution(lc), old.as_ref(), &source, version);
+        rows.attempts.extend(attempt_rows(lc, version));
+        rows.lifecycles
+            .push(LifecycleRow::new(lc, body.clone(), version, day));
+        current.insert(
+            key,
+            StoredLifecycle {
+                host: lc.host.clone(),
+                id: lc.id.to_string(),
+                version,
+                day,
+                body,
+            },
+        );
+    }
+
+    // Details first, lifecycles after their cells, counts, then blobs.
+    db.insert("events", &rows.events, "store raw records")
+        .await?;
+    db.insert("rejects", &rows.rejects, "store rejections")
+        .await?;
+    db.insert("attempts", &rows.attempts, "store delivery attempts")
+        .await?;
+    db.insert("cells_hour", &rows.cells_hour, "store hourly report cells")
+        .await?;
+    db.insert("cells_day", &rows.cells_day, "store daily report cells")
+        .await?;
+    db.insert("lifecycles", &rows.lifecycles, "store lifecycles")
+        .await?;
+    let deltas: Vec<HostDeltaRow> = hosts
+        .into_iter()
+        .map(|(host, d)| HostDeltaRow {
+            host,
+            first_ms: d.first_ms.unwrap_or(i64::MAX),
+            last_ms: d.last_ms.unwrap_or(i64::MIN),
+            last_read_ms: d.last_read_ms.unwrap_or(i64::MIN),
+            records: d.records,
+            messages: d.messages,
+            rejects: d.rejects,
+        })
+        .collect();
+    db.insert("host_deltas", &deltas, "count per server")
+        .await?;
+    let blobs: Vec<BlobRow> = batch
+        .blobs
+        .iter()
+        .map(|b| BlobRow {
+            name: b.name.clone(),
+            data: b.data.clone(),
+            updated_ns: store.next_version(),
+        })
+        .collect();
+    db.insert("blobs", &blobs, "save state blobs").await?;
+    summary.blobs_saved = blobs.len() as u64;
+    Ok(summary)
+}
+
+/// Adds the cell rows of a source's new contribution, and zero rows for
+/// the cells of its old contribution it no longer has, hour and day.
+fn push_cells(
+    rows: &mut Rows,
+    new: &ReportCells,
+    old: Option<&ReportCells>,
+    source: &str,
+    version: u64,
+) {
+    let zero = Cell::default();
+    let days = new.by_day();
+    let old_days = old.map(ReportCells::by_day);
+    for (cells, old, out, day_cells) in [
+        (new, old, &mut rows.cells_hour, false),
+        (&days, old_days.as_ref(), &mut rows.cells_day, true),
+    ] {
+        for (key, cell) in &cells.cells {
+            out.push(CellRow::new(key, cell, source, version, day_cells));
+        }
+        for key in old.into_iter().flat_map(|o| o.cells.keys()) {
+            if !cells.cells.contains_key(key) {
+                out.push(CellRow::new(key, &zero, source, version, day_cells));
+            }
+        }
+    }
+}
+
+/// `?, ?, ?` for `n` values.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The records of a batch whose origin is not stored yet (nor earlier in
+/// the batch). Each (host, file) asks for the stored offsets in the range
+/// of the batch's: one small query, whatever the batch's size.
+async fn unseen_records<'a>(db: &Db, records: &'a [StoredRecord]) -> Result<Vec<&'a StoredRecord>> {
+    let origins = records
+        .iter()
+        .map(|r| (&r.origin.host, r.origin.file_id, r.origin.offset));
+    let stored = stored_offsets(db, "events", origins).await?;
+    let mut seen = HashSet::new();
+    Ok(records
+        .iter()
+        .filter(|r| {
+            let key = (r.origin.host.clone(), r.origin.file_id, r.origin.offset);
+            !stored.contains(&key) && seen.insert(key)
+        })
+        .collect())
+}
+
+/// The rejections of a batch whose origin is not stored yet.
+async fn unseen_rejects<'a>(db: &Db, rejects: &'a [RejectRecord]) -> Result<Vec<&'a RejectRecord>> {
+    let origins = rejects
+        .iter()
+        .map(|r| (&r.origin.host, r.origin.file_id, r.origin.offset));
+    let stored = stored_offsets(db, "rejects", origins).await?;
+    let mut seen = HashSet::new();
+    Ok(rejects
+        .iter()
+        .filter(|r| {
+            let key = (r.origin.host.clone(), r.origin.file_id, r.origin.offset);
+            !stored.contains(&key) && seen.insert(key)
+        })
+        .collect())
+}
+
+type Origin = (String, u64, u64);
+
+async fn stored_offsets<'a>(
+    db: &Db,
+    table: &str,
+    origins: impl Iterator<Item = (&'a String, u64, u64)>,
+) -> Result<HashSet<Origin>> {
+    let mut ranges: HashMap<(&String, u64), (u64, u64)> = HashMap::new();
+    for (host, file, offset) in origins {
+        let r = ranges.entry((host, file)).or_insert((offset, offset));
+        r.0 = r.0.min(offset);
+        r.1 = r.1.max(offset);
+    }
+    let mut out = HashSet::new();
+    for ((host, file), (lo, hi)) in ranges {
+        let q = db
+            .query(&format!(
+                "SELECT offset FROM {table}
+                 WHERE host = ? AND file_id = ? AND offset >= ? AND offset <= ?"
+            ))
+            .bind(host.as_str())
+            .bind(file)
+            .bind(lo)
+            .bind(hi);
+        let offsets: Vec<u64> = db.fetch(q, "look for records already stored").await?;
+        out.extend(offsets.into_iter().map(|o| (host.clone(), file, o)));
+    }
+    Ok(out)
+}
+
+/// The stored versions of the batch's lifecycles, by (host, id).
+async fn stored_lifecycles(
+    db: &Db,
+    lifecycles: &[Lifecycle],
+) -> Result<HashMap<(String, String), StoredLifecycle>> {
+    let mut by_host: HashMap<&str, Vec<String>> = HashMap::new();
+    for lc in lifecycles {
+        by_host.entry(&lc.host).or_default().push(lc.id.to_string());
+    }
+    let mut out = HashMap::new();
+    for (host, mut ids) in by_host {
+        ids.sort();
+        ids.dedup();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT host, id, version, day, body FROM lifecycles FINAL
+                 WHERE host = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut q = db.query(&sql).bind(host);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            let found: Vec<StoredLifecycle> = db.fetch(q, "read stored lifecycles").await?;
+            for s in found {
+                out.insert((s.host.clone(), s.id.clone()), s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one audit entry.
+pub async fn append_audit(db: &Db, e: &AuditEntry, seq: u64) -> Result<()> {
+    db.insert(
+        "audit",
+        &[AuditRow::new(e, seq)],
+        "append to the audit trail",
+    )
+    .await
+}
+
+/// Keeps undecodable records of the raw topic.
+pub async fn store_unparsed(db: &Db, records: &[UnparsedRecord]) -> Result<()> {
+    let rows: Vec<UnparsedRow> = records
+        .iter()
+        .map(|r| UnparsedRow {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            read_at_ms: r.read_at_ms,
+            day: day_of_ms(r.read_at_ms),
+            problem: r.problem.clone(),
+            bytes: r.bytes.clone(),
+        })
+        .collect();
+    db.insert("unparsed", &rows, "store unparsed records").await
+}
