@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod config;
 mod metrics;
 
 /// Correlation allocates and frees many small strings per record; mimalloc
@@ -28,6 +29,10 @@ struct Cli {
 enum Command {
     /// Tail this machine's Exim logs, correlate and store them, all in one process.
     Standalone(cmd::standalone::Args),
+    /// Fleet mode: follow this mail server's Exim logs and publish every record to Kafka.
+    Tail(cmd::tail::Args),
+    /// Check a configuration file and print the settings in effect.
+    Config(cmd::config::Args),
     /// Backfill log files (plain or .gz) into the embedded store.
     Import(cmd::import::Args),
     /// Deliverability report from log files or from the embedded store.
@@ -75,6 +80,8 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Standalone(args) => cmd::standalone::run(args),
+        Command::Tail(args) => cmd::tail::run(args),
+        Command::Config(args) => cmd::config::run(args),
         Command::Import(args) => cmd::import::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Trace(args) => cmd::trace::run(args),

@@ -1,11 +1,12 @@
 //! The HTTP side of exim-pilot.
 //!
-//! Every long-running exim-pilot process (`standalone` today) serves the
+//! Every long-running exim-pilot process (`standalone`, `tail`) serves the
 //! operational endpoints from here on the address given with `--listen`:
 //!
 //! - `GET /health`: liveness, `200 ok` while the process runs;
 //! - `GET /ready`: readiness, `200 ready` while the store answers, `503`
-//!   with the store's error otherwise;
+//!   with the store's error otherwise (for `tail`, which has no store: while
+//!   the broker takes its records, see [`probe_router`]);
 //! - `GET /metrics`: the process's Prometheus metrics, text format.
 //!
 //! The GraphQL API will be served from the same router. Input: the
@@ -56,11 +57,56 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What `/ready` asks in a process without a store (`exim-pilot tail`):
+/// `Err` with the reason when the process cannot do its work now.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The routes of a process without a store: `/health`, `/ready` (answered
+/// by `ready`) and `/metrics`.
+pub fn probe_router(registry: Registry, ready: ReadyCheck) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { encode_metrics(&registry) }
+            }),
+        )
+}
+
 /// Binds `addr` and returns the bound address (useful with port 0) and a
 /// future that serves until `shutdown` completes.
 pub async fn bind(
     addr: SocketAddr,
     state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = Result<(), ServeError>>,
+    ),
+    ServeError,
+> {
+    bind_router(addr, router(state), shutdown).await
+}
+
+/// [`bind`] for any router, such as [`probe_router`]'s.
+pub async fn bind_router(
+    addr: SocketAddr,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<
     (
@@ -76,7 +122,6 @@ pub async fn bind(
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!(addr = %local, "Serving health, readiness and metrics");
-    let app = router(state);
     let serve = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -101,9 +146,13 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    encode_metrics(&state.registry)
+}
+
+fn encode_metrics(registry: &Registry) -> impl IntoResponse {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
-    match encoder.encode(&state.registry.gather(), &mut body) {
+    match encoder.encode(&registry.gather(), &mut body) {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, encoder.format_type().to_string())],

@@ -28,11 +28,32 @@ pub struct Batch {
     /// The records.
     pub records: Vec<RawRecord>,
     ack: Ack,
+    /// `(file_id, inode)` of every file the records come from.
+    pub(crate) inodes: Vec<(u64, u64)>,
 }
 
 impl Batch {
     pub(crate) fn new(records: Vec<RawRecord>, ack: Ack) -> Batch {
-        Batch { records, ack }
+        Batch {
+            records,
+            ack,
+            inodes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_inodes(mut self, inodes: Vec<(u64, u64)>) -> Batch {
+        self.inodes = inodes;
+        self
+    }
+
+    /// The inode of the file whose records carry `file_id`, as it was when
+    /// the file was first read: a hint for people tracing a record back to
+    /// a file (identity is the `file_id`).
+    pub fn inode_of(&self, file_id: u64) -> Option<u64> {
+        self.inodes
+            .iter()
+            .find(|&&(id, _)| id == file_id)
+            .map(|&(_, inode)| inode)
     }
 
     /// The token that acknowledges this batch.

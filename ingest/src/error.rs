@@ -41,6 +41,10 @@ pub enum IngestError {
     #[error("invalid ingest configuration: {0}")]
     Config(String),
 
+    /// The Kafka producer could not be set up.
+    #[error("cannot set up the Kafka producer: {0} (check the Kafka settings)")]
+    Kafka(String),
+
     /// The machine's host name could not be found.
     #[error("cannot find this machine's host name: {0} (set the host name in the configuration)")]
     Hostname(String),

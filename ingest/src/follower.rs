@@ -268,14 +268,19 @@ impl Follower {
         let count = max_records.max(1).min(self.ready.len());
         let mut records = Vec::with_capacity(count);
         let mut last = (0, 0);
+        let mut inodes: Vec<(u64, u64)> = Vec::new();
         for ready in self.ready.drain(..count) {
             self.ready_bytes = self.ready_bytes.saturating_sub(ready.record.bytes.len());
             last = (ready.generation, ready.end);
+            let file_id = ready.record.origin.file_id;
+            if !inodes.iter().any(|&(id, _)| id == file_id) {
+                inodes.push((file_id, ready.inode));
+            }
             records.push(ready.record);
         }
         self.counters.records_emitted += count as u64;
         let batch = self.window.hand_out(last, count as u64);
-        Some(Batch::new(records, Ack::single(self.id, batch)))
+        Some(Batch::new(records, Ack::single(self.id, batch)).with_inodes(inodes))
     }
 
     /// Pulls the next batch of up to `max_records`, polling the files until

@@ -53,6 +53,8 @@ mod events;
 pub mod follower;
 pub mod identity;
 pub mod import;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod siblings;
 mod source;
 pub mod stats;

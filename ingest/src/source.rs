@@ -43,6 +43,8 @@ pub(crate) struct Ready {
     pub generation: u64,
     /// Offset just past the record's last byte (its newline included).
     pub end: u64,
+    /// Inode of the file the generation was first read from.
+    pub inode: u64,
 }
 
 /// What the records of a source are labelled with.
@@ -402,6 +404,7 @@ impl Source {
             },
             generation: self.generation,
             end: record.end,
+            inode: self.identity.inode,
         });
     }
 

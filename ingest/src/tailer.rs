@@ -165,6 +165,7 @@ impl Tailer {
         let count = self.followers.len();
         let mut records = Vec::new();
         let mut acks = Vec::new();
+        let mut inodes = Vec::new();
         for step in 0..count {
             let index = (self.next + step) % count;
             let room = max_records - records.len();
@@ -172,6 +173,7 @@ impl Tailer {
                 break;
             }
             if let Some(batch) = self.followers[index].take_batch(room) {
+                inodes.extend_from_slice(&batch.inodes);
                 let (taken, ack) = batch.into_parts();
                 records.extend(taken);
                 acks.push(ack);
@@ -181,7 +183,7 @@ impl Tailer {
         if records.is_empty() {
             return None;
         }
-        Some(Batch::new(records, Ack::merge(acks)))
+        Some(Batch::new(records, Ack::merge(acks)).with_inodes(inodes))
     }
 
     /// Pulls the next batch, polling until records are ready or `wait` has

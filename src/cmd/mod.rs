@@ -1,12 +1,14 @@
 //! One module per subcommand, plus what they share.
 
 pub mod common;
+pub mod config;
 pub mod import;
 pub mod lifecycles;
 pub mod migrate;
 pub mod parse;
 pub mod report;
 pub mod standalone;
+pub mod tail;
 pub mod trace;
 
 /// Sends `tracing` output to standard error, filtered by `RUST_LOG`

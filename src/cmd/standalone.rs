@@ -367,7 +367,7 @@ struct Status {
 }
 
 /// Sets `stop` on SIGINT or SIGTERM, so the job can store what it holds.
-fn watch_signals(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
+pub(crate) fn watch_signals(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
     rt.spawn(async move {
         let term = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -387,7 +387,7 @@ fn watch_signals(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
 
 /// The log files to follow: the given files, the Exim logs inside given
 /// directories, or those of the default directories.
-fn resolve_logs(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn resolve_logs(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut logs = Vec::new();
     if given.is_empty() {
         for dir in DEFAULT_LOG_DIRS {

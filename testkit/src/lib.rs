@@ -12,6 +12,9 @@
 //! `scripts/test.sh` runs first). When they are not, starting a server
 //! fails with a message saying so: these tests never pass by skipping.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

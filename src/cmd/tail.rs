@@ -1,0 +1,231 @@
+//! `exim-pilot tail`: the tailer node of fleet mode.
+//!
+//! Runs on each mail server: follows Exim's mainlog, rejectlog and
+//! paniclog (through rotations, see the ingest crate) and publishes every
+//! record to the raw topic in Kafka, where `exim-pilot process` picks them
+//! up. The checkpoints move only past records the broker acknowledged (see
+//! `exim_pilot_ingest::kafka`), so a crash or a broker outage loses
+//! nothing: records are published at least once.
+//!
+//! Settings come from the `[tail]` and `[kafka]` sections of `--config`,
+//! `EXIM_PILOT_TAIL_*` and `EXIM_PILOT_KAFKA_*` variables, and the options
+//! below, the last winning (see `crate::config`). With `--listen`, the
+//! process serves `/health`, `/ready` (503 while the broker leaves records
+//! unacknowledged for more than [`READY_LAG`]) and `/metrics`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use exim_pilot_ingest::kafka::{KafkaConfig, PublishStats, Publisher, DEFAULT_TOPIC};
+use exim_pilot_ingest::{FollowConfig, LogSpec, Tailer, TailerConfig};
+
+use super::common::{self, DEFAULT_DATA_DIR};
+use super::standalone::{resolve_logs, watch_signals};
+use crate::config::Config;
+use crate::metrics::TailMetrics;
+
+/// How long the oldest unacknowledged Kafka record may wait before
+/// `/ready` says the process is not publishing.
+const READY_LAG: Duration = Duration::from_secs(30);
+
+/// Options of `exim-pilot tail`.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// The configuration file (its [tail] and [kafka] sections).
+    #[arg(long, value_name = "FILE", env = "EXIM_PILOT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// A log file, or a directory holding mainlog/rejectlog/paniclog.
+    /// Repeat for several. Default: the configuration's, else Debian's
+    /// /var/log/exim4/ or /var/log/exim/.
+    #[arg(long = "log", value_name = "PATH")]
+    pub logs: Vec<PathBuf>,
+
+    /// Name of this mail server in the records (default: the machine's
+    /// host name). It is also the Kafka key: keep it stable.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long = "kafka", value_name = "BROKERS")]
+    pub brokers: Option<String>,
+
+    /// The topic raw records go to [default: exim-pilot-raw].
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+
+    /// Directory of the checkpoint files [default: exim-pilot-data/checkpoints].
+    #[arg(long, value_name = "DIR")]
+    pub checkpoints: Option<PathBuf>,
+
+    /// On a first start, publish the rotated logs (mainlog.1,
+    /// mainlog.2.gz...) before the live ones.
+    #[arg(long)]
+    pub backfill: bool,
+
+    /// Serve /health, /ready and /metrics on this address, e.g.
+    /// 127.0.0.1:9466.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Everything `tail` runs with, defaults applied.
+#[derive(Debug)]
+pub struct Settings {
+    /// The host name; `None` means the machine's.
+    pub host: Option<String>,
+    /// The logs, as given (directories not yet expanded).
+    pub logs: Vec<PathBuf>,
+    /// The checkpoint directory.
+    pub checkpoints: PathBuf,
+    /// Read rotated logs first on a first start.
+    pub backfill: bool,
+    /// Where to serve the probes and metrics.
+    pub listen: Option<SocketAddr>,
+    /// The publisher's settings.
+    pub kafka: KafkaConfig,
+}
+
+impl Settings {
+    /// Merges the configuration (file and environment) with the options.
+    pub fn resolve(args: &Args, config: &Config) -> anyhow::Result<Settings> {
+        let tail = &config.tail;
+        let Some(brokers) = args.brokers.clone().or_else(|| config.kafka.brokers.clone()) else {
+            bail!(
+                "no Kafka broker given: use --kafka HOST:PORT, brokers in the [kafka] section \
+                 of --config, or EXIM_PILOT_KAFKA_BROKERS"
+            );
+        };
+        let topic = args
+            .topic
+            .clone()
+            .or_else(|| config.kafka.topic.clone())
+            .unwrap_or_else(|| DEFAULT_TOPIC.to_string());
+        let mut kafka = KafkaConfig::new(brokers, topic);
+        if let Some(bytes) = tail.max_batch_bytes {
+            kafka.max_batch_bytes = bytes;
+        }
+        if let Some(records) = tail.max_batch_records {
+            kafka.max_batch_records = records;
+        }
+        if let Some(ms) = tail.linger_ms {
+            kafka.linger = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = tail.max_in_flight_bytes {
+            kafka.max_in_flight_bytes = bytes;
+        }
+        kafka.max_in_flight_bytes = kafka.max_in_flight_bytes.max(kafka.max_batch_bytes);
+        kafka.properties = config
+            .kafka
+            .producer
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+
+        Ok(Settings {
+            host: args.host.clone().or_else(|| tail.host.clone()),
+            logs: if args.logs.is_empty() {
+                tail.logs.clone()
+            } else {
+                args.logs.clone()
+            },
+            checkpoints: args
+                .checkpoints
+                .clone()
+                .or_else(|| tail.checkpoints.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR).join("checkpoints")),
+            backfill: args.backfill || tail.backfill.unwrap_or(false),
+            listen: args.listen.or(tail.listen),
+            kafka,
+        })
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.as_deref())?;
+    let settings = Settings::resolve(&args, &config)?;
+    let logs = resolve_logs(&settings.logs)?;
+
+    let mut tailer = Tailer::new(TailerConfig {
+        host: settings.host.clone(),
+        logs: logs.iter().map(LogSpec::new).collect(),
+        checkpoint_dir: Some(settings.checkpoints.clone()),
+        follow: FollowConfig {
+            backfill: settings.backfill,
+            ..FollowConfig::default()
+        },
+    })
+    .context("cannot follow the logs")?;
+    let host = tailer.host().to_string();
+    let mut publisher =
+        Publisher::new(settings.kafka.clone(), &host).context("cannot publish to Kafka")?;
+
+    let rt = common::runtime()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(&rt, stop.clone());
+    let mut metrics = TailMetrics::new().context("cannot set up metrics")?;
+    let server = match settings.listen {
+        Some(addr) => Some(serve(&rt, addr, &metrics, publisher.stats(), stop.clone())?),
+        None => None,
+    };
+
+    eprintln!(
+        "exim-pilot: following {} as host {host}, publishing to topic {} at {}",
+        logs.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        settings.kafka.topic,
+        settings.kafka.brokers,
+    );
+    let result = publisher.run(&mut tailer, &stop, |tailer, published| {
+        metrics.update(&tailer.stats(), published)
+    });
+
+    stop.store(true, Ordering::Relaxed);
+    if let Some(server) = server {
+        rt.block_on(server)
+            .context("the HTTP server stopped")?
+            .context("the HTTP server failed")?;
+    }
+    result.context("cannot go on publishing")?;
+    tailer
+        .close()
+        .context("cannot write the final checkpoints")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the health, readiness and metrics endpoints; they stop once
+/// `stop` is set.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    metrics: &TailMetrics,
+    published: Arc<PublishStats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), exim_pilot_api::ServeError>>> {
+    let ready: exim_pilot_api::ReadyCheck = Arc::new(move || match published
+        .oldest_unsettled_age()
+    {
+        Some(age) if age > READY_LAG => Err(format!(
+            "the broker has not acknowledged records for {} s",
+            age.as_secs()
+        )),
+        _ => Ok(()),
+    });
+    let app = exim_pilot_api::probe_router(metrics.registry.clone(), ready);
+    let shutdown = async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (local, serving) = rt.block_on(exim_pilot_api::bind_router(addr, app, shutdown))?;
+    eprintln!("exim-pilot: serving /health, /ready and /metrics on http://{local}");
+    Ok(rt.spawn(serving))
+}

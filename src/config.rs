@@ -1,0 +1,396 @@
+//! The configuration file of fleet mode, shared by its commands.
+//!
+//! One TOML file describes a fleet node; each command reads the sections
+//! it needs and ignores the others, so one file can serve a machine that
+//! runs several of them:
+//!
+//! ```toml
+//! [tail]                     # exim-pilot tail, on each mail server
+//! host = "mx1.example.com"   # default: the machine's host name
+//! logs = ["/var/log/exim4/mainlog", "/var/log/exim4/rejectlog",
+//!         "/var/log/exim4/paniclog"]
+//! checkpoints = "/var/lib/exim-pilot/checkpoints"
+//! backfill = false           # on a first start, read mainlog.1, .2.gz... first
+//! listen = "127.0.0.1:9466"  # /health, /ready and /metrics
+//! max_batch_bytes = 262144   # one Kafka record, at most
+//! max_batch_records = 1000
+//! linger_ms = 5
+//! max_in_flight_bytes = 33554432
+//!
+//! [kafka]                    # every command that talks to Kafka
+//! brokers = "kafka1:9092,kafka2:9092"
+//! topic = "exim-pilot-raw"
+//!
+//! [kafka.producer]           # further librdkafka properties, as strings
+//! "compression.type" = "lz4"
+//!
+//! [process]                  # reserved for exim-pilot process
+//! [clickhouse]               # reserved for process and serve
+//! [serve]                    # reserved for exim-pilot serve
+//! ```
+//!
+//! Settings are taken from, last one winning: the defaults, the file,
+//! `EXIM_PILOT_<SECTION>_<KEY>` environment variables
+//! (`EXIM_PILOT_KAFKA_BROKERS`, `EXIM_PILOT_TAIL_LOGS` as a comma-separated
+//! list, `EXIM_PILOT_TAIL_BACKFILL=true`), and the command's options.
+//! Unknown sections and keys are refused, so a typo is reported rather than
+//! ignored; the reserved sections are accepted as they are until their
+//! commands define them. `exim-pilot config check --config FILE` validates
+//! a file and prints the settings in effect.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `exim-pilot tail`.
+    #[serde(default)]
+    pub tail: TailSection,
+    /// The Kafka cluster.
+    #[serde(default)]
+    pub kafka: KafkaSection,
+    /// Reserved for `exim-pilot process`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<toml::Table>,
+    /// Reserved for the ClickHouse store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<toml::Table>,
+    /// Reserved for `exim-pilot serve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<toml::Table>,
+}
+
+/// The `[tail]` section.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailSection {
+    /// Name records are labelled with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Log files (or directories holding them).
+    #[serde(default)]
+    pub logs: Vec<PathBuf>,
+    /// Directory of the checkpoint files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<PathBuf>,
+    /// Read rotated logs first on a first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<bool>,
+    /// Address of /health, /ready and /metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Encoded bytes of one Kafka record, at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_bytes: Option<usize>,
+    /// Log records in one Kafka record, at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_records: Option<usize>,
+    /// Milliseconds a batch waits for more records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linger_ms: Option<u64>,
+    /// Bytes sent and not yet delivered, at most, before reading pauses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_bytes: Option<usize>,
+}
+
+/// The `[kafka]` section.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
+    /// The raw records' topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Further librdkafka producer properties.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub producer: BTreeMap<String, String>,
+}
+
+/// How an environment variable's value becomes a setting.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Integer,
+    Boolean,
+    List,
+}
+
+/// The settings environment variables may override:
+/// `EXIM_PILOT_<SECTION>_<KEY>`.
+const OVERRIDABLE: &[(&str, &str, Kind)] = &[
+    ("tail", "host", Kind::Text),
+    ("tail", "logs", Kind::List),
+    ("tail", "checkpoints", Kind::Text),
+    ("tail", "backfill", Kind::Boolean),
+    ("tail", "listen", Kind::Text),
+    ("tail", "max_batch_bytes", Kind::Integer),
+    ("tail", "max_batch_records", Kind::Integer),
+    ("tail", "linger_ms", Kind::Integer),
+    ("tail", "max_in_flight_bytes", Kind::Integer),
+    ("kafka", "brokers", Kind::Text),
+    ("kafka", "topic", Kind::Text),
+];
+
+/// The sections whose variables are read; another `EXIM_PILOT_*` variable
+/// (`EXIM_PILOT_DATA`, say) belongs to something else.
+const ENV_SECTIONS: &[&str] = &["tail", "kafka"];
+
+impl Config {
+    /// Reads `file` (when given) and applies the process's environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        Config::load_with(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table).try_into().with_context(|| match file {
+            Some(path) => format!("invalid configuration in {}", path.display()),
+            None => "invalid configuration in the EXIM_PILOT_* variables".to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses values that parse but cannot work.
+    fn validate(&self) -> anyhow::Result<()> {
+        let tail = &self.tail;
+        for (name, value) in [
+            ("tail.max_batch_bytes", tail.max_batch_bytes),
+            ("tail.max_batch_records", tail.max_batch_records),
+            ("tail.max_in_flight_bytes", tail.max_in_flight_bytes),
+        ] {
+            if value == Some(0) {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if let (Some(batch), Some(flight)) = (tail.max_batch_bytes, tail.max_in_flight_bytes) {
+            if flight < batch {
+                bail!(
+                    "tail.max_in_flight_bytes ({flight}) must be at least tail.max_batch_bytes \
+                     ({batch})"
+                );
+            }
+        }
+        if self
+            .kafka
+            .brokers
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            bail!("kafka.brokers is empty: give host:port[,host:port...]");
+        }
+        if self
+            .kafka
+            .topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            bail!("kafka.topic is empty");
+        }
+        Ok(())
+    }
+
+    /// The settings as TOML, as `config check` prints them.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("cannot print the configuration")
+    }
+}
+
+/// Writes the `EXIM_PILOT_<SECTION>_<KEY>` variables into `table`.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("EXIM_PILOT_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some(section) = ENV_SECTIONS
+            .iter()
+            .find(|s| rest.starts_with(&format!("{s}_")))
+        else {
+            continue;
+        };
+        let key = &rest[section.len() + 1..];
+        let Some(&(_, _, kind)) = OVERRIDABLE
+            .iter()
+            .find(|(s, k, _)| s == section && *k == key)
+        else {
+            let known: Vec<String> = OVERRIDABLE
+                .iter()
+                .filter(|(s, _, _)| s == section)
+                .map(|(s, k, _)| format!("EXIM_PILOT_{}_{}", s, k).to_ascii_uppercase())
+                .collect();
+            bail!("{name} is not a setting; known ones are {}", known.join(", "));
+        };
+        let value = env_value(&name, &value, kind)?;
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = entry.as_table_mut() else {
+            bail!("[{section}] in the configuration is not a section");
+        };
+        section_table.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+fn env_value(name: &str, value: &str, kind: Kind) -> anyhow::Result<toml::Value> {
+    let value = value.trim();
+    Ok(match kind {
+        Kind::Text => toml::Value::String(value.to_string()),
+        Kind::Integer => toml::Value::Integer(
+            value
+                .parse()
+                .with_context(|| format!("{name}={value:?} is not a whole number"))?,
+        ),
+        Kind::Boolean => toml::Value::Boolean(match value.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            _ => bail!("{name}={value:?} is not true or false"),
+        }),
+        Kind::List => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exim-pilot.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let config = load(
+            r#"
+            [tail]
+            host = "mx1"
+            logs = ["/var/log/exim4/mainlog", "/var/log/exim4/rejectlog"]
+            checkpoints = "/var/lib/exim-pilot/checkpoints"
+            backfill = true
+            listen = "127.0.0.1:9466"
+            linger_ms = 10
+
+            [kafka]
+            brokers = "127.0.0.1:9092"
+
+            [kafka.producer]
+            "compression.type" = "none"
+
+            [clickhouse]
+            url = "http://127.0.0.1:8123"
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.tail.host.as_deref(), Some("mx1"));
+        assert_eq!(config.tail.logs.len(), 2);
+        assert_eq!(config.tail.backfill, Some(true));
+        assert_eq!(config.tail.linger_ms, Some(10));
+        assert_eq!(config.kafka.brokers.as_deref(), Some("127.0.0.1:9092"));
+        assert_eq!(config.kafka.producer["compression.type"], "none");
+        assert!(config.clickhouse.is_some(), "reserved sections are kept");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let config = load(
+            "[tail]\nhost = \"mx1\"\n[kafka]\nbrokers = \"a:1\"\n",
+            &[
+                ("EXIM_PILOT_TAIL_HOST", "mx2"),
+                ("EXIM_PILOT_TAIL_LOGS", "/a/mainlog, /a/rejectlog"),
+                ("EXIM_PILOT_TAIL_BACKFILL", "yes"),
+                ("EXIM_PILOT_TAIL_MAX_BATCH_RECORDS", "50"),
+                ("EXIM_PILOT_KAFKA_TOPIC", "raw2"),
+                // Variables of other parts are not settings of this file.
+                ("EXIM_PILOT_DATA", "/somewhere"),
+                ("EXIM_PILOT_CLICKHOUSE_SERVER", "/usr/bin/clickhouse"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.tail.host.as_deref(), Some("mx2"));
+        assert_eq!(
+            config.tail.logs,
+            vec![PathBuf::from("/a/mainlog"), PathBuf::from("/a/rejectlog")]
+        );
+        assert_eq!(config.tail.backfill, Some(true));
+        assert_eq!(config.tail.max_batch_records, Some(50));
+        assert_eq!(config.kafka.brokers.as_deref(), Some("a:1"));
+        assert_eq!(config.kafka.topic.as_deref(), Some("raw2"));
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        let error = load("[tail]\nhots = \"mx1\"\n", &[]).unwrap_err();
+        assert!(format!("{error:#}").contains("hots"), "{error:#}");
+        let error = load("[tial]\n", &[]).unwrap_err();
+        assert!(format!("{error:#}").contains("tial"), "{error:#}");
+        let error = load("", &[("EXIM_PILOT_KAFKA_BROKER", "x:1")]).unwrap_err();
+        assert!(
+            error.to_string().contains("EXIM_PILOT_KAFKA_BROKERS"),
+            "{error}"
+        );
+        let error = load("", &[("EXIM_PILOT_TAIL_BACKFILL", "maybe")]).unwrap_err();
+        assert!(error.to_string().contains("true or false"), "{error}");
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused() {
+        assert!(load("[tail]\nmax_batch_records = 0\n", &[]).is_err());
+        assert!(load("[tail]\nlisten = \"not an address\"\n", &[]).is_err());
+        assert!(load("[kafka]\nbrokers = \" \"\n", &[]).is_err());
+        assert!(load(
+            "[tail]\nmax_batch_bytes = 1000\nmax_in_flight_bytes = 10\n",
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn printed_settings_read_back_the_same() {
+        let config = load(
+            "[tail]\nhost = \"mx1\"\nlogs = [\"/l/mainlog\"]\n[kafka]\nbrokers = \"b:1\"\n",
+            &[],
+        )
+        .unwrap();
+        let printed = config.to_toml().unwrap();
+        assert_eq!(load(&printed, &[]).unwrap(), config);
+    }
+}
