@@ -164,10 +164,12 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table).try_into().with_context(|| match file {
-            Some(path) => format!("invalid configuration in {}", path.display()),
-            None => "invalid configuration in the EXIM_PILOT_* variables".to_string(),
-        })?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| match file {
+                Some(path) => format!("invalid configuration in {}", path.display()),
+                None => "invalid configuration in the EXIM_PILOT_* variables".to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -243,7 +245,10 @@ fn apply_env(
                 .filter(|(s, _, _)| s == section)
                 .map(|(s, k, _)| format!("EXIM_PILOT_{}_{}", s, k).to_ascii_uppercase())
                 .collect();
-            bail!("{name} is not a setting; known ones are {}", known.join(", "));
+            bail!(
+                "{name} is not a setting; known ones are {}",
+                known.join(", ")
+            );
         };
         let value = env_value(&name, &value, kind)?;
         let entry = table

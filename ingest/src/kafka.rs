@@ -289,6 +289,8 @@ pub struct Publisher {
 
     /// Set while a failure waits for its rewind: when to send again.
     rewind_at: Option<Instant>,
+    /// The producer hit a fatal error and is replaced at the rewind.
+    fatal: bool,
     backoff: Duration,
 }
 
@@ -320,6 +322,7 @@ impl Publisher {
             next_pull: 0,
             in_flight_bytes: 0,
             rewind_at: None,
+            fatal: false,
             backoff: FIRST_BACKOFF,
         })
     }
@@ -402,16 +405,17 @@ impl Publisher {
     fn pack(&mut self, batch: Batch) {
         let pull = self.next_pull;
         self.next_pull += 1;
-        let inodes: Vec<(u64, u64)> = batch
-            .records
-            .iter()
-            .map(|r| r.origin.file_id)
-            .fold(Vec::new(), |mut ids, id| {
-                if !ids.iter().any(|&(known, _)| known == id) {
-                    ids.push((id, batch.inode_of(id).unwrap_or(0)));
-                }
-                ids
-            });
+        let inodes: Vec<(u64, u64)> =
+            batch
+                .records
+                .iter()
+                .map(|r| r.origin.file_id)
+                .fold(Vec::new(), |mut ids, id| {
+                    if !ids.iter().any(|&(known, _)| known == id) {
+                        ids.push((id, batch.inode_of(id).unwrap_or(0)));
+                    }
+                    ids
+                });
         let (records, ack) = batch.into_parts();
         self.pulls.push_back(Pull {
             id: pull,
@@ -453,9 +457,12 @@ impl Publisher {
         {
             Some(index) => index,
             None => {
+                let batch = RecordBatch::new(&self.host, log, file_id, inode);
+                let size = batch.encoded_len();
+                self.in_flight_bytes += size;
                 self.open.push(OpenBatch {
-                    batch: RecordBatch::new(&self.host, log, file_id, inode),
-                    size: RecordBatch::new(&self.host, log, file_id, inode).encoded_len(),
+                    batch,
+                    size,
                     opened: Instant::now(),
                     pulls: Vec::new(),
                 });
@@ -585,10 +592,12 @@ impl Publisher {
                 }
             }
         }
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            if self.rewind_at.is_none() || self.has_pending() {
+        if !self.fatal {
+            if let Some((code, reason)) = self.producer.client().fatal_error() {
+                self.fatal = true;
                 fatal_error(&self.stats, &format!("{code:?}: {reason}"));
-                self.producer.purge(PurgeConfig::default().queue().inflight());
+                self.producer
+                    .purge(PurgeConfig::default().queue().inflight());
                 self.schedule_rewind();
             }
         }
@@ -624,7 +633,11 @@ impl Publisher {
         }
         while self.pulls.front().is_some_and(|p| p.pieces == 0) {
             if let Some(done) = self.pulls.pop_front() {
-                tailer.ack(&done.ack)?;
+                // A checkpoint that cannot be written is logged and counted
+                // by the tailer and tried again at the next acknowledgement;
+                // until then a restart publishes more records twice, which
+                // is no reason to stop publishing.
+                let _ = tailer.ack(&done.ack);
             }
         }
         Ok(())
@@ -658,12 +671,17 @@ impl Publisher {
         let Some(at) = self.rewind_at else {
             return;
         };
-        if Instant::now() < at || self.has_pending() {
+        // Reports still to come may say delivered; a producer that failed
+        // for good is dropped with whatever it still holds.
+        if Instant::now() < at || (self.has_pending() && !self.fatal) {
             return;
         }
-        if self.producer.client().fatal_error().is_some() {
+        if self.fatal {
             match create_producer(&self.config, &self.stats) {
-                Ok(producer) => self.producer = producer,
+                Ok(producer) => {
+                    self.producer = producer;
+                    self.fatal = false;
+                }
                 Err(error) => {
                     tracing::error!(error = %error, "Cannot recreate the Kafka producer");
                     self.rewind_at = Some(Instant::now() + self.backoff);
@@ -708,7 +726,10 @@ impl Publisher {
 }
 
 /// The producer, configured for `config`.
-fn create_producer(config: &KafkaConfig, stats: &Arc<PublishStats>) -> Result<BaseProducer<Reports>> {
+fn create_producer(
+    config: &KafkaConfig,
+    stats: &Arc<PublishStats>,
+) -> Result<BaseProducer<Reports>> {
     let reports = Reports {
         queue: Mutex::new(Vec::new()),
         stats: stats.clone(),
@@ -748,4 +769,81 @@ fn fatal_error(stats: &PublishStats, reason: &str) {
         reason,
         "Kafka producer failed for good; it is recreated and the undelivered records sent again"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use exim_pilot_schema::record::{LogFile, RecordOrigin};
+
+    use super::*;
+
+    fn record(log: LogFile, file_id: u64, offset: u64, text: &str) -> RawRecord {
+        RawRecord {
+            origin: RecordOrigin {
+                host: "mx1".into(),
+                log,
+                file_id,
+                offset,
+            },
+            read_at_ms: 1,
+            bytes: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// A publisher whose producer is never asked to send: its broker
+    /// address is a closed loopback port.
+    fn publisher(max_batch_records: usize) -> Publisher {
+        let mut config = KafkaConfig::new("127.0.0.1:9", "unused");
+        config.max_batch_records = max_batch_records;
+        Publisher::new(config, "mx1").unwrap()
+    }
+
+    fn decoded(publisher: &Publisher) -> Vec<RecordBatch> {
+        publisher
+            .outgoing
+            .iter()
+            .map(|o| RecordBatch::decode(&o.payload).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_are_packed_per_file_in_file_order() {
+        let mut publisher = publisher(3);
+        let batch = Batch::new(
+            vec![
+                record(LogFile::Main, 7, 0, "m0"),
+                record(LogFile::Reject, 9, 0, "r0"),
+                record(LogFile::Main, 7, 3, "m1"),
+                record(LogFile::Main, 7, 6, "m2"),
+                record(LogFile::Main, 7, 9, "m3"),
+            ],
+            Ack { parts: Vec::new() },
+        )
+        .with_inodes(vec![(7, 70), (9, 90)]);
+        publisher.pack(batch);
+
+        // The full mainlog batch closed at three records; the rest waits
+        // for the linger.
+        let closed = decoded(&publisher);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].inode, 70);
+        let offsets: Vec<u64> = closed[0].records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 3, 6]);
+
+        publisher.close_lingering(Instant::now() + Duration::from_secs(1));
+        let all = decoded(&publisher);
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|b| b.host == "mx1"));
+        let rest: Vec<(LogFile, u64)> = all[1..]
+            .iter()
+            .map(|b| (b.log, b.records[0].offset))
+            .collect();
+        assert!(rest.contains(&(LogFile::Main, 9)) && rest.contains(&(LogFile::Reject, 0)));
+
+        // One pull, spread over three Kafka records, all still in flight.
+        assert_eq!(publisher.pulls.len(), 1);
+        assert_eq!(publisher.pulls[0].pieces, 3);
+        let payload: usize = publisher.outgoing.iter().map(|o| o.payload.len()).sum();
+        assert_eq!(publisher.in_flight_bytes, payload);
+    }
 }

@@ -19,6 +19,8 @@
 //!   and acknowledgements; [`checkpoint`] saves where it stands.
 //! - [`tailer`] runs the followers of one host together.
 //! - [`import`] reads a list of finished files once, for backfills.
+//! - `kafka` (cargo feature `kafka`, on in the binary) publishes a
+//!   tailer's records to Kafka for `exim-pilot tail`.
 //!
 //! A consumer's loop:
 //!
@@ -41,6 +43,21 @@
 //! }
 //! # Ok::<(), exim_pilot_ingest::IngestError>(())
 //! ```
+//!
+//! In fleet mode the consumer is `kafka::Publisher`. Records flow:
+//! files → [`Follower`]s (records, each with host, log, `file_id`, offset)
+//! → [`Tailer::next_batch`] → the publisher packs consecutive records of
+//! one file into a [`RecordBatch`](exim_pilot_schema::wire::RecordBatch)
+//! (up to 256 KiB or 1000 records, or what 5 ms of waiting gathers) → one
+//! Kafka record per batch, keyed by the host name, through an idempotent
+//! producer (`acks=all`) → once the broker has acknowledged every Kafka
+//! record holding a tailer batch's records, the batch is acknowledged and
+//! the checkpoint moves. Keying by host puts all of one mail server's
+//! records in one partition, in the order they were read, so one processor
+//! sees every line of each of its messages in order, lines without a
+//! message id included; one server's log rate is far below what one
+//! partition takes. The `kafka` module says more, and how outages are
+//! ridden out without reading further than a bounded amount.
 //!
 //! Delivery is at least once: after a crash the records after the last
 //! acknowledged checkpoint are read again, with the same host, `file_id`

@@ -85,8 +85,7 @@ impl Running {
     fn stop(mut self) -> Tailer {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take().expect("running");
-        let tailer = thread.join().expect("the publisher thread");
-        tailer
+        thread.join().expect("the publisher thread")
     }
 }
 
@@ -154,7 +153,10 @@ fn expected_records(host: &str, logs: &[PathBuf]) -> Vec<Published> {
     let mut records = Vec::new();
     let mut quiet_rounds = 0;
     while quiet_rounds < 5 {
-        match tailer.next_batch(10_000, Duration::from_millis(50)).unwrap() {
+        match tailer
+            .next_batch(10_000, Duration::from_millis(50))
+            .unwrap()
+        {
             Some(batch) => {
                 quiet_rounds = 0;
                 for r in batch.records {
@@ -240,7 +242,10 @@ fn every_corpus_record_is_published_once_in_file_order() {
         assert_eq!(got.len(), want.len());
         for (file, want) in &want {
             let got = &got[file];
-            let strip = |r: &&Published| Published { inode: 0, ..(*r).clone() };
+            let strip = |r: &&Published| Published {
+                inode: 0,
+                ..(*r).clone()
+            };
             assert_eq!(
                 got.iter().map(strip).collect::<Vec<_>>(),
                 want.iter().map(strip).collect::<Vec<_>>(),
@@ -370,7 +375,10 @@ fn a_new_file_with_a_recycled_inode_is_published_whole() {
         .cloned()
         .collect();
     assert_eq!(got_new, new_lines, "every new line, once, in order");
-    let first_new = published.iter().find(|r| r.bytes.starts_with(b"2026-12-01 11")).unwrap();
+    let first_new = published
+        .iter()
+        .find(|r| r.bytes.starts_with(b"2026-12-01 11"))
+        .unwrap();
     assert_eq!(first_new.offset, 0, "the new file is read from its start");
     assert_eq!(
         texts.iter().filter(|t| t.contains("old line")).count(),

@@ -53,7 +53,10 @@ fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
              /var/log/exim"
         );
     }
-    println!("# {}: valid; the settings in effect:", args.config.display());
+    println!(
+        "# {}: valid; the settings in effect:",
+        args.config.display()
+    );
     print!("{}", effective.to_toml()?);
     Ok(ExitCode::SUCCESS)
 }

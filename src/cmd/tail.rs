@@ -95,7 +95,11 @@ impl Settings {
     /// Merges the configuration (file and environment) with the options.
     pub fn resolve(args: &Args, config: &Config) -> anyhow::Result<Settings> {
         let tail = &config.tail;
-        let Some(brokers) = args.brokers.clone().or_else(|| config.kafka.brokers.clone()) else {
+        let Some(brokers) = args
+            .brokers
+            .clone()
+            .or_else(|| config.kafka.brokers.clone())
+        else {
             bail!(
                 "no Kafka broker given: use --kafka HOST:PORT, brokers in the [kafka] section \
                  of --config, or EXIM_PILOT_KAFKA_BROKERS"
@@ -158,6 +162,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         checkpoint_dir: Some(settings.checkpoints.clone()),
         follow: FollowConfig {
             backfill: settings.backfill,
+            // A record must fit in one Kafka record: longer lines are cut.
+            max_record_bytes: settings
+                .kafka
+                .max_batch_bytes
+                .saturating_sub(1024)
+                .max(1024),
             ..FollowConfig::default()
         },
     })
@@ -210,15 +220,14 @@ fn serve(
     published: Arc<PublishStats>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<(), exim_pilot_api::ServeError>>> {
-    let ready: exim_pilot_api::ReadyCheck = Arc::new(move || match published
-        .oldest_unsettled_age()
-    {
-        Some(age) if age > READY_LAG => Err(format!(
-            "the broker has not acknowledged records for {} s",
-            age.as_secs()
-        )),
-        _ => Ok(()),
-    });
+    let ready: exim_pilot_api::ReadyCheck =
+        Arc::new(move || match published.oldest_unsettled_age() {
+            Some(age) if age > READY_LAG => Err(format!(
+                "the broker has not acknowledged records for {} s",
+                age.as_secs()
+            )),
+            _ => Ok(()),
+        });
     let app = exim_pilot_api::probe_router(metrics.registry.clone(), ready);
     let shutdown = async move {
         while !stop.load(Ordering::Relaxed) {

@@ -85,7 +85,9 @@ pub fn read_partition(
     assignment
         .add_partition_offset(topic, partition, Offset::Beginning)
         .expect("naming the partition");
-    consumer.assign(&assignment).expect("assigning the partition");
+    consumer
+        .assign(&assignment)
+        .expect("assigning the partition");
 
     let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
