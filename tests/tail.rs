@@ -146,15 +146,20 @@ fn write_lines(dir: &Path, range: std::ops::Range<u32>) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
-/// The line numbers on the topic, in topic order, duplicates included.
-fn published_lines(brokers: &str, topic: &str, at_least: usize) -> Vec<u32> {
-    let count = |messages: &[exim_pilot_testkit::kafka::Record]| -> usize {
-        messages
-            .iter()
-            .map(|m| RecordBatch::decode(&m.payload).map_or(0, |b| b.records.len()))
-            .sum()
-    };
-    let messages = read_partition(brokers, topic, 0, PATIENCE, |m| count(m) >= at_least);
+/// The line numbers on the topic, in topic order, duplicates included,
+/// read until `distinct` different lines arrived.
+fn published_lines(brokers: &str, topic: &str, distinct: usize) -> Vec<u32> {
+    let mut seen = std::collections::HashSet::new();
+    let mut decoded = 0;
+    let messages = read_partition(brokers, topic, 0, PATIENCE, |messages| {
+        for message in &messages[decoded..] {
+            if let Ok(batch) = RecordBatch::decode(&message.payload) {
+                seen.extend(batch.records.iter().map(|r| (batch.file_id, r.offset)));
+            }
+        }
+        decoded = messages.len();
+        seen.len() >= distinct
+    });
     let mut lines = Vec::new();
     for message in messages {
         let batch = RecordBatch::decode(&message.payload).unwrap();

@@ -50,12 +50,14 @@
 //! reading, and everything resumes when the broker is back.
 //!
 //! A Kafka record that fails for good (a missing topic, a record too large
-//! for the broker, a fatal producer error) is counted and logged, and the
-//! publisher *rewinds*: it waits for every report still outstanding,
-//! recreates the producer when it hit a fatal error, waits a back-off
-//! (doubling from one second to half a minute) and sends again, in the
-//! original order, every Kafka record from the oldest undelivered one on,
-//! delivered ones after it included. Nothing is dropped and the last copy
+//! for the broker, a local timeout set with `message.timeout.ms`, a fatal
+//! producer error) is counted and logged, and the publisher *rewinds*: it
+//! waits for every report still outstanding (unless the producer failed
+//! for good), waits a back-off (doubling from one second to half a
+//! minute), replaces the producer by a new one (a new producer id, so no
+//! broker holds the failed records' sequence numbers against it) and sends
+//! again, in the original order, every Kafka record from the oldest
+//! undelivered one on, delivered ones after it included. Nothing is dropped and the last copy
 //! of each record on the topic is in order; the copies sent twice carry the
 //! same (host, `file_id`, offset) and the stores de-duplicate them.
 //!
@@ -666,7 +668,7 @@ impl Publisher {
 
     /// Once a failure's back-off has passed and no report is outstanding,
     /// marks every Kafka record from the oldest undelivered one on to be
-    /// sent again, recreating the producer if it hit a fatal error.
+    /// sent again by a new producer.
     fn rewind_if_due(&mut self) {
         let Some(at) = self.rewind_at else {
             return;
@@ -676,17 +678,19 @@ impl Publisher {
         if Instant::now() < at || (self.has_pending() && !self.fatal) {
             return;
         }
-        if self.fatal {
-            match create_producer(&self.config, &self.stats) {
-                Ok(producer) => {
-                    self.producer = producer;
-                    self.fatal = false;
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "Cannot recreate the Kafka producer");
-                    self.rewind_at = Some(Instant::now() + self.backoff);
-                    return;
-                }
+        // A new producer gets a new producer id, so the broker starts its
+        // sequence numbers afresh: after records failed, the old
+        // producer's sequence may have a gap that some brokers refuse for
+        // good (records timed out locally, say).
+        match create_producer(&self.config, &self.stats) {
+            Ok(producer) => {
+                self.producer = producer;
+                self.fatal = false;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "Cannot recreate the Kafka producer");
+                self.rewind_at = Some(Instant::now() + self.backoff);
+                return;
             }
         }
         let mut resend = 0;

@@ -45,9 +45,16 @@ struct Running {
 
 impl Running {
     fn start(config: TailerConfig, brokers: &str, topic: &str) -> Running {
+        Running::start_with(config, KafkaConfig::new(brokers, topic))
+    }
+
+    fn start_with(config: TailerConfig, kafka: KafkaConfig) -> Running {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut tailer = Tailer::new(config).expect("following the logs");
-        let mut publisher = Publisher::new(KafkaConfig::new(brokers, topic), tailer.host())
-            .expect("creating the publisher");
+        let mut publisher = Publisher::new(kafka, tailer.host()).expect("creating the publisher");
         let stop = Arc::new(AtomicBool::new(false));
         let stats = publisher.stats();
         let flag = stop.clone();
@@ -384,5 +391,54 @@ fn a_new_file_with_a_recycled_inode_is_published_whole() {
         texts.iter().filter(|t| t.contains("old line")).count(),
         8,
         "the old lines are not published again"
+    );
+}
+
+#[test]
+fn records_that_fail_during_an_outage_are_sent_again_in_order() {
+    let mut server = Server::kafka();
+    let topic = unique_topic("rewind");
+    create_topic(server.address(), &topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mainlog = dir.path().join("mainlog");
+    let line = |n: u32| format!("2026-12-01 10:00:00 1xZVcX-0007Dw-13 Completed line {n:06}\n");
+    let lines = |range: std::ops::Range<u32>| range.map(line).collect::<String>();
+
+    // Records give up after two seconds, so an outage fails them and the
+    // publisher has to send them again.
+    let mut kafka = KafkaConfig::new(server.address(), &topic);
+    kafka.properties = vec![("message.timeout.ms".into(), "2000".into())];
+    append(&mainlog, &lines(0..1000));
+    let running = Running::start_with(
+        tailer_config("mx1.lab.test", &[mainlog.clone()], &dir.path().join("checkpoints")),
+        kafka,
+    );
+    running.wait_published(1000);
+
+    server.stop();
+    append(&mainlog, &lines(1000..3000));
+    let deadline = Instant::now() + PATIENCE;
+    while running.stats.publish_errors.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no record failed during the outage");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.resume();
+    running.wait_published(3000);
+    let rewinds = running.stats.rewinds.load(Ordering::Relaxed);
+    drop(running.stop());
+    assert!(rewinds >= 1);
+
+    let published = read_back(server.address(), &topic, 3000);
+    let texts = text(&published);
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    for (position, t) in texts.iter().enumerate() {
+        last.insert(t.as_str(), position);
+    }
+    let expected: Vec<String> = (0..3000).map(|n| line(n).trim_end().to_string()).collect();
+    assert_eq!(last.len(), 3000, "every line, nothing else");
+    let positions: Vec<usize> = expected.iter().map(|t| last[t.as_str()]).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "the last copies are in file order"
     );
 }
