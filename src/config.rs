@@ -22,7 +22,7 @@
 //! topic = "exim-pilot-raw"
 //!
 //! [kafka.producer]           # further librdkafka properties, as strings
-//! "compression.type" = "lz4"
+//! "compression.type" = "lz4" # default none
 //!
 //! [process]                  # reserved for exim-pilot process
 //! [clickhouse]               # reserved for process and serve

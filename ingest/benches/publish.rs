@@ -5,7 +5,8 @@
 //! the Kafka records the lines were packed into.
 //!
 //! `cargo bench -p exim-pilot-ingest --features kafka --bench publish`
-//! (set `LINES` to change the size). Needs the broker installed
+//! (set `LINES` to change the size, `PROPERTIES=key=value,...` to try
+//! librdkafka settings). Needs the broker installed
 //! (`scripts/services.sh install`) and python3.
 
 use std::path::Path;
@@ -48,8 +49,16 @@ fn main() {
     config.follow.poll_interval = Duration::from_millis(5);
     config.follow.group_quiet = Duration::from_millis(5);
     let mut tailer = Tailer::new(config).expect("following the log");
-    let mut publisher = Publisher::new(KafkaConfig::new(server.address(), &topic), "bench.example")
-        .expect("creating the publisher");
+    // PROPERTIES="key=value,..." passes librdkafka properties, to compare
+    // settings.
+    let mut kafka = KafkaConfig::new(server.address(), &topic);
+    kafka.properties = std::env::var("PROPERTIES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut publisher = Publisher::new(kafka, "bench.example").expect("creating the publisher");
     let stats = publisher.stats();
 
     // Lines are counted as the broker acknowledges them; the loop stops

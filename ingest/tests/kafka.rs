@@ -410,7 +410,11 @@ fn records_that_fail_during_an_outage_are_sent_again_in_order() {
     kafka.properties = vec![("message.timeout.ms".into(), "2000".into())];
     append(&mainlog, &lines(0..1000));
     let running = Running::start_with(
-        tailer_config("mx1.lab.test", &[mainlog.clone()], &dir.path().join("checkpoints")),
+        tailer_config(
+            "mx1.lab.test",
+            &[mainlog.clone()],
+            &dir.path().join("checkpoints"),
+        ),
         kafka,
     );
     running.wait_published(1000);
@@ -419,7 +423,10 @@ fn records_that_fail_during_an_outage_are_sent_again_in_order() {
     append(&mainlog, &lines(1000..3000));
     let deadline = Instant::now() + PATIENCE;
     while running.stats.publish_errors.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "no record failed during the outage");
+        assert!(
+            Instant::now() < deadline,
+            "no record failed during the outage"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     server.resume();
