@@ -412,7 +412,7 @@ fn records_that_fail_during_an_outage_are_sent_again_in_order() {
     let running = Running::start_with(
         tailer_config(
             "mx1.lab.test",
-            &[mainlog.clone()],
+            std::slice::from_ref(&mainlog),
             &dir.path().join("checkpoints"),
         ),
         kafka,
