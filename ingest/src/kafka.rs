@@ -346,6 +346,21 @@ impl Publisher {
         })
     }
 
+    /// Asks the broker whether the topic exists, waiting up to `timeout`
+    /// for an answer; `None` when the broker cannot be asked now. Records
+    /// for a missing topic wait in flight until it is created (some
+    /// brokers, tansu among them, do not create topics on their own).
+    pub fn topic_exists(&self, timeout: Duration) -> Option<bool> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.config.topic), timeout)
+            .ok()?;
+        Some(metadata.topics().iter().any(|t| {
+            t.name() == self.config.topic && t.error().is_none() && !t.partitions().is_empty()
+        }))
+    }
+
     /// The figures, for another thread to read.
     pub fn stats(&self) -> Arc<PublishStats> {
         self.stats.clone()

@@ -176,6 +176,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut publisher =
         Publisher::new(settings.kafka.clone(), &host).context("cannot publish to Kafka")?;
 
+    match publisher.topic_exists(Duration::from_secs(5)) {
+        Some(true) => {}
+        Some(false) => eprintln!(
+            "exim-pilot: warning: topic {} does not exist at {}; records wait until it is \
+             created (the broker may not create topics on its own)",
+            settings.kafka.topic, settings.kafka.brokers
+        ),
+        None => eprintln!(
+            "exim-pilot: warning: no Kafka broker answers at {} yet; records wait until one does",
+            settings.kafka.brokers
+        ),
+    }
+
     let rt = common::runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(&rt, stop.clone());
