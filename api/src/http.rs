@@ -85,7 +85,7 @@ pub async fn post(
             )
         }
     };
-    if let Err(refusal) = check_batch(&served, &batch, ip) {
+    if let Some(refusal) = check_batch(&served, &batch, ip) {
         return refusal;
     }
 
@@ -112,16 +112,17 @@ pub async fn post(
     }
 }
 
-/// Refuses a request with too many operations or mutation fields. The
-/// `login` fields of a refused request still count as failed attempts of
-/// its client, so that packing guesses into one request gains nothing.
-fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Result<(), Response> {
+/// The refusal of a request with too many operations or mutation fields,
+/// if it has too many. The `login` fields of a refused request still
+/// count as failed attempts of its client, so that packing guesses into
+/// one request gains nothing.
+fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Option<Response> {
     let requests: Vec<&async_graphql::Request> = match batch {
         BatchRequest::Single(r) => vec![r],
         BatchRequest::Batch(rs) => rs.iter().collect(),
     };
     if requests.len() > served.config.max_batch {
-        return Err(errors(
+        return Some(errors(
             StatusCode::BAD_REQUEST,
             &format!(
                 "a batch may hold at most {} operations",
@@ -142,7 +143,7 @@ fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Result<(), 
     }
     if mutations > served.config.max_mutations {
         served.api.auth.count_failures("-", ip, logins);
-        return Err(errors(
+        return Some(errors(
             StatusCode::BAD_REQUEST,
             &format!(
                 "a request may hold at most {} mutation fields, aliases included",
@@ -151,7 +152,7 @@ fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Result<(), 
             "BATCH_LIMIT",
         ));
     }
-    Ok(())
+    None
 }
 
 /// Mutation fields at the top of every mutation of a document, fragments

@@ -193,7 +193,7 @@ fn is_common(user: &str, password: &str) -> bool {
 
 /// True when `text` is `word` written two or more times.
 fn repeats(text: &str, word: &str) -> bool {
-    !word.is_empty() && text.len() > word.len() && text.len() % word.len() == 0 && {
+    !word.is_empty() && text.len() > word.len() && text.len().is_multiple_of(word.len()) && {
         text.as_bytes()
             .chunks(word.len())
             .all(|c| c == word.as_bytes())
