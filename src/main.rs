@@ -45,6 +45,10 @@ enum Command {
     Parse(cmd::parse::Args),
     /// Create or upgrade fleet mode's ClickHouse database.
     Migrate(cmd::migrate::Args),
+    /// Serve the GraphQL API over a data directory or fleet mode's ClickHouse.
+    Serve(cmd::serve::Args),
+    /// Manage the users of the API.
+    User(cmd::user::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +92,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lifecycles(args) => cmd::lifecycles::run(args),
         Command::Parse(args) => cmd::parse::run(args),
         Command::Migrate(args) => cmd::migrate::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::User(args) => cmd::user::run(args),
     }
 }
 

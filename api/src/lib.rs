@@ -1,35 +1,89 @@
-//! The HTTP side of exim-pilot.
+//! The HTTP side of exim-pilot: operational endpoints and the GraphQL API.
 //!
-//! Every long-running exim-pilot process (`standalone`, `tail`) serves the
-//! operational endpoints from here on the address given with `--listen`:
+//! Every long-running exim-pilot process (`standalone`, `serve`) serves,
+//! on the address given with `--listen`:
 //!
 //! - `GET /health`: liveness, `200 ok` while the process runs;
 //! - `GET /ready`: readiness, `200 ready` while the store answers, `503`
-//!   with the store's error otherwise (for `tail`, which has no store: while
-//!   the broker takes its records, see [`probe_router`]);
-//! - `GET /metrics`: the process's Prometheus metrics, text format.
+//!   with the store's error otherwise (`tail` and other processes without
+//!   a store serve only these three, see [`probe_router`]);
+//! - `GET /metrics`: the process's Prometheus metrics, text format;
+//! - `POST /graphql`: queries and mutations (see [`http`]);
+//! - `GET /graphql`: the GraphiQL explorer (can be switched off);
+//! - `/graphql/ws`: subscriptions over WebSocket (see [`ws`]).
 //!
-//! The GraphQL API will be served from the same router. Input: the
-//! process's [`Store`] and its Prometheus [`Registry`]; output: HTTP.
+//! Input: the process's [`Store`], its Prometheus [`Registry`] and, where
+//! the pipeline runs, the broadcast of committed batches ([`live`]).
+//! Output: HTTP.
+//!
+//! - [`auth`]: users, passwords, tokens, login limits, the audit of it all.
+//! - [`graphql`]: the schema and its resolvers.
+//! - [`config`]: the settings.
+//!
+//! Known gaps: TLS is left to a reverse proxy; there is no CORS support
+//! (browsers may only use the API from the same origin); read and idle
+//! timeouts are not set (each request has a time limit); metrics are not
+//! broken down by GraphQL operation yet; viewers see full addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use exim_pilot_store::Store;
 use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::broadcast;
 
-/// What the handlers need.
+pub mod auth;
+pub mod config;
+pub mod graphql;
+pub mod http;
+pub mod live;
+pub mod ws;
+
+pub use config::ApiConfig;
+pub use live::LiveBatch;
+
+/// What the process hands the server.
 #[derive(Clone)]
 pub struct AppState {
     /// The store the process writes to or reads from.
     pub store: Arc<dyn Store>,
     /// The process's metrics.
     pub registry: Registry,
+    /// Committed batches, for subscriptions ([`live::channel`]).
+    pub live: broadcast::Sender<Arc<LiveBatch>>,
+    /// The API's settings.
+    pub config: ApiConfig,
+}
+
+impl AppState {
+    /// A state with default settings and a channel nobody publishes on.
+    pub fn new(store: Arc<dyn Store>, registry: Registry) -> AppState {
+        AppState {
+            store,
+            registry,
+            live: live::channel(),
+            config: ApiConfig::default(),
+        }
+    }
+}
+
+/// What the handlers share once the server is set up.
+pub struct Served {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The metrics.
+    pub registry: Registry,
+    /// The settings.
+    pub config: ApiConfig,
+    /// The resolvers' data.
+    pub api: Arc<graphql::Api>,
+    /// The schema.
+    pub schema: graphql::ApiSchema,
 }
 
 /// Why the server could not start.
@@ -43,18 +97,65 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The token signing keys could not be loaded from the store.
+    #[error("cannot load the token signing keys: {0}")]
+    Keys(#[source] auth::TokenError),
     /// The server stopped with an error.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
 
+/// Sets up authentication and the schema over the state's store.
+pub async fn prepare(state: AppState) -> Result<Arc<Served>, ServeError> {
+    let keys = auth::Keyring::load(&*state.store, state.config.jwt_secret.as_deref())
+        .await
+        .map_err(ServeError::Keys)?;
+    let auth = Arc::new(auth::Auth::new(
+        Arc::clone(&state.store),
+        keys,
+        state.config.auth.clone(),
+    ));
+    let api = Arc::new(graphql::Api {
+        store: Arc::clone(&state.store),
+        auth,
+        live: state.live.clone(),
+    });
+    let schema = graphql::schema(Arc::clone(&api), state.config.introspection);
+    Ok(Arc::new(Served {
+        store: state.store,
+        registry: state.registry,
+        config: state.config,
+        api,
+        schema,
+    }))
+}
+
 /// The routes.
-pub fn router(state: AppState) -> Router {
+pub fn router(served: Arc<Served>) -> Router {
+    let limit = served.config.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/graphql", get(http::graphiql).post(http::post))
+        .route("/graphql/ws", get(ws::upgrade))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(served)
+}
+
+/// Headers every answer carries: no sniffing, no framing, no referrer, no
+/// caching of API answers.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// What `/ready` asks in a process without a store (`exim-pilot tail`):
@@ -100,7 +201,8 @@ pub async fn bind(
     ),
     ServeError,
 > {
-    bind_router(addr, router(state), shutdown).await
+    let served = prepare(state).await?;
+    bind_router(addr, router(served), shutdown).await
 }
 
 /// [`bind`] for any router, such as [`probe_router`]'s.
@@ -121,7 +223,8 @@ pub async fn bind_router(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
-    tracing::info!(addr = %local, "Serving health, readiness and metrics");
+    tracing::info!(addr = %local, "Serving HTTP");
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serve = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -135,8 +238,8 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.hosts().await {
+async fn ready(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    match served.store.hosts().await {
         Ok(_) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -145,8 +248,8 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    encode_metrics(&state.registry)
+async fn metrics(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    encode_metrics(&served.registry)
 }
 
 fn encode_metrics(registry: &Registry) -> impl IntoResponse {

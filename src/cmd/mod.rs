@@ -7,9 +7,11 @@ pub mod lifecycles;
 pub mod migrate;
 pub mod parse;
 pub mod report;
+pub mod serve;
 pub mod standalone;
 pub mod tail;
 pub mod trace;
+pub mod user;
 
 /// Sends `tracing` output to standard error, filtered by `RUST_LOG`
 /// (default: warnings and errors only, so command output stays clean).

@@ -13,8 +13,10 @@
 //! crash at any point therefore re-reads records that the saved state
 //! either already covers (skipped) or does not (applied once).
 //!
-//! With `--listen`, the process serves `/health`, `/ready` and `/metrics`
-//! (Prometheus) on that address. Retention runs at start and every hour,
+//! With `--listen`, the process serves the GraphQL API (see
+//! `exim-pilot serve`), `/health`, `/ready` and `/metrics` (Prometheus) on
+//! that address; each committed batch is also published to the API's live
+//! subscriptions. Retention runs at start and every hour,
 //! by the wall clock: raw records older than 90 days and attempts,
 //! lifecycles and rejections older than 180 days are dropped (audit
 //! entries after 365 days); `--keep-raw-days`, `--keep-days` and
@@ -94,10 +96,13 @@ pub struct Args {
     #[arg(long)]
     no_retention: bool,
 
-    /// Serve /health, /ready and /metrics on this address, e.g.
-    /// 127.0.0.1:9465.
+    /// Serve the GraphQL API, /health, /ready and /metrics on this
+    /// address, e.g. 127.0.0.1:9465.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    api: super::serve::ApiArgs,
 
     /// Print no progress.
     #[arg(long, short)]
@@ -126,8 +131,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(&rt, stop.clone());
     let metrics = Metrics::new().context("cannot set up metrics")?;
+    let live = exim_pilot_api::live::channel();
     let server = match args.listen {
-        Some(addr) => Some(serve(&rt, addr, store.clone(), &metrics, stop.clone())?),
+        Some(addr) => Some(serve(
+            &rt,
+            addr,
+            store.clone(),
+            &metrics,
+            &args.api,
+            &live,
+            stop.clone(),
+        )?),
         None => None,
     };
 
@@ -159,6 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
         progress: (!args.quiet).then(|| Progress::new(Duration::from_secs(10))),
         metrics,
+        live,
     };
     let result = job.run(&stop, args.once);
     if let Some(p) = job.progress.as_mut() {
@@ -177,18 +192,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the health, readiness and metrics endpoints; they stop once
-/// `stop` is set.
+/// Starts the API with the health, readiness and metrics endpoints; they
+/// stop once `stop` is set.
 fn serve(
     rt: &tokio::runtime::Runtime,
     addr: SocketAddr,
     store: Arc<exim_pilot_store::SqliteStore>,
     metrics: &Metrics,
+    api: &super::serve::ApiArgs,
+    live: &Live,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<(), exim_pilot_api::ServeError>>> {
     let state = exim_pilot_api::AppState {
         store,
         registry: metrics.registry.clone(),
+        live: live.clone(),
+        config: api.config(),
     };
     let shutdown = async move {
         while !stop.load(Ordering::Relaxed) {
@@ -196,9 +215,14 @@ fn serve(
         }
     };
     let (local, serving) = rt.block_on(exim_pilot_api::bind(addr, state, shutdown))?;
-    eprintln!("exim-pilot: serving /health, /ready and /metrics on http://{local}");
+    eprintln!(
+        "exim-pilot: serving the GraphQL API, /health, /ready and /metrics on http://{local}"
+    );
     Ok(rt.spawn(serving))
 }
+
+/// Where committed batches go for the API's subscriptions.
+type Live = tokio::sync::broadcast::Sender<Arc<exim_pilot_api::LiveBatch>>;
 
 /// The running job's parts.
 struct Job<'r> {
@@ -214,6 +238,8 @@ struct Job<'r> {
     quiet: bool,
     progress: Option<Progress>,
     metrics: Metrics,
+    /// Committed batches, for subscribers.
+    live: Live,
 }
 
 impl Job<'_> {
@@ -266,10 +292,16 @@ impl Job<'_> {
         save: bool,
     ) -> anyhow::Result<()> {
         let batch = self.pipeline.process(records, save);
+        // Copied for subscribers only when there are any.
+        let live = (self.live.receiver_count() > 0 && !batch.records.is_empty())
+            .then(|| exim_pilot_api::LiveBatch::of(&batch));
         let started = Instant::now();
         self.rt
             .block_on(self.store.commit_batch(batch))
             .context("cannot write to the store")?;
+        if let Some(live) = live {
+            let _ = self.live.send(Arc::new(live));
+        }
         self.metrics
             .committed(started.elapsed().as_secs_f64(), self.pipeline.counts());
         self.metrics.tailer(&self.tailer.stats());

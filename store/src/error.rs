@@ -65,6 +65,22 @@ pub enum StoreError {
         /// The version this build reads.
         expected: i64,
     },
+    /// Something to be created exists already.
+    #[error("{what} {name:?} exists already")]
+    Exists {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Something to be changed does not exist.
+    #[error("there is no {what} {name:?}")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
     /// The background task doing the work stopped before finishing.
     #[error("a store task stopped unexpectedly: {0}")]
     Task(String),

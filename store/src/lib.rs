@@ -99,8 +99,8 @@ pub use error::{Result, StoreError};
 pub use sqlite::SqliteStore;
 pub use types::{
     AuditEntry, AuditFilter, Batch, BatchSummary, Blob, Bucket, CellQuery, HostSummary, LineQuery,
-    MessageFilter, Page, PageRequest, RejectFilter, Retention, RetentionSummary, StoredRecord,
-    MAX_PAGE,
+    MessageFilter, Page, PageRequest, RejectFilter, Retention, RetentionSummary, Role, Session,
+    StoredRecord, User, MAX_PAGE,
 };
 
 /// A place where exim-pilot keeps what it learned from the logs.
@@ -184,6 +184,29 @@ pub trait Store: Send + Sync {
     /// Audit entries matching a filter, newest first.
     async fn audit_log(&self, filter: &AuditFilter, page: &PageRequest)
         -> Result<Page<AuditEntry>>;
+
+    /// Adds a user; fails with [`StoreError::Exists`] when the name is
+    /// taken.
+    async fn create_user(&self, user: &User) -> Result<()>;
+
+    /// Replaces a user's stored fields; fails with
+    /// [`StoreError::NotFound`] when there is no such user.
+    async fn update_user(&self, user: &User) -> Result<()>;
+
+    /// One user by name.
+    async fn user(&self, name: &str) -> Result<Option<User>>;
+
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<User>>;
+
+    /// Saves a session, new or changed (a refreshed token, a revocation).
+    async fn save_session(&self, session: &Session) -> Result<()>;
+
+    /// One session by id.
+    async fn session(&self, id: &str) -> Result<Option<Session>>;
+
+    /// Revokes every live session of a user as of `at`; returns how many.
+    async fn revoke_sessions(&self, user: &str, at: DateTime<Utc>) -> Result<u64>;
 
     /// Deletes what is older than the policy allows, as of `now`.
     async fn apply_retention(

@@ -361,3 +361,100 @@ pub struct RetentionSummary {
     /// Rollup cells (hour and day).
     pub rollup_cells: u64,
 }
+
+/// What a user of the API may do. Each role may do everything the ones
+/// below it may.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads messages, reports and logs.
+    Viewer,
+    /// Also acts on queues.
+    Operator,
+    /// Also manages users and reads the audit trail.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as stored and shown: `admin`, `operator`, `viewer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: use admin, operator or viewer"
+            )),
+        }
+    }
+}
+
+/// A user of the API.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct User {
+    /// The login name; unique.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The password hash in PHC string form (`$argon2id$...`).
+    pub password_hash: String,
+    /// A disabled user cannot log in, and its sessions are revoked.
+    pub disabled: bool,
+    /// The mail servers the user may see; empty means all.
+    pub hosts: Vec<String>,
+    /// When the user was created.
+    pub created_at: DateTime<Utc>,
+    /// When the user was last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One login: what a refresh token stands for. Refreshing replaces the
+/// token's hash (the old token stops working); logging out, changing the
+/// password or disabling the user revokes it, and a revoked or expired
+/// session renews nothing.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// Its identity, named in the access tokens issued for it.
+    pub id: String,
+    /// The user who logged in.
+    pub user: String,
+    /// A hash of the current refresh token; the token itself is never
+    /// stored.
+    pub token_hash: String,
+    /// When the user logged in.
+    pub created_at: DateTime<Utc>,
+    /// When the session ends unless revoked before.
+    pub expires_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The client's IP address at login.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_ip: Option<String>,
+}
+
+impl Session {
+    /// True while the session may renew tokens and its access tokens are
+    /// accepted.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}

@@ -31,8 +31,9 @@
 //!   counters are one array in the order of `Counters::NAMES`: a counter
 //!   added later is appended, and `sumForEach` sums arrays of different
 //!   lengths.
-//! - `audit` (append-only), `users`, `blobs` (by name, latest wins;
-//!   not partitioned), `schema_migrations`.
+//! - `audit` (append-only), `users` (by name), `sessions` (by id),
+//!   `blobs` (by name); the last three keep the latest version and are not
+//!   partitioned. `schema_migrations`.
 //! - Dashboards: `host_stats` (per-server counts and times, fed by a
 //!   materialized view from the `host_deltas` Null table),
 //!   `events_hourly` and `rejects_hourly` (records and rejections per hour,
@@ -263,6 +264,37 @@ fn migration_1() -> Vec<String> {
     ]
 }
 
+/// Version 2: the API's users and their sessions. The `users` table of
+/// version 1 was never written by any build, so it is replaced by one that
+/// holds everything a user has.
+fn migration_2() -> Vec<String> {
+    vec![
+        "DROP TABLE IF EXISTS users".to_string(),
+        "CREATE TABLE IF NOT EXISTS users (
+            name String,
+            role String,
+            password_hash String,
+            disabled UInt8,
+            hosts Array(String),
+            created_ms Int64,
+            updated_ms Int64,
+            updated_ns UInt64
+        ) ENGINE = ReplacingMergeTree(updated_ns) ORDER BY name"
+            .to_string(),
+        "CREATE TABLE IF NOT EXISTS sessions (
+            id String,
+            username String,
+            token_hash String,
+            created_ms Int64,
+            expires_ms Int64,
+            revoked_ms Nullable(Int64),
+            client_ip Nullable(String),
+            updated_ns UInt64
+        ) ENGINE = ReplacingMergeTree(updated_ns) ORDER BY id"
+            .to_string(),
+    ]
+}
+
 /// The table that records applied migrations.
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -272,7 +304,7 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Every migration, oldest first, each a list of statements. Never edit
 /// one that has shipped: add a new one.
 pub fn migrations() -> Vec<Vec<String>> {
-    vec![migration_1()]
+    vec![migration_1(), migration_2()]
 }
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@
 //! - `write`: batches, with idempotence by row identity.
 //! - `read`: lookups, searches, reports.
 //! - `retention`: dropping whole day partitions.
+//! - `users`: the API's users and their sessions.
 //!
 //! # Idempotence without transactions
 //!
@@ -86,6 +87,7 @@ pub mod migrations;
 mod read;
 mod retention;
 mod rows;
+mod users;
 mod write;
 
 /// The database the store uses when none is named.
@@ -396,6 +398,37 @@ impl Store for ClickHouseStore {
         page: &PageRequest,
     ) -> Result<Page<AuditEntry>> {
         read::audit_log(&self.db, filter, page).await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        users::create_user(&self.db, user, self.next_version()).await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<()> {
+        users::update_user(&self.db, user, self.next_version()).await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>> {
+        users::user(&self.db, name).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        users::users(&self.db).await
+    }
+
+    async fn save_session(&self, session: &Session) -> Result<()> {
+        users::save_session(&self.db, session, self.next_version()).await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        users::session(&self.db, id).await
+    }
+
+    async fn revoke_sessions(&self, user: &str, at: DateTime<Utc>) -> Result<u64> {
+        users::revoke_sessions(&self.db, user, at.timestamp_millis(), || {
+            self.next_version()
+        })
+        .await
     }
 
     async fn apply_retention(

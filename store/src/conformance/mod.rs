@@ -56,6 +56,8 @@ macro_rules! store_conformance_tests {
             hosts_summarise_servers,
             audit_is_appended_and_paged,
             cells_by_hour_and_day,
+            users_are_created_once_and_changed,
+            sessions_are_saved_and_revoked,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -78,6 +80,8 @@ pub async fn run_all(backend: &dyn Backend) {
     retention_drops_old_keeps_new(backend).await;
     pagination_returns_each_message_once(backend).await;
     reopen_keeps_everything(backend).await;
+    users_are_created_once_and_changed(backend).await;
+    sessions_are_saved_and_revoked(backend).await;
     lookups_by_host_and_id(backend).await;
     search_filters(backend).await;
     blobs_commit_with_their_batch(backend).await;
@@ -1146,4 +1150,120 @@ pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
         .await
         .expect("cells");
     assert!(one_host.cells.keys().all(|k| k.host == "mx1.example.org"));
+}
+
+fn user(name: &str, role: Role) -> User {
+    User {
+        name: name.to_string(),
+        role,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt-of-{name}$hash"),
+        disabled: false,
+        hosts: Vec::new(),
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
+/// A user name is taken once; changes replace the stored fields, and
+/// every process sees the latest.
+pub async fn users_are_created_once_and_changed(backend: &dyn Backend) {
+    let (store, name) = fresh(backend).await;
+    assert!(store.users().await.expect("users").is_empty());
+    store
+        .create_user(&user("zoe", Role::Viewer))
+        .await
+        .expect("create zoe");
+    store
+        .create_user(&user("adam", Role::Admin))
+        .await
+        .expect("create adam");
+    let again = store.create_user(&user("zoe", Role::Admin)).await;
+    assert!(
+        matches!(again, Err(crate::StoreError::Exists { .. })),
+        "a second user of the same name must be refused: {again:?}"
+    );
+    assert_eq!(
+        store.user("zoe").await.expect("user"),
+        Some(user("zoe", Role::Viewer)),
+        "the refused creation changed the first user"
+    );
+
+    let mut changed = user("zoe", Role::Operator);
+    changed.disabled = true;
+    changed.hosts = vec!["mx1".into(), "mx2".into()];
+    changed.password_hash = "$argon2id$new".into();
+    changed.updated_at = at(5);
+    store.update_user(&changed).await.expect("update zoe");
+    let missing = store.update_user(&user("nobody", Role::Viewer)).await;
+    assert!(
+        matches!(missing, Err(crate::StoreError::NotFound { .. })),
+        "changing a user that does not exist must fail: {missing:?}"
+    );
+    assert_eq!(store.user("nobody").await.expect("user"), None);
+
+    let store = backend.reopen(&name).await.expect("reopen");
+    let all = store.users().await.expect("users");
+    assert_eq!(all, vec![user("adam", Role::Admin), changed]);
+}
+
+fn session(id: &str, user: &str, expires: i64) -> Session {
+    Session {
+        id: id.to_string(),
+        user: user.to_string(),
+        token_hash: format!("hash-{id}"),
+        created_at: at(0),
+        expires_at: at(expires),
+        revoked_at: None,
+        client_ip: Some("192.0.2.7".into()),
+    }
+}
+
+/// Sessions are saved, replaced by their newer state, and revoked per
+/// user without touching other users' or already ended ones.
+pub async fn sessions_are_saved_and_revoked(backend: &dyn Backend) {
+    let (store, name) = fresh(backend).await;
+    for s in [
+        session("s1", "alice", 600),
+        session("s2", "alice", 600),
+        session("s3", "bob", 600),
+        session("old", "alice", 10),
+    ] {
+        store.save_session(&s).await.expect("save");
+    }
+    let mut refreshed = session("s1", "alice", 600);
+    refreshed.token_hash = "hash-s1-second".into();
+    store.save_session(&refreshed).await.expect("save again");
+    assert_eq!(store.session("s1").await.expect("session"), Some(refreshed));
+    assert_eq!(store.session("nope").await.expect("session"), None);
+
+    let revoked = store
+        .revoke_sessions("alice", at(60))
+        .await
+        .expect("revoke");
+    assert_eq!(revoked, 2, "alice's two live sessions are revoked");
+    let store = backend.reopen(&name).await.expect("reopen");
+    for id in ["s1", "s2"] {
+        let s = store.session(id).await.expect("session").expect(id);
+        assert_eq!(s.revoked_at, Some(at(60)), "{id}");
+        assert!(!s.is_live(at(61)));
+    }
+    assert_eq!(
+        store
+            .session("s1")
+            .await
+            .expect("session")
+            .map(|s| s.token_hash),
+        Some("hash-s1-second".to_string())
+    );
+    let bob = store.session("s3").await.expect("session").expect("s3");
+    assert!(bob.is_live(at(61)), "bob's session is untouched");
+    let old = store.session("old").await.expect("session").expect("old");
+    assert_eq!(old.revoked_at, None, "an expired session is left as it was");
+    assert_eq!(
+        store
+            .revoke_sessions("alice", at(70))
+            .await
+            .expect("revoke"),
+        0
+    );
 }

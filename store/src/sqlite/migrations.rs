@@ -19,6 +19,8 @@
 //!   host, key), one column per counter, the delay histogram and the
 //!   sample texts.
 //! - `hosts`, `blobs`, `audit`.
+//! - `users` (the API's users, hosts they may see as a JSON array) and
+//!   `sessions` (one per login, with its refresh token's hash).
 
 use rusqlite::Connection;
 
@@ -259,10 +261,36 @@ fn migration_2() -> String {
     sql
 }
 
+/// Version 3: the users of the API and their sessions (one per login,
+/// holding the hash of its current refresh token).
+fn migration_3() -> String {
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL,
+        hosts TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked_ms INTEGER,
+        client_ip TEXT
+    );
+    CREATE INDEX sessions_user ON sessions (user) WHERE revoked_ms IS NULL;
+    "
+    .to_string()
+}
+
 /// Every migration, oldest first. Never edit one that has shipped: add a
 /// new one.
 fn migrations() -> Vec<String> {
-    vec![migration_1(), migration_2()]
+    vec![migration_1(), migration_2(), migration_3()]
 }
 
 /// The schema version this build writes.

@@ -13,6 +13,7 @@
 //! - `write`: batches, lifecycle upserts and rollup maintenance.
 //! - `read`: lookups, searches, reports.
 //! - `retention`: deleting old data in small chunks.
+//! - `users`: the API's users and their sessions.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +35,7 @@ mod functions;
 pub mod migrations;
 mod read;
 mod retention;
+mod users;
 mod write;
 
 /// The database file's name inside a data directory.
@@ -274,6 +276,45 @@ impl Store for SqliteStore {
     ) -> Result<Page<AuditEntry>> {
         let (filter, page) = (filter.clone(), page.clone());
         self.read(move |conn| read::audit_log(conn, &filter, &page))
+            .await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let user = user.clone();
+        self.write(move |conn| users::create_user(conn, &user))
+            .await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<()> {
+        let user = user.clone();
+        self.write(move |conn| users::update_user(conn, &user))
+            .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>> {
+        let name = name.to_string();
+        self.read(move |conn| users::user(conn, &name)).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        self.read(users::users).await
+    }
+
+    async fn save_session(&self, session: &Session) -> Result<()> {
+        let session = session.clone();
+        self.write(move |conn| users::save_session(conn, &session))
+            .await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_string();
+        self.read(move |conn| users::session(conn, &id)).await
+    }
+
+    async fn revoke_sessions(&self, user: &str, at: DateTime<Utc>) -> Result<u64> {
+        let user = user.to_string();
+        let at_ms = at.timestamp_millis();
+        self.write(move |conn| users::revoke_sessions(conn, &user, at_ms))
             .await
     }
 

@@ -1,0 +1,160 @@
+//! The GraphQL schema: queries, mutations and subscriptions.
+//!
+//! Every resolver reads through the [`Store`] interface, so the same
+//! schema serves the embedded store of standalone mode and ClickHouse in
+//! fleet mode. Every field checks the caller's role first ([`caller`]);
+//! a refusal of a mutation is audited. Depth and complexity limits are
+//! checked when the query is validated, before any resolver runs.
+//!
+//! - `query`: messages, reports, logs, hosts, the audit trail, users.
+//! - `mutation`: login, refresh, logout, passwords, users.
+//! - `subscription`: live lifecycle changes and log records.
+//! - `types`: the output types.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
+use tokio::sync::broadcast;
+
+use exim_pilot_store::{Role, Store};
+
+use crate::auth::{Actor, Auth, AuthError, Principal};
+use crate::live::LiveBatch;
+
+mod mutation;
+mod query;
+mod subscription;
+pub mod types;
+
+pub use mutation::Mutation;
+pub use query::Query;
+pub use subscription::Subscription;
+
+/// The schema type.
+pub type ApiSchema = Schema<Query, Mutation, Subscription>;
+
+/// Deepest nesting accepted.
+pub const MAX_DEPTH: usize = 10;
+
+/// Largest query complexity accepted (each field costs one; lists cost
+/// their page size times their children).
+pub const MAX_COMPLEXITY: usize = 5_000;
+
+/// What the resolvers share.
+pub struct Api {
+    /// The store read and written.
+    pub store: Arc<dyn Store>,
+    /// Authentication.
+    pub auth: Arc<Auth>,
+    /// Committed batches, as the pipeline publishes them.
+    pub live: broadcast::Sender<Arc<LiveBatch>>,
+}
+
+/// Who sent the request and from where.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The authenticated user, if a valid token came with the request.
+    pub principal: Option<Principal>,
+    /// The client's IP address.
+    pub ip: IpAddr,
+}
+
+/// The schema with its limits, without data (for the SDL).
+pub fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query, Mutation, Subscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema serving `api`.
+pub fn schema(api: Arc<Api>, introspection: bool) -> ApiSchema {
+    let mut b = builder().data(api);
+    if !introspection {
+        b = b.disable_introspection();
+    }
+    b.finish()
+}
+
+/// The schema in SDL, as checked in at `api/schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+/// The shared data.
+pub fn api<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<Api>> {
+    ctx.data::<Arc<Api>>()
+}
+
+/// The request's caller.
+pub fn request_caller<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Caller> {
+    ctx.data::<Caller>()
+}
+
+/// An error with a `code` extension clients can test.
+pub fn coded(e: AuthError) -> async_graphql::Error {
+    let code = match &e {
+        AuthError::InvalidCredentials => "INVALID_CREDENTIALS",
+        AuthError::Throttled(_) => "THROTTLED",
+        AuthError::InvalidToken => "UNAUTHENTICATED",
+        AuthError::Forbidden(_) => "FORBIDDEN",
+        AuthError::Password(_) | AuthError::BadName(_) => "BAD_USER_INPUT",
+        AuthError::Store(_) => "INTERNAL",
+    };
+    async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// The caller, if their role is at least `role`. A refusal is audited
+/// with the field's name.
+pub async fn caller<'a>(ctx: &'a Context<'_>, role: Role) -> async_graphql::Result<&'a Principal> {
+    let c = request_caller(ctx)?;
+    let Some(p) = &c.principal else {
+        return Err(coded(AuthError::InvalidToken));
+    };
+    if p.role >= role {
+        return Ok(p);
+    }
+    let field = ctx.field().name().to_string();
+    crate::auth::audit(
+        &*api(ctx)?.store,
+        &Actor::of(p, c.ip),
+        "access",
+        Some(&field),
+        None,
+        "denied",
+    )
+    .await;
+    Err(coded(AuthError::Forbidden(role)))
+}
+
+/// The host a scoped caller may read: the one asked if allowed, their
+/// only host when they have one and asked for none.
+pub fn scoped_host(p: &Principal, asked: Option<String>) -> async_graphql::Result<Option<String>> {
+    match asked {
+        Some(h) if p.may_see(&h) => Ok(Some(h)),
+        Some(_) => Err(coded(AuthError::Forbidden(Role::Admin))),
+        None if p.hosts.is_empty() => Ok(None),
+        None if p.hosts.len() == 1 => Ok(p.hosts.first().cloned()),
+        None => Err(async_graphql::Error::new(
+            "name one of the mail servers you may see with `host`",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+        let current = super::sdl();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &current).expect("write schema.graphql");
+        }
+        let saved = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            saved == current,
+            "api/schema.graphql is out of date: run `UPDATE_SCHEMA=1 cargo test -p \
+             exim-pilot-api checked_in_schema_is_current` and commit the file"
+        );
+    }
+}

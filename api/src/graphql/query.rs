@@ -1,0 +1,440 @@
+//! Queries.
+
+use std::collections::BTreeMap;
+
+use async_graphql::{Context, Enum, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+
+use exim_pilot_schema::report::{hour_start, Cell, Dimension, ReportOptions};
+use exim_pilot_schema::MessageId;
+use exim_pilot_store::{
+    AuditFilter, Bucket, CellQuery, LineQuery, MessageFilter as StoreFilter, PageRequest,
+    RejectFilter as StoreRejectFilter, Role,
+};
+
+use super::types::*;
+use super::{api, caller, scoped_host};
+
+/// Largest page of messages, rejections or audit entries.
+const MAX_FIRST: i32 = 500;
+
+/// A time range; open ends are unbounded.
+#[derive(InputObject, Clone, Default)]
+pub struct TimeRange {
+    /// From this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Which messages to find; every field given must match.
+#[derive(InputObject, Default)]
+pub struct MessageFilter {
+    /// Received (or first seen) from this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// On this mail server.
+    pub host: Option<String>,
+    /// From this envelope sender (`""` for the null sender).
+    pub sender: Option<String>,
+    /// From this sender domain.
+    pub sender_domain: Option<String>,
+    /// To this address (final or original).
+    pub recipient: Option<String>,
+    /// To or from this address.
+    pub address: Option<String>,
+    /// To this destination domain.
+    pub domain: Option<String>,
+    /// In this state (`in_flight`, `frozen`, `completed`, `removed`).
+    pub state: Option<String>,
+    /// With an address of this outcome (`delivered`, `bounced`...).
+    pub outcome: Option<String>,
+    /// With a deferral or failure of this reason class.
+    pub reason: Option<String>,
+    /// With this text in the subject.
+    pub subject: Option<String>,
+    /// With this Message-ID header.
+    pub message_id_header: Option<String>,
+    /// From this client IP address.
+    pub client_ip: Option<String>,
+}
+
+/// Reads a snake-case name into one of the data model's enums.
+fn parse_name<T: serde::de::DeserializeOwned>(
+    what: &str,
+    name: Option<String>,
+) -> Result<Option<T>> {
+    name.map(|n| {
+        serde_json::from_value(serde_json::Value::String(n.clone()))
+            .map_err(|_| async_graphql::Error::new(format!("unknown {what} {n:?}")))
+    })
+    .transpose()
+}
+
+impl MessageFilter {
+    fn into_store(self, host: Option<String>) -> Result<StoreFilter> {
+        Ok(StoreFilter {
+            since: self.since,
+            until: self.until,
+            host,
+            sender: self.sender,
+            sender_domain: self.sender_domain,
+            recipient: self.recipient,
+            address: self.address,
+            domain: self.domain,
+            state: parse_name("state", self.state)?,
+            outcome: parse_name("outcome", self.outcome)?,
+            reason: parse_name("reason class", self.reason)?,
+            subject: self.subject,
+            message_id_header: self.message_id_header,
+            client_ip: self.client_ip,
+        })
+    }
+}
+
+/// What deliverability numbers are grouped by.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum GroupBy {
+    /// One group: everything.
+    Total,
+    /// Destination domain.
+    Domain,
+    /// Envelope sender.
+    Sender,
+    /// Sender domain.
+    SenderDomain,
+    /// The mail server that logged it.
+    LocalHost,
+    /// The remote server delivered to.
+    RemoteHost,
+    /// The transport.
+    Transport,
+    /// The sending client's IP address.
+    Client,
+}
+
+/// Time buckets.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum BucketSize {
+    /// Per hour.
+    Hour,
+    /// Per UTC day.
+    Day,
+}
+
+/// Which raw lines to find.
+#[derive(InputObject)]
+pub struct LogLineFilter {
+    /// Words that must all appear.
+    pub text: String,
+    /// Only this mail server.
+    pub host: Option<String>,
+    /// Only this log: `main`, `reject` or `panic`.
+    pub log: Option<String>,
+    /// From this log time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this log time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many lines (default 100, at most 1000).
+    pub limit: Option<i32>,
+}
+
+/// Which rejections to find.
+#[derive(InputObject, Default)]
+pub struct RejectFilter {
+    /// From this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this mail server.
+    pub host: Option<String>,
+    /// From this client IP.
+    pub client_ip: Option<String>,
+    /// Of this reason class.
+    pub class: Option<String>,
+}
+
+/// Which audit entries to find.
+#[derive(InputObject, Default)]
+pub struct AuditLogFilter {
+    /// From this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// By this user.
+    pub actor: Option<String>,
+    /// This action (`login`, `user_add`...).
+    pub action: Option<String>,
+}
+
+fn page(first: Option<i32>, after: Option<String>) -> Result<PageRequest> {
+    let first = first.unwrap_or(50);
+    if !(1..=MAX_FIRST).contains(&first) {
+        return Err(format!("first must be between 1 and {MAX_FIRST}").into());
+    }
+    Ok(PageRequest {
+        first: first as usize,
+        after,
+    })
+}
+
+/// Queries.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The caller.
+    async fn me(&self, ctx: &Context<'_>) -> Result<UserView> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let user = api(ctx)?
+            .store
+            .user(&p.user)
+            .await?
+            .ok_or("the user no longer exists")?;
+        Ok(UserView::from(&user))
+    }
+
+    /// Every user (admins only).
+    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<UserView>> {
+        caller(ctx, Role::Admin).await?;
+        let users = api(ctx)?.store.users().await?;
+        Ok(users.iter().map(UserView::from).collect())
+    }
+
+    /// One message's whole lifecycle on one mail server.
+    async fn message(
+        &self,
+        ctx: &Context<'_>,
+        host: String,
+        id: String,
+    ) -> Result<Option<Message>> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let host = scoped_host(p, Some(host))?.unwrap_or_default();
+        let id: MessageId = id.parse().map_err(|_| "invalid message id")?;
+        let lc = api(ctx)?.store.lifecycle(&host, id).await?;
+        Ok(lc.as_ref().map(Message::from))
+    }
+
+    /// Messages matching a filter, newest first, a page at a time.
+    #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] filter: MessageFilter,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<MessageConnection> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let host = scoped_host(p, filter.host.clone())?;
+        let filter = filter.into_store(host)?;
+        let page = page(first, after)?;
+        let found = api(ctx)?.store.search(&filter, &page).await?;
+        let last = found.items.len().saturating_sub(1);
+        let edges = found
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, lc)| MessageEdge {
+                node: Message::from(lc),
+                cursor: (i == last).then(|| found.end_cursor.clone()).flatten(),
+            })
+            .collect();
+        Ok(MessageConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page: found.has_next_page,
+                end_cursor: found.end_cursor,
+            },
+        })
+    }
+
+    /// Delivery numbers over a range, grouped, per bucket or over the
+    /// whole range. Rows are ordered by bucket, then by final addresses.
+    #[graphql(complexity = "top.unwrap_or(100).max(1) as usize * child_complexity")]
+    async fn deliverability(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] range: TimeRange,
+        #[graphql(default_with = "GroupBy::Total")] group_by: GroupBy,
+        bucket: Option<BucketSize>,
+        host: Option<String>,
+        top: Option<i32>,
+    ) -> Result<Vec<DeliverabilityRow>> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let host = scoped_host(p, host)?;
+        let dim = match group_by {
+            GroupBy::Total | GroupBy::LocalHost => Dimension::Total,
+            GroupBy::Domain => Dimension::Domain,
+            GroupBy::Sender => Dimension::Sender,
+            GroupBy::SenderDomain => Dimension::SenderDomain,
+            GroupBy::RemoteHost => Dimension::RemoteHost,
+            GroupBy::Transport => Dimension::Transport,
+            GroupBy::Client => Dimension::Client,
+        };
+        let query = CellQuery {
+            since: range.since,
+            until: range.until,
+            host,
+            dims: vec![dim],
+            bucket: match bucket {
+                Some(BucketSize::Day) => Bucket::Day,
+                _ => Bucket::Hour,
+            },
+        };
+        let cells = api(ctx)?.store.cells(&query).await?;
+
+        // Sum the cells per (bucket, group).
+        let mut groups: BTreeMap<(Option<i64>, String), Cell> = BTreeMap::new();
+        for (key, cell) in &cells.cells {
+            if key.dim != dim {
+                continue;
+            }
+            let time = bucket.map(|b| match b {
+                BucketSize::Hour => key.hour,
+                BucketSize::Day => key.hour * 24,
+            });
+            let group = match group_by {
+                GroupBy::LocalHost => key.host.clone(),
+                _ => key.key.clone(),
+            };
+            groups.entry((time, group)).or_default().add(cell);
+        }
+        let mut rows: Vec<DeliverabilityRow> = groups
+            .into_iter()
+            .map(|((time, key), cell)| DeliverabilityRow::of(key, time.map(hour_start), &cell))
+            .collect();
+        rows.sort_by(|a, b| {
+            a.bucket_start
+                .cmp(&b.bucket_start)
+                .then(b.addresses.cmp(&a.addresses))
+                .then(b.messages.cmp(&a.messages))
+                .then(a.key.cmp(&b.key))
+        });
+        let top = top.unwrap_or(100).clamp(1, 10_000) as usize;
+        if bucket.is_none() {
+            rows.truncate(top);
+        }
+        Ok(rows)
+    }
+
+    /// Deferral and failure reasons over a range, most frequent first.
+    async fn failure_reasons(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] range: TimeRange,
+        host: Option<String>,
+    ) -> Result<Vec<FailureReason>> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let options = ReportOptions {
+            since: range.since,
+            until: range.until,
+            host: scoped_host(p, host)?,
+            domain: None,
+            top: 10,
+        };
+        let report = api(ctx)?.store.report(&options).await?;
+        Ok(report
+            .reasons
+            .iter()
+            .map(|r| FailureReason {
+                class: name_of(&r.class),
+                messages: r.messages,
+                addresses: r.addresses,
+                deferred: r.deferred,
+                bounced: r.bounced,
+                deferrals: r.deferrals,
+                failures: r.failures,
+                samples: r.samples.clone(),
+            })
+            .collect())
+    }
+
+    /// SMTP rejections, newest first.
+    #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
+    async fn rejects(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] filter: RejectFilter,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<RejectConnection> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let store_filter = StoreRejectFilter {
+            since: filter.since,
+            until: filter.until,
+            host: scoped_host(p, filter.host)?,
+            client_ip: filter.client_ip,
+            class: parse_name("reason class", filter.class)?,
+        };
+        let found = api(ctx)?
+            .store
+            .rejects(&store_filter, &page(first, after)?)
+            .await?;
+        Ok(RejectConnection {
+            nodes: found.items.iter().map(Reject::from).collect(),
+            page_info: PageInfo {
+                has_next_page: found.has_next_page,
+                end_cursor: found.end_cursor,
+            },
+        })
+    }
+
+    /// Raw lines of any of the three logs containing every word of a text,
+    /// most recently stored first.
+    #[graphql(complexity = "filter.limit.unwrap_or(100).max(1) as usize * child_complexity")]
+    async fn log_lines(&self, ctx: &Context<'_>, filter: LogLineFilter) -> Result<Vec<LogLine>> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let query = LineQuery {
+            text: filter.text,
+            host: scoped_host(p, filter.host)?,
+            log: filter
+                .log
+                .map(|l| l.parse())
+                .transpose()
+                .map_err(|_| "log must be main, reject or panic")?,
+            since: filter.since,
+            until: filter.until,
+            limit: filter.limit.unwrap_or(100).clamp(1, 1000) as usize,
+        };
+        let lines = api(ctx)?.store.search_lines(&query).await?;
+        Ok(lines.iter().map(LogLine::from).collect())
+    }
+
+    /// Every mail server seen.
+    async fn hosts(&self, ctx: &Context<'_>) -> Result<Vec<Host>> {
+        let p = caller(ctx, Role::Viewer).await?;
+        let hosts = api(ctx)?.store.hosts().await?;
+        Ok(hosts
+            .iter()
+            .filter(|h| p.may_see(&h.host))
+            .map(Host::from)
+            .collect())
+    }
+
+    /// The audit trail, newest first (admins only).
+    #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] filter: AuditLogFilter,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<AuditConnection> {
+        caller(ctx, Role::Admin).await?;
+        let f = AuditFilter {
+            since: filter.since,
+            until: filter.until,
+            actor: filter.actor,
+            action: filter.action,
+        };
+        let found = api(ctx)?.store.audit_log(&f, &page(first, after)?).await?;
+        Ok(AuditConnection {
+            nodes: found.items.into_iter().map(AuditRecord::from).collect(),
+            page_info: PageInfo {
+                has_next_page: found.has_next_page,
+                end_cursor: found.end_cursor,
+            },
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! What the API tests share: a store loaded with the corpus, a server on
+//! a random local port, and a small GraphQL client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use exim_pilot_api::auth::{self, Actor};
+use exim_pilot_api::{ApiConfig, AppState};
+use exim_pilot_ingest::Importer;
+use exim_pilot_processor::correlate::CorrelatorConfig;
+use exim_pilot_processor::pipeline::Pipeline;
+use exim_pilot_schema::Zone;
+use exim_pilot_store::{Role, Store};
+use serde_json::{json, Value};
+
+/// The host name the corpus is loaded under.
+pub const HOST: &str = "mx1.lab.test";
+
+/// The token signing secret of test servers.
+pub const SECRET: &[u8] = b"a test secret that is long enough for HS256";
+
+/// Passwords of the users every test server has.
+pub const ADMIN_PASSWORD: &str = "vT7qLm2pXr9w-admin";
+pub const VIEWER_PASSWORD: &str = "Zk4nHq8sWc2e-viewer";
+
+/// A corpus scenario's folder.
+pub fn corpus(scenario: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/corpus")
+        .join(scenario)
+}
+
+/// The scenario's ground truth.
+pub fn ground_truth(scenario: &str) -> Value {
+    let bytes = std::fs::read(corpus(scenario).join("ground_truth.json")).expect("ground truth");
+    serde_json::from_slice(&bytes).expect("ground truth JSON")
+}
+
+/// Loads a scenario's three logs through the pipeline, as `import` does.
+pub async fn load_corpus(store: &dyn Store, scenario: &str) {
+    let dir = corpus(scenario);
+    let files: Vec<PathBuf> = ["mainlog", "rejectlog", "paniclog"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    let mut importer = Importer::new(&files, HOST).expect("open the corpus");
+    let mut pipeline = Pipeline::new(Zone::Utc, CorrelatorConfig::default());
+    while let Some(records) = importer.next_batch(500).expect("read the corpus") {
+        let batch = pipeline.process(records, true);
+        store.commit_batch(batch).await.expect("commit");
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub http: reqwest::Client,
+}
+
+/// Default settings of test servers: a known secret, a short WebSocket
+/// initialisation time.
+pub fn test_config() -> ApiConfig {
+    ApiConfig {
+        jwt_secret: Some(SECRET.to_vec()),
+        ws_init_timeout: Duration::from_millis(500),
+        ..ApiConfig::default()
+    }
+}
+
+/// Starts a server on 127.0.0.1 with an admin `root` and a viewer `val`.
+pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> TestServer {
+    for (name, role, password) in [
+        ("root", Role::Admin, ADMIN_PASSWORD),
+        ("val", Role::Viewer, VIEWER_PASSWORD),
+    ] {
+        auth::add_user(
+            &*store,
+            &Actor::command_line(),
+            name,
+            role,
+            password,
+            Vec::new(),
+        )
+        .await
+        .expect("add user");
+    }
+    let state = AppState {
+        config,
+        ..AppState::new(store, prometheus::Registry::new())
+    };
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let (addr, serving) = exim_pilot_api::bind(addr, state.clone(), std::future::pending())
+        .await
+        .expect("bind");
+    tokio::spawn(serving);
+    TestServer {
+        addr,
+        state,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestServer {
+    /// The GraphQL endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    /// Posts a body; returns the status and the JSON answer.
+    pub async fn post(&self, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(self.url()).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON answer"))
+    }
+
+    /// Runs one query; returns the JSON answer.
+    pub async fn query(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let (_, v) = self
+            .post(token, json!({ "query": query, "variables": variables }))
+            .await;
+        v
+    }
+
+    /// Runs a query that must succeed; returns its data.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let v = self.query(Some(token), query, variables).await;
+        assert!(v.get("errors").is_none(), "{query}: {v}");
+        v["data"].clone()
+    }
+
+    /// Logs in; returns the whole answer.
+    pub async fn login(&self, user: &str, password: &str) -> Value {
+        self.query(
+            None,
+            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) \
+             { accessToken refreshToken expiresAt user { name role } } }",
+            json!({ "u": user, "p": password }),
+        )
+        .await
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn token(&self, user: &str, password: &str) -> String {
+        let v = self.login(user, password).await;
+        v["data"]["login"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login of {user} failed: {v}"))
+            .to_string()
+    }
+}
+
+/// The `code` extension of an answer's first error.
+pub fn error_code(v: &Value) -> String {
+    v["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}

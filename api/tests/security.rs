@@ -1,0 +1,609 @@
+//! Security of the API over real HTTP and WebSocket connections: logins
+//! that say nothing, tokens that are refused, roles, limits, and the
+//! close codes of the subscription protocol.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use exim_pilot_api::auth::{Claims, Key, Keyring};
+use exim_pilot_api::LiveBatch;
+use exim_pilot_store::SqliteStore;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use common::*;
+
+async fn server() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    (start(Arc::new(store), test_config()).await, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_unknown_user_and_disabled_user_look_the_same() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { updateUser(name: \"val\", disabled: true) { disabled } }",
+            json!({}),
+        )
+        .await;
+
+    let wrong = server.login("root", "not-the-password-1").await;
+    let unknown = server.login("nobody", "not-the-password-1").await;
+    let disabled = server.login("val", VIEWER_PASSWORD).await;
+    assert_eq!(error_code(&wrong), "INVALID_CREDENTIALS", "{wrong}");
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, disabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_one_account_is_slowed_down() {
+    let (server, _dir) = server().await;
+    for _ in 0..3 {
+        assert_eq!(
+            error_code(&server.login("root", "wrong-password-9").await),
+            "INVALID_CREDENTIALS"
+        );
+    }
+    // Now even the right password has to wait.
+    let v = server.login("root", ADMIN_PASSWORD).await;
+    assert_eq!(error_code(&v), "THROTTLED", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_login_aliases_are_refused_and_count_as_attempts() {
+    let (server, _dir) = server().await;
+    let fields: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                "a{i}: login(username: \"root\", password: \"guess-number-{i}\") {{ accessToken }}"
+            )
+        })
+        .collect();
+    let query = format!("mutation {{ {} }}", fields.join(" "));
+    let (status, v) = server.post(None, json!({ "query": query })).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(error_code(&v), "BATCH_LIMIT");
+
+    let v = server.login("root", ADMIN_PASSWORD).await;
+    assert_eq!(error_code(&v), "THROTTLED", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_under_the_limit_each_count() {
+    let (server, _dir) = server().await;
+    let fields: Vec<String> = (0..5)
+        .map(|i| {
+            format!(
+                "a{i}: login(username: \"root\", password: \"guess-number-{i}\") {{ accessToken }}"
+            )
+        })
+        .collect();
+    let query = format!("mutation {{ {} }}", fields.join(" "));
+    let (_, v) = server.post(None, json!({ "query": query })).await;
+    let codes: Vec<String> = v["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["extensions"]["code"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "INVALID_CREDENTIALS",
+            "INVALID_CREDENTIALS",
+            "INVALID_CREDENTIALS",
+            "THROTTLED",
+            "THROTTLED"
+        ]
+    );
+}
+
+fn sign(key: &[u8], claims: &Claims) -> String {
+    Keyring {
+        keys: vec![Key::from_secret(key)],
+    }
+    .sign(claims)
+    .expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_foreign_tokens_are_refused() {
+    let (server, _dir) = server().await;
+    let login = server.login("root", ADMIN_PASSWORD).await;
+    let good = login["data"]["login"]["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let me = "{ me { name } }";
+    assert!(server.query(Some(&good), me, json!({})).await["errors"].is_null());
+
+    // The claims of the good token, to forge others from.
+    let payload = good.split('.').nth(1).expect("payload");
+    let claims: Claims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("claims");
+    let now = chrono::Utc::now().timestamp();
+
+    let header = URL_SAFE_NO_PAD.encode(
+        json!({ "alg": "none", "typ": "JWT", "kid": Key::from_secret(SECRET).kid }).to_string(),
+    );
+    let alg_none = format!("{header}.{payload}.");
+    let wrong_key = sign(b"another secret of the same length as ours...", &claims);
+    let wrong_audience = sign(
+        SECRET,
+        &Claims {
+            aud: "someone-else".into(),
+            ..claims.clone()
+        },
+    );
+    let wrong_issuer = sign(
+        SECRET,
+        &Claims {
+            iss: "someone-else".into(),
+            ..claims.clone()
+        },
+    );
+    let expired = sign(
+        SECRET,
+        &Claims {
+            iat: now - 7200,
+            nbf: now - 7200,
+            exp: now - 3600,
+            ..claims.clone()
+        },
+    );
+    let not_yet = sign(
+        SECRET,
+        &Claims {
+            nbf: now + 3600,
+            exp: now + 7200,
+            ..claims.clone()
+        },
+    );
+    let other_session = sign(
+        SECRET,
+        &Claims {
+            sid: "made-up".into(),
+            ..claims.clone()
+        },
+    );
+    for (what, token) in [
+        ("alg none", alg_none),
+        ("wrong key", wrong_key),
+        ("wrong audience", wrong_audience),
+        ("wrong issuer", wrong_issuer),
+        ("expired", expired),
+        ("not yet valid", not_yet),
+        ("unknown session", other_session),
+        ("garbage", "abc.def.ghi".to_string()),
+    ] {
+        let (status, v) = server.post(Some(&token), json!({ "query": me })).await;
+        assert_eq!(status, 401, "{what}: {v}");
+        assert_eq!(error_code(&v), "UNAUTHENTICATED", "{what}");
+    }
+    // The server's own signature is what made the difference.
+    let resigned = sign(SECRET, &claims);
+    assert!(server.query(Some(&resigned), me, json!({})).await["errors"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_stop_working_once_revoked() {
+    let (server, _dir) = server().await;
+    let login = server.login("root", ADMIN_PASSWORD).await;
+    let first = login["data"]["login"]["refreshToken"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    let refresh =
+        "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
+
+    let v = server.query(None, refresh, json!({ "t": first })).await;
+    let second = v["data"]["refresh"]["refreshToken"]
+        .as_str()
+        .expect("rotated")
+        .to_string();
+    let access = v["data"]["refresh"]["accessToken"]
+        .as_str()
+        .expect("access")
+        .to_string();
+    assert_ne!(first, second);
+
+    // The old token is refused.
+    let v = server.query(None, refresh, json!({ "t": first })).await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
+
+    // ... and using it revoked the session it was copied from.
+    let v = server.query(None, refresh, json!({ "t": second })).await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
+    let (status, _) = server
+        .post(Some(&access), json!({ "query": "{ me { name } }" }))
+        .await;
+    assert_eq!(status, 401);
+
+    // Logging out revokes both tokens of the session.
+    let login = server.login("root", ADMIN_PASSWORD).await;
+    let access = login["data"]["login"]["accessToken"]
+        .as_str()
+        .expect("access")
+        .to_string();
+    let refresh_token = login["data"]["login"]["refreshToken"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    server.data(&access, "mutation { logout }", json!({})).await;
+    let v = server
+        .query(None, refresh, json!({ "t": refresh_token }))
+        .await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
+    let (status, _) = server
+        .post(Some(&access), json!({ "query": "{ me { name } }" }))
+        .await;
+    assert_eq!(status, 401);
+
+    // Everything is in the audit trail.
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let audit = server
+        .data(
+            &admin,
+            "{ auditLog(first: 100) { nodes { action outcome } } }",
+            json!({}),
+        )
+        .await;
+    let seen: Vec<(String, String)> = audit["auditLog"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["action"].as_str().unwrap_or("").into(),
+                n["outcome"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("token_refresh", "ok"),
+        ("token_refresh", "failed"),
+        ("logout", "ok"),
+        ("login", "ok"),
+        ("user_add", "ok"),
+    ] {
+        assert!(
+            seen.iter().any(|(a, o)| a == expected.0 && o == expected.1),
+            "{expected:?} not in {seen:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_calling_an_admin_mutation_is_refused_and_audited() {
+    let (server, _dir) = server().await;
+    let viewer = server.token("val", VIEWER_PASSWORD).await;
+    let v = server
+        .query(
+            Some(&viewer),
+            "mutation { createUser(name: \"eve\", role: \"admin\", password: \"Mq3vX8rT2kLp-eve\") { user { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "FORBIDDEN", "{v}");
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let users = server.data(&admin, "{ users { name } }", json!({})).await;
+    assert!(!users.to_string().contains("eve"));
+    let audit = server
+        .data(
+            &admin,
+            "{ auditLog(filter: { actor: \"val\", action: \"access\" }) { nodes { target outcome role } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        audit["auditLog"]["nodes"],
+        json!([{ "target": "createUser", "outcome": "denied", "role": "viewer" }])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_create_users_with_checked_passwords() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let create =
+        "mutation($p: String) { createUser(name: \"op\", role: \"operator\", password: $p) \
+                  { user { name role } generatedPassword } }";
+    let weak = server
+        .query(Some(&admin), create, json!({ "p": "password1234" }))
+        .await;
+    assert_eq!(error_code(&weak), "BAD_USER_INPUT", "{weak}");
+    let made = server.data(&admin, create, json!({ "p": null })).await;
+    let generated = made["createUser"]["generatedPassword"]
+        .as_str()
+        .expect("generated");
+    let token = server.token("op", generated).await;
+    let me = server.data(&token, "{ me { role } }", json!({})).await;
+    assert_eq!(me["me"]["role"], "operator");
+
+    // Changing one's password ends one's sessions.
+    server
+        .data(
+            &token,
+            "mutation($c: String!) { changePassword(currentPassword: $c, newPassword: \"Jd8wQm4zRt6y-op\") }",
+            json!({ "c": generated }),
+        )
+        .await;
+    let (status, _) = server
+        .post(Some(&token), json!({ "query": "{ me { role } }" }))
+        .await;
+    assert_eq!(status, 401);
+    server.token("op", "Jd8wQm4zRt6y-op").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_the_depth_or_complexity_limit_are_refused_before_running() {
+    let (server, _dir) = server().await;
+    let viewer = server.token("val", VIEWER_PASSWORD).await;
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let v = server.query(Some(&viewer), deep, json!({})).await;
+    assert!(v["data"].is_null(), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nested too deep"),
+        "{v}"
+    );
+
+    let complex = "{ messages(first: 500) { edges { node { id sender recipients { address attempts { at result code text } } } } } }";
+    let v = server.query(Some(&viewer), complex, json!({})).await;
+    assert!(v["data"].is_null(), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too complex"),
+        "{v}"
+    );
+
+    // Neither reached a resolver: resolvers of refused queries would have
+    // audited nothing either way, so check a resolver's own refusal is
+    // absent: a viewer asking for the audit trail that deep is refused by
+    // the limit, not by the role check.
+    let deep_audit = format!(
+        "{{ auditLog {{ nodes {{ actor }} }} a: {} }}",
+        &deep[2..deep.len() - 2]
+    );
+    let v = server.query(Some(&viewer), &deep_audit, json!({})).await;
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nested too deep"),
+        "{v}"
+    );
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let audit = server
+        .data(
+            &admin,
+            "{ auditLog(filter: { action: \"access\" }) { nodes { target } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(audit["auditLog"]["nodes"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_the_limit_are_refused() {
+    let (server, _dir) = server().await;
+    let viewer = server.token("val", VIEWER_PASSWORD).await;
+    let one = json!({ "query": "{ me { name } }" });
+    let (status, v) = server
+        .post(Some(&viewer), Value::Array(vec![one.clone(); 3]))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v.as_array().map(Vec::len), Some(3));
+    let (status, v) = server
+        .post(Some(&viewer), Value::Array(vec![one; 11]))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&v), "BATCH_LIMIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_size_limit_are_refused() {
+    let (server, _dir) = server().await;
+    let big = "x".repeat(300 * 1024);
+    let resp = server
+        .http
+        .post(server.url())
+        .json(&json!({ "query": big }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 413);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer) -> Ws {
+    let mut req = format!("ws://{}/graphql/ws", server.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("graphql-transport-ws")
+    );
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(WsMessage::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// The next protocol message, or the close code.
+async fn next(ws: &mut Ws) -> Result<Value, u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("an answer in time");
+        match msg {
+            Some(Ok(WsMessage::Text(t))) => {
+                return Ok(serde_json::from_str(t.as_str()).expect("JSON"))
+            }
+            Some(Ok(WsMessage::Close(frame))) => return Err(frame.map_or(0, |f| f.code.into())),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return Err(0),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_close_codes_follow_the_protocol() {
+    let (server, _dir) = server().await;
+    let subscribe = json!({ "type": "subscribe", "id": "1",
+        "payload": { "query": "subscription { logRecords { text } }" } });
+
+    // No token, a bad token: 4403 and no acknowledgement.
+    for payload in [
+        json!({}),
+        json!({ "Authorization": "Bearer abc.def.ghi" }),
+        json!({ "token": "nope" }),
+    ] {
+        let mut ws = connect(&server).await;
+        send(
+            &mut ws,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        assert_eq!(next(&mut ws).await, Err(4403), "{payload}");
+    }
+
+    // A subscribe before the acknowledgement: 4401.
+    let mut ws = connect(&server).await;
+    send(&mut ws, subscribe.clone()).await;
+    assert_eq!(next(&mut ws).await, Err(4401));
+
+    // Nothing at all: 4408 once the initialisation time is over.
+    let mut ws = connect(&server).await;
+    assert_eq!(next(&mut ws).await, Err(4408));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_receive_what_the_pipeline_commits() {
+    let (server, _dir) = server().await;
+    let token = server.token("val", VIEWER_PASSWORD).await;
+    for payload in [
+        json!({ "Authorization": format!("Bearer {token}") }),
+        json!({ "authorization": token }),
+        json!({ "token": token }),
+        json!({ "headers": { "authorization": format!("Bearer {token}") } }),
+    ] {
+        let mut ws = connect(&server).await;
+        send(
+            &mut ws,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        assert_eq!(
+            next(&mut ws).await,
+            Ok(json!({ "type": "connection_ack" })),
+            "{payload}"
+        );
+    }
+
+    let mut ws = connect(&server).await;
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": { "token": token } }),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, Ok(json!({ "type": "connection_ack" })));
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "id": "lines",
+            "payload": { "query": "subscription { logRecords(filter: { text: \"=>\" }) { host text kind } }" } }),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "id": "msgs",
+            "payload": { "query": "subscription { messageChanges { id state } }" } }),
+    )
+    .await;
+
+    // Give the subscriptions a moment to start, then publish the corpus.
+    let live = server.state.live.clone();
+    for _ in 0..100 {
+        if live.receiver_count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(live.receiver_count(), 2);
+    let files: Vec<_> = ["mainlog"]
+        .iter()
+        .map(|f| corpus("s01_core_all").join(f))
+        .collect();
+    let mut importer = exim_pilot_ingest::Importer::new(&files, HOST).expect("corpus");
+    let mut pipeline = exim_pilot_processor::pipeline::Pipeline::new(
+        exim_pilot_schema::Zone::Utc,
+        exim_pilot_processor::correlate::CorrelatorConfig::default(),
+    );
+    let records = importer.next_batch(200).expect("read").expect("records");
+    let batch = pipeline.process(records, false);
+    live.send(Arc::new(LiveBatch::of(&batch)))
+        .expect("published");
+
+    let mut lines = 0;
+    let mut messages = 0;
+    while lines == 0 || messages == 0 {
+        let msg = next(&mut ws).await.expect("a message");
+        assert_eq!(msg["type"], "next", "{msg}");
+        match msg["id"].as_str() {
+            Some("lines") => {
+                let text = msg["payload"]["data"]["logRecords"]["text"]
+                    .as_str()
+                    .expect("text");
+                assert!(text.contains("=>"), "{text}");
+                lines += 1;
+            }
+            Some("msgs") => messages += 1,
+            other => panic!("unexpected id {other:?}"),
+        }
+    }
+
+    // A second subscribe with a used id closes with 4409.
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "id": "lines",
+            "payload": { "query": "subscription { logRecords { text } }" } }),
+    )
+    .await;
+    loop {
+        match next(&mut ws).await {
+            Ok(_) => continue,
+            Err(code) => {
+                assert_eq!(code, 4409);
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `exim-pilot user`: the users of the API.
+//!
+//! There is no default user and no default password. The first
+//! administrator is made here, on the machine that holds the store:
+//! `exim-pilot user add NAME --role admin --password-stdin` reads the
+//! password from standard input; without `--password-stdin` (and without
+//! `EXIM_PILOT_PASSWORD` in the environment) a random password is
+//! generated and printed once. Every user added is in the audit trail,
+//! made by `cli`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use exim_pilot_api::auth::{self, password, Actor};
+use exim_pilot_store::{ClickHouseStore, Role, Store};
+
+use super::common;
+
+/// Options of `exim-pilot user`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Add a user.
+    Add(AddArgs),
+    /// List the users.
+    List(StoreArgs),
+}
+
+/// Which store holds the users.
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    /// The data directory of the embedded store.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "clickhouse",
+        required_unless_present = "clickhouse"
+    )]
+    data: Option<PathBuf>,
+
+    /// Fleet mode's ClickHouse server (`http://HOST:8123`).
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+
+    /// The ClickHouse database (with --clickhouse).
+    #[arg(long, value_name = "NAME", default_value = exim_pilot_store::clickhouse::DEFAULT_DATABASE)]
+    database: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct AddArgs {
+    /// The login name.
+    name: String,
+
+    /// admin, operator or viewer.
+    #[arg(long)]
+    role: Role,
+
+    /// Read the password from standard input (its first line).
+    #[arg(long)]
+    password_stdin: bool,
+
+    /// A mail server the user may see; repeat for several (default: all).
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+fn open(rt: &tokio::runtime::Runtime, args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match (&args.clickhouse, &args.data) {
+        (Some(url), _) => Ok(Arc::new(
+            rt.block_on(ClickHouseStore::connect(url, &args.database))
+                .with_context(|| format!("cannot open the ClickHouse store at {url}"))?,
+        )),
+        (None, Some(dir)) => Ok(common::open_store(dir)?),
+        (None, None) => bail!("give --data DIR or --clickhouse URL"),
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = common::runtime()?;
+    match args.action {
+        Action::Add(add) => {
+            let store = open(&rt, &add.store)?;
+            let (secret, generated) = if add.password_stdin {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("cannot read the password from standard input")?;
+                (text.lines().next().unwrap_or("").to_string(), false)
+            } else if let Ok(p) = std::env::var("EXIM_PILOT_PASSWORD") {
+                (p, false)
+            } else {
+                (password::generate(), true)
+            };
+            let user = rt
+                .block_on(auth::add_user(
+                    &*store,
+                    &Actor::command_line(),
+                    &add.name,
+                    add.role,
+                    &secret,
+                    add.hosts,
+                ))
+                .with_context(|| format!("cannot add the user {}", add.name))?;
+            println!("Added user {} with role {}.", user.name, user.role);
+            if generated {
+                println!("Password (shown only now): {secret}");
+            }
+        }
+        Action::List(store_args) => {
+            let store = open(&rt, &store_args)?;
+            for u in rt.block_on(store.users())? {
+                let state = if u.disabled { " (disabled)" } else { "" };
+                println!("{}\t{}{state}", u.name, u.role);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
