@@ -102,6 +102,8 @@
 //! worth reading; the correlator gives them [`ReasonClass::Cancelled`]
 //! directly.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use exim_pilot_schema::event::{AuthFailure, Delivery, HostProblem, Reject, SmtpKind, SmtpSession};
@@ -158,9 +160,24 @@ impl<'a> Evidence<'a> {
 }
 
 /// Classifies one piece of evidence with the rule table in the module doc.
+///
+/// A log repeats the same few texts (a greylisting reply, a full
+/// mailbox...) for thousands of addresses, and the addresses themselves are
+/// blanked before the rules read the text; so each thread remembers the
+/// classes of the texts it has seen recently (see [`Memo`]), which spares
+/// running the whole table again.
 pub fn classify(evidence: &Evidence<'_>) -> ReasonClass {
     let mut buf = [0u8; TEXT_LIMIT];
     let text = lowercase_without_addresses(evidence.text, &mut buf);
+    MEMO.with(|memo| match memo.try_borrow_mut() {
+        Ok(mut memo) => memo.class(evidence, text),
+        Err(_) => apply_rules(evidence, text),
+    })
+}
+
+/// The first rule of the table that `evidence` (with its text lowercased
+/// and without addresses) matches.
+fn apply_rules(evidence: &Evidence<'_>, text: &[u8]) -> ReasonClass {
     let finders = finders();
     for (rule, rule_finders) in RULES.iter().zip(finders) {
         if rule.matches(evidence, text, rule_finders) {
@@ -168,6 +185,56 @@ pub fn classify(evidence: &Evidence<'_>) -> ReasonClass {
         }
     }
     ReasonClass::Other
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// Remembered classes, keyed by everything the rules read: the prepared
+/// text (after its length), then scope, temporariness, reply code, errno and enhanced code.
+/// The rules are a pure function of that key, so a remembered class is the
+/// class the table would give. Holds at most [`MEMO_LIMIT`] keys and starts
+/// afresh when full, which bounds its memory whatever the log holds.
+#[derive(Default)]
+struct Memo {
+    classes: HashMap<Box<[u8]>, ReasonClass>,
+    key: Vec<u8>,
+}
+
+/// How many texts a thread's [`Memo`] keeps.
+const MEMO_LIMIT: usize = 4096;
+
+impl Memo {
+    fn class(&mut self, evidence: &Evidence<'_>, text: &[u8]) -> ReasonClass {
+        let key = &mut self.key;
+        key.clear();
+        key.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        key.extend_from_slice(text);
+        key.push(evidence.scope as u8);
+        key.push(u8::from(evidence.temporary));
+        key.extend_from_slice(&evidence.code.map_or(u32::MAX, u32::from).to_le_bytes());
+        match evidence.errno {
+            Some(n) => {
+                key.push(1);
+                key.extend_from_slice(&n.to_le_bytes());
+            }
+            None => key.push(0),
+        }
+        if let Some(enhanced) = evidence.enhanced {
+            key.extend_from_slice(enhanced.as_bytes());
+        }
+
+        if let Some(class) = self.classes.get(key.as_slice()) {
+            return *class;
+        }
+        let class = apply_rules(evidence, text);
+        if self.classes.len() >= MEMO_LIMIT {
+            self.classes.clear();
+        }
+        self.classes.insert(key.as_slice().into(), class);
+        class
+    }
 }
 
 /// Classifies a `**` failure (`temporary == false`) or a `==` deferral.
