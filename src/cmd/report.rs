@@ -25,14 +25,17 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use exim_pilot_processor::classify::{classify_auth_failure, classify_reject};
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
-use exim_pilot_processor::parse::{open_log, parse_record_with, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{open_log, ParseOptions, RecordReader};
 use exim_pilot_schema::event::EventKind;
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{Lifecycle, LogFile, RecordOrigin, RejectRecord, Report, Zone};
 
 use super::common::{self, ClickHouseArgs, LogArgs};
 
+mod parsed;
 mod render;
+
+use parsed::{ChunkBuilder, Parsed, ParsedChunk};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,6 +282,9 @@ fn report_from_files(
 /// [`Correlator::take_evicted`]; those still in memory at the end are final
 /// then. So every message is counted exactly once, and memory holds only
 /// the messages of about the last hour of log time.
+///
+/// The files are read and parsed on another thread (see [`parsed`]), which
+/// hands over chunks of parsed records in reading order.
 fn read_files(
     files: &[PathBuf],
     default_host: &str,
@@ -295,41 +301,34 @@ fn read_files(
 
     // Read oldest first, whatever order the files were named in (rotated
     // files by their first timestamp or rotation number), as `import` does.
-    let ordered;
     let files = if files.iter().any(|p| p.as_os_str() == "-") {
-        files
+        files.to_vec()
     } else {
-        ordered = exim_pilot_ingest::order_for_import(files).context("cannot read the files")?;
-        &ordered[..]
+        exim_pilot_ingest::order_for_import(files).context("cannot read the files")?
     };
-    let mut records = 0u64;
 
-    for (file_no, path) in files.iter().enumerate() {
-        let log = LogFile::from_path(path);
-        let count_rejects = log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
-        let input = open_log(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut reader = RecordReader::new(input);
-        while let Some(record) = reader
-            .next_record()
-            .with_context(|| format!("reading {}", path.display()))?
-        {
-            let event = parse_record_with(parse_options, log, record.bytes);
+    // A few chunks in flight keep both threads busy with bounded memory.
+    let (tx, rx) = mpsc::sync_channel::<anyhow::Result<ParsedChunk>>(4);
+    let parse_options = *parse_options;
+    let parser = std::thread::spawn(move || parse_files(&files, &parse_options, &tx));
+
+    let mut records = 0u64;
+    for chunk in rx {
+        let chunk = chunk?;
+        for parsed in chunk.records() {
+            let event = &parsed.event;
             let host = event
                 .syslog
                 .as_ref()
                 .map_or(default_host, |s| s.host.as_ref());
+            let log = parsed.log;
+            let count_rejects = log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
             if count_rejects {
-                let origin = RecordOrigin {
-                    host: host.to_string(),
-                    log,
-                    file_id: file_no as u64,
-                    offset: record.offset,
-                };
-                if let Some(reject) = reject_of(&event, origin, zone) {
+                if let Some(reject) = reject_of(event, host, parsed, zone) {
                     sender.push(Item::Reject(Box::new(reject)))?;
                 }
             }
-            correlator.apply_record(host, log, &event);
+            correlator.apply_record(host, log, event);
 
             records += 1;
             if records.is_multiple_of(COLLECT_EVERY) {
@@ -337,9 +336,44 @@ fn read_files(
             }
         }
     }
+    parser
+        .join()
+        .map_err(|_| anyhow::anyhow!("the report's reading thread failed"))?;
     pass_evicted(&mut correlator, sender)?;
     tracing::debug!(records, in_memory = correlator.len(), "Report input read");
     Ok(correlator)
+}
+
+/// Reads and parses every file in order, sending chunks of parsed records
+/// to `tx`; a reading error is sent as the last item.
+fn parse_files(
+    files: &[PathBuf],
+    options: &ParseOptions,
+    tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
+) {
+    let mut chunk = ChunkBuilder::default();
+    for (file_no, path) in files.iter().enumerate() {
+        let log = LogFile::from_path(path);
+        let read = (|| -> anyhow::Result<()> {
+            let input = open_log(path)?;
+            let mut reader = RecordReader::new(input);
+            while let Some(record) = reader.next_record()? {
+                chunk.push(record.bytes, log, file_no as u64, record.offset);
+                if chunk.is_full() && tx.send(Ok(chunk.parse(options))).is_err() {
+                    // The correlating thread stopped; it reports why.
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = read {
+            let _ = tx.send(Err(e.context(format!("reading {}", path.display()))));
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(chunk.parse(options)));
+    }
 }
 
 /// Sends the lifecycles evicted so far to the counting thread.
@@ -353,27 +387,31 @@ fn pass_evicted(correlator: &mut Correlator, sender: &mut Sender) -> anyhow::Res
     Ok(())
 }
 
-/// The stored form of a rejection or failed AUTH event.
+/// The stored form of a rejection or failed AUTH event, read from server
+/// `host`.
 fn reject_of(
     event: &exim_pilot_schema::Event<'_>,
-    origin: RecordOrigin,
+    host: &str,
+    parsed: &Parsed<'_>,
     zone: Zone,
 ) -> Option<RejectRecord> {
-    let at = event.time?.resolve(zone);
+    let origin = || RecordOrigin {
+        host: host.to_string(),
+        log: parsed.log,
+        file_id: parsed.file_no,
+        offset: parsed.offset,
+    };
     match &event.kind {
-        EventKind::Reject(r) => Some(RejectRecord::from_event(
-            origin,
-            at,
-            event.id,
-            r,
-            classify_reject(r),
-        )),
-        EventKind::AuthFailure(a) => Some(RejectRecord::from_auth_failure(
-            origin,
-            at,
-            a,
-            classify_auth_failure(a),
-        )),
+        EventKind::Reject(r) => {
+            let at = event.time?.resolve(zone);
+            let class = classify_reject(r);
+            Some(RejectRecord::from_event(origin(), at, event.id, r, class))
+        }
+        EventKind::AuthFailure(a) => {
+            let at = event.time?.resolve(zone);
+            let class = classify_auth_failure(a);
+            Some(RejectRecord::from_auth_failure(origin(), at, a, class))
+        }
         _ => None,
     }
 }
