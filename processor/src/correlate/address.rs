@@ -10,7 +10,13 @@
 /// The final address and original of a delivery line's `address <original>`.
 pub fn final_address(address: &str, original: Option<&str>) -> (String, Option<String>) {
     let full = match (is_bare_local_part(address), original.and_then(domain_of)) {
-        (true, Some(domain)) => format!("{address}@{domain}"),
+        (true, Some(domain)) => {
+            let mut full = String::with_capacity(address.len() + 1 + domain.len());
+            full.push_str(address);
+            full.push('@');
+            full.push_str(domain);
+            full
+        }
         _ => address.to_string(),
     };
     let original = original

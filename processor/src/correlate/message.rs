@@ -222,9 +222,10 @@ impl Tracked {
         lc.received_at = Some(at);
         lc.protocol = a.protocol.as_deref().map(str::to_string);
         lc.client = a.host.as_ref().map(client);
-        lc.interface = a.interface.as_ref().map(|i| match i.port {
-            Some(port) => format!("[{}]:{port}", i.ip),
-            None => format!("[{}]", i.ip),
+        lc.interface = a.interface.as_ref().map(|i| {
+            let mut s = String::with_capacity(i.ip.len() + 8);
+            push_bracketed(&mut s, &i.ip, i.port);
+            s
         });
         lc.user = a.user.as_deref().map(str::to_string);
         lc.authenticator = a.authenticator.as_deref().map(str::to_string);
@@ -791,15 +792,34 @@ fn host_text(h: &HostAddr<'_>) -> String {
         if !s.is_empty() {
             s.push(' ');
         }
-        s.push('[');
-        s.push_str(ip);
-        s.push(']');
-        if let Some(port) = h.port {
-            s.push(':');
-            s.push_str(&port.to_string());
-        }
+        push_bracketed(&mut s, ip, h.port);
     }
     s
+}
+
+/// Appends `[ip]` or `[ip]:port`, without the formatting machinery (this
+/// runs for most lines of a log).
+fn push_bracketed(s: &mut String, ip: &str, port: Option<u16>) {
+    s.push('[');
+    s.push_str(ip);
+    s.push(']');
+    if let Some(port) = port {
+        s.push(':');
+        let mut digits = [0u8; 5];
+        let mut n = port;
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[at..] {
+            s.push(char::from(d));
+        }
+    }
 }
 
 fn build_attempt(line: &ResultLine<'_, '_>) -> Attempt {
