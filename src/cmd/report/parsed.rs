@@ -54,8 +54,11 @@ impl ChunkBuilder {
 
     /// Parses every record gathered, leaving the builder empty.
     pub fn parse(&mut self, options: &ParseOptions) -> ParsedChunk {
-        let bytes = std::mem::take(&mut self.bytes);
-        let ranges = std::mem::take(&mut self.records);
+        // The next chunk will be about as large: reserving that now spares
+        // growing its buffer step by step, copying it each time.
+        let room = self.bytes.len() + self.bytes.len() / 8;
+        let bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(room));
+        let ranges = std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK_RECORDS));
 
         // SAFETY: the events borrow from the heap buffer of `bytes`, which
         // the chunk owns and never changes, moves out or grows (moving the
