@@ -61,6 +61,11 @@ impl MessageId {
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
     }
 
+    /// How many characters the id has: 16, or 23 from Exim 4.97 on.
+    pub fn text_len(&self) -> usize {
+        self.len as usize
+    }
+
     /// True for the 23-character form of Exim 4.97 and later.
     pub fn is_new_format(&self) -> bool {
         self.len as usize == NEW_ID_LEN

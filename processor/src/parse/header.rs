@@ -77,7 +77,7 @@ pub(crate) fn read<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<Header<'a>
 
     // The message id, in either format.
     if let Some(id) = MessageId::parse_prefix(h.body) {
-        let len = id.as_str().len();
+        let len = id.text_len();
         if matches!(h.body.get(len), None | Some(b' ')) {
             h.id = Some(id);
             h.body = h.body.get(len + 1..).unwrap_or_default();

@@ -90,7 +90,7 @@ pub(crate) fn arrival(b: &[u8]) -> Box<Arrival<'_>> {
         match item {
             Item::Field { key, value, quoted } => match key {
                 b"R" => match MessageId::parse_prefix(value) {
-                    Some(id) if id.as_str().len() == value.len() => a.bounce_of = Some(id),
+                    Some(id) if id.text_len() == value.len() => a.bounce_of = Some(id),
                     _ => keep(&mut a.fields, key, value, quoted),
                 },
                 b"U" => a.user = Some(value_text(value, quoted)),
