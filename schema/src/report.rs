@@ -46,6 +46,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AuthFailure, Reject, RejectStage};
@@ -1057,6 +1058,12 @@ impl RejectRecord {
 // ---------------------------------------------------------------------------
 // Rollup: cells summed over a range
 
+/// The cells of one dimension by key. An in-memory report looks a key up
+/// for every message it counts, so the maps use foldhash, which is several
+/// times faster than the standard hasher on short keys and still seeded at
+/// random per map (keys come from the logs, that is from outside).
+pub type KeyCells = HashMap<String, Cell, RandomState>;
+
 /// Cells summed over a time range, ready to become a [`Report`]: per
 /// (dimension, key) over all hours and servers, the totals per server, and
 /// the totals per hour. Stores build it from their rollup tables; the
@@ -1064,7 +1071,7 @@ impl RejectRecord {
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct Rollup {
     /// Per dimension and key, summed over hours and servers.
-    pub by_key: HashMap<Dimension, HashMap<String, Cell>>,
+    pub by_key: HashMap<Dimension, KeyCells, RandomState>,
     /// [`Dimension::Total`] per mail server.
     pub by_host: BTreeMap<String, Cell>,
     /// [`Dimension::Total`] per hour bucket, summed over servers.
