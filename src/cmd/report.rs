@@ -199,9 +199,16 @@ enum Item {
     Reject(Box<RejectRecord>),
 }
 
-/// Sends items to the counting thread in batches.
+/// Sends items to the counting thread in batches, and frees the batches
+/// it has counted.
+///
+/// Memory is cheapest to free on the thread that allocated it: the
+/// allocator's path for memory of another thread costs several times more,
+/// which for a report's millions of small strings was a large part of the
+/// counting thread's work. So counted batches come back here to be freed.
 struct Sender {
     tx: mpsc::SyncSender<Vec<Item>>,
+    counted: mpsc::Receiver<Vec<Item>>,
     batch: Vec<Item>,
 }
 
@@ -215,6 +222,9 @@ impl Sender {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
+        for counted in self.counted.try_iter() {
+            drop(counted);
+        }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         self.tx
             .send(batch)
@@ -233,21 +243,27 @@ fn report_from_files(
 ) -> anyhow::Result<Report> {
     // A few batches in flight keep both threads busy with bounded memory.
     let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(4);
+    let (counted_tx, counted) = mpsc::channel::<Vec<Item>>();
     let counting_options = options.clone();
     let counter = std::thread::spawn(move || {
         let mut builder = ReportBuilder::new(counting_options);
         for batch in rx {
-            for item in batch {
+            for item in &batch {
                 match item {
-                    Item::Lifecycle(lc) => builder.add_lifecycle(&lc),
-                    Item::Reject(r) => builder.add_reject(&r),
+                    Item::Lifecycle(lc) => builder.add_lifecycle(lc),
+                    Item::Reject(r) => builder.add_reject(r),
                 }
+            }
+            if let Err(unwanted) = counted_tx.send(batch) {
+                // The reading thread is done: the process ends soon.
+                std::mem::forget(unwanted.0);
             }
         }
         builder
     });
     let mut sender = Sender {
         tx,
+        counted,
         batch: Vec::with_capacity(BATCH),
     };
 
@@ -257,7 +273,8 @@ fn report_from_files(
     // so it is counted in two halves, here and on a helper thread, while
     // the counting thread drains its queue.
     sender.flush()?;
-    drop(sender);
+    let Sender { tx, counted, .. } = sender;
+    drop(tx);
     let in_memory: Vec<&Lifecycle> = correlator.lifecycles().collect();
     let (first, second) = in_memory.split_at(in_memory.len() / 2);
     let count = |part: &[&Lifecycle]| {
@@ -283,6 +300,8 @@ fn report_from_files(
     // Freeing hundreds of thousands of small allocations one by one takes
     // a noticeable part of the run; the process ends right after.
     drop(in_memory);
+    std::mem::forget(counted.try_iter().collect::<Vec<_>>());
+    std::mem::forget(counted);
     std::mem::forget(correlator);
     std::mem::forget(builder);
     std::mem::forget(here);
@@ -323,9 +342,12 @@ fn read_files(
     };
 
     // A few chunks in flight keep both threads busy with bounded memory.
+    // Used chunks go back to be freed where they were allocated (see
+    // `Sender`).
     let (tx, rx) = mpsc::sync_channel::<anyhow::Result<ParsedChunk>>(4);
+    let (used_tx, used) = mpsc::channel::<ParsedChunk>();
     let parse_options = *parse_options;
-    let parser = std::thread::spawn(move || parse_files(&files, &parse_options, &tx));
+    let parser = std::thread::spawn(move || parse_files(&files, &parse_options, &tx, &used));
 
     let mut records = 0u64;
     for chunk in rx {
@@ -350,6 +372,10 @@ fn read_files(
                 pass_evicted(&mut correlator, sender)?;
             }
         }
+        if let Err(unwanted) = used_tx.send(chunk) {
+            // The reading thread is done: the process ends soon.
+            std::mem::forget(unwanted.0);
+        }
     }
     parser
         .join()
@@ -360,11 +386,13 @@ fn read_files(
 }
 
 /// Reads and parses every file in order, sending chunks of parsed records
-/// to `tx`; a reading error is sent as the last item.
+/// to `tx`; a reading error is sent as the last item. Frees the chunks
+/// that come back through `used`.
 fn parse_files(
     files: &[PathBuf],
     options: &ParseOptions,
     tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
+    used: &mpsc::Receiver<ParsedChunk>,
 ) {
     let mut chunk = ChunkBuilder::default();
     for (file_no, path) in files.iter().enumerate() {
@@ -374,7 +402,13 @@ fn parse_files(
             let mut reader = RecordReader::new(input);
             while let Some(record) = reader.next_record()? {
                 chunk.push(record.bytes, log, file_no as u64, record.offset);
-                if chunk.is_full() && tx.send(Ok(chunk.parse(options))).is_err() {
+                if !chunk.is_full() {
+                    continue;
+                }
+                for done in used.try_iter() {
+                    drop(done);
+                }
+                if tx.send(Ok(chunk.parse(options))).is_err() {
                     // The correlating thread stopped; it reports why.
                     return Ok(());
                 }
