@@ -12,10 +12,12 @@ mod cmd;
 mod config;
 mod metrics;
 
+mod alloc;
+
 /// Correlation allocates and frees many small strings per record; mimalloc
 /// does that markedly faster than the system allocator.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Mimalloc = alloc::Mimalloc;
 
 /// See every Exim message's life, every delivery problem and every queue.
 #[derive(Parser, Debug)]
