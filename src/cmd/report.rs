@@ -317,8 +317,8 @@ fn report_from_files(
 /// then. So every message is counted exactly once, and memory holds only
 /// the messages of about the last hour of log time.
 ///
-/// The files are read and parsed on another thread (see [`parsed`]), which
-/// hands over chunks of parsed records in reading order.
+/// The files are read on one thread and parsed on another (see
+/// [`parsed`]), which hands over chunks of parsed records in reading order.
 fn read_files(
     files: &[PathBuf],
     default_host: &str,
@@ -344,10 +344,12 @@ fn read_files(
     // A few chunks in flight keep both threads busy with bounded memory.
     // Used chunks go back to be freed where they were allocated (see
     // `Sender`).
+    let (read_tx, read) = mpsc::sync_channel::<anyhow::Result<ChunkBuilder>>(4);
     let (tx, rx) = mpsc::sync_channel::<anyhow::Result<ParsedChunk>>(4);
     let (used_tx, used) = mpsc::channel::<ParsedChunk>();
     let parse_options = *parse_options;
-    let parser = std::thread::spawn(move || parse_files(&files, &parse_options, &tx, &used));
+    let reader = std::thread::spawn(move || read_chunks(&files, &read_tx));
+    let parser = std::thread::spawn(move || parse_chunks(&read, &parse_options, &tx, &used));
 
     let mut records = 0u64;
     for chunk in rx {
@@ -379,21 +381,18 @@ fn read_files(
     }
     parser
         .join()
+        .map_err(|_| anyhow::anyhow!("the report's parsing thread failed"))?;
+    reader
+        .join()
         .map_err(|_| anyhow::anyhow!("the report's reading thread failed"))?;
     pass_evicted(&mut correlator, sender)?;
     tracing::debug!(records, in_memory = correlator.len(), "Report input read");
     Ok(correlator)
 }
 
-/// Reads and parses every file in order, sending chunks of parsed records
-/// to `tx`; a reading error is sent as the last item. Frees the chunks
-/// that come back through `used`.
-fn parse_files(
-    files: &[PathBuf],
-    options: &ParseOptions,
-    tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
-    used: &mpsc::Receiver<ParsedChunk>,
-) {
+/// Reads every file in order, sending chunks of records to `tx`; a reading
+/// error is sent as the last item.
+fn read_chunks(files: &[PathBuf], tx: &mpsc::SyncSender<anyhow::Result<ChunkBuilder>>) {
     let mut chunk = ChunkBuilder::default();
     for (file_no, path) in files.iter().enumerate() {
         let log = LogFile::from_path(path);
@@ -402,14 +401,9 @@ fn parse_files(
             let mut reader = RecordReader::new(input);
             while let Some(record) = reader.next_record()? {
                 chunk.push(record.bytes, log, file_no as u64, record.offset);
-                if !chunk.is_full() {
-                    continue;
-                }
-                for done in used.try_iter() {
-                    drop(done);
-                }
-                if tx.send(Ok(chunk.parse(options))).is_err() {
-                    // The correlating thread stopped; it reports why.
+                if chunk.is_full() && tx.send(Ok(chunk.take())).is_err() {
+                    // The parsing thread stopped; the correlating one
+                    // reports why.
                     return Ok(());
                 }
             }
@@ -421,7 +415,26 @@ fn parse_files(
         }
     }
     if !chunk.is_empty() {
-        let _ = tx.send(Ok(chunk.parse(options)));
+        let _ = tx.send(Ok(chunk.take()));
+    }
+}
+
+/// Parses the chunks `read` hands over, in order, sending them on to `tx`.
+/// Frees the chunks that come back through `used`.
+fn parse_chunks(
+    read: &mpsc::Receiver<anyhow::Result<ChunkBuilder>>,
+    options: &ParseOptions,
+    tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
+    used: &mpsc::Receiver<ParsedChunk>,
+) {
+    for chunk in read {
+        for done in used.try_iter() {
+            drop(done);
+        }
+        if tx.send(chunk.map(|c| c.parse(options))).is_err() {
+            // The correlating thread stopped; it reports why.
+            return;
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Parsed records handed from the reading thread to the correlating one.
 //!
 //! Parsing is the largest part of a report's work, and it needs nothing
-//! but the record itself, so `report FILE` parses on a thread of its own.
+//! but the record itself, so `report FILE` parses on a thread of its own
+//! (and reads on another).
 //! A parsed [`Event`] borrows its texts from the record's bytes; a
 //! [`ParsedChunk`] therefore carries a block of records together with their
 //! events, and lends the events out only for as long as the chunk lives.
@@ -52,13 +53,23 @@ impl ChunkBuilder {
         self.records.is_empty()
     }
 
-    /// Parses every record gathered, leaving the builder empty.
-    pub fn parse(&mut self, options: &ParseOptions) -> ParsedChunk {
+    /// The records gathered, leaving the builder empty.
+    pub fn take(&mut self) -> ChunkBuilder {
         // The next chunk will be about as large: reserving that now spares
         // growing its buffer step by step, copying it each time.
         let room = self.bytes.len() + self.bytes.len() / 8;
-        let bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(room));
-        let ranges = std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK_RECORDS));
+        ChunkBuilder {
+            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(room)),
+            records: std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK_RECORDS)),
+        }
+    }
+
+    /// Parses every record gathered.
+    pub fn parse(self, options: &ParseOptions) -> ParsedChunk {
+        let ChunkBuilder {
+            bytes,
+            records: ranges,
+        } = self;
 
         // SAFETY: the events borrow from the heap buffer of `bytes`, which
         // the chunk owns and never changes, moves out or grows (moving the
