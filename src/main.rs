@@ -51,6 +51,10 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Manage the users of the API.
     User(cmd::user::Args),
+    /// Fleet mode: consume the raw Kafka topic, correlate, and store.
+    Process(cmd::process::Args),
+    /// Fleet mode: process the raw topic again from its beginning.
+    Replay(cmd::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => cmd::migrate::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(args) => cmd::user::run(args),
+        Command::Process(args) => cmd::process::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
     }
 }
 

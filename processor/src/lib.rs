@@ -5,9 +5,13 @@
 //! [`Event`](exim_pilot_schema::Event); [`correlate`] groups events into
 //! message lifecycles and [`classify`] names the reason of every failure.
 //! [`pipeline`] chains them for a batch of records and produces what a
-//! store writes.
+//! store writes. With the `kafka` feature, [`fleet`] runs the pipeline as a
+//! Kafka consumer group: the processor of fleet mode.
 
 pub mod classify;
 pub mod correlate;
 pub mod parse;
 pub mod pipeline;
+
+#[cfg(feature = "kafka")]
+pub mod fleet;

@@ -140,7 +140,7 @@ impl LogArgs {
 /// The blob holding the mail server name a store's logs are read under.
 const HOST_BLOB: &str = "log-host";
 
-fn parse_zone(s: &str) -> Result<Zone, String> {
+pub fn parse_zone(s: &str) -> Result<Zone, String> {
     Zone::parse(s).ok_or_else(|| format!("{s:?} is not a zone: use local, utc, or +HHMM/-HHMM"))
 }
 

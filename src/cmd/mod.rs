@@ -6,6 +6,8 @@ pub mod import;
 pub mod lifecycles;
 pub mod migrate;
 pub mod parse;
+pub mod process;
+pub mod replay;
 pub mod report;
 pub mod serve;
 pub mod standalone;

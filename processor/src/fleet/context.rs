@@ -1,0 +1,108 @@
+//! The consumer's callbacks.
+//!
+//! librdkafka calls them from inside a poll, on the polling thread, while
+//! the loop holds its own state mutably borrowed elsewhere; so they only
+//! note what happened, and the loop acts on the notes right after the poll
+//! returns (see `Processor::rebalanced`). Nothing else runs between the
+//! callback and that point, so no record of a revoked partition can slip
+//! through.
+
+use std::sync::Mutex;
+
+use prometheus::IntGauge;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Statistics};
+
+/// A change of the partitions this processor owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Assignment {
+    /// These partitions were assigned.
+    Assigned(Vec<i32>),
+    /// These partitions were taken away.
+    Revoked(Vec<i32>),
+    /// The group failed to rebalance; librdkafka dropped every partition.
+    Lost,
+}
+
+/// Notes rebalances and takes the consumer lag from librdkafka's
+/// statistics.
+pub struct FleetContext {
+    topic: String,
+    changes: Mutex<Vec<Assignment>>,
+    lag: IntGauge,
+}
+
+impl FleetContext {
+    pub fn new(topic: &str, lag: IntGauge) -> FleetContext {
+        FleetContext {
+            topic: topic.to_string(),
+            changes: Mutex::new(Vec::new()),
+            lag,
+        }
+    }
+
+    /// The changes noted since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<Assignment> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn note(&self, change: Assignment) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(change);
+    }
+}
+
+impl ClientContext for FleetContext {
+    /// Sums the lag of the partitions this consumer fetches. librdkafka
+    /// reports -1 for a partition whose lag it does not know yet.
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let lag: i64 = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0)
+            .map(|p| p.consumer_lag.max(0))
+            .sum();
+        self.lag.set(lag);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for FleetContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions = list
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                self.note(Assignment::Revoked(partitions));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "Consumer group rebalance failed");
+                self.note(Assignment::Lost);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let partitions = list
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            self.note(Assignment::Assigned(partitions));
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The fleet processor: a Kafka consumer group in front of the
+//! [`Pipeline`](crate::pipeline::Pipeline).
+//!
+//! In fleet mode every mail server runs a tailer that publishes its log
+//! records to one topic (the raw topic): each Kafka record holds an
+//! encoded [`RecordBatch`](exim_pilot_schema::wire::RecordBatch) of one
+//! file of one server, keyed by the server's name, so all of a server's
+//! records land in one partition, in order. Any number of processors join
+//! one consumer group on that topic; Kafka spreads the partitions over
+//! them. Each processor parses and correlates what it is given and writes
+//! it to the shared store.
+//!
+//! - [`config`]: what a processor needs to know.
+//! - `context`: the consumer's callbacks (rebalances, statistics).
+//! - `decode`: Kafka records to raw records, or to undecodable records.
+//! - `pending`: the batch waiting for the store, offered again unchanged
+//!   until the store takes it.
+//! - [`metrics`]: what a processor reports, in logs and in Prometheus.
+//! - [`processor`]: the loop that ties them together.
+//!
+//! # One round of the loop
+//!
+//! Poll up to [`FleetConfig::batch_records`] log records or for
+//! [`FleetConfig::batch_wait`], whichever comes first. Decode each Kafka
+//! record and run the records of each partition through that partition's
+//! own pipeline. Merge the partitions' output into one store [`Batch`]
+//! that also carries every partition's pipeline state. Commit it to the
+//! store, again and again with growing pauses while the store fails.
+//! Only once the store has acknowledged it, commit the Kafka offsets just
+//! past the last record of each partition.
+//!
+//! A crash at any point therefore leaves the committed offsets at or
+//! before the saved states. The records between are read again after a
+//! restart, and the restored pipeline skips every record its state already
+//! covers (it remembers the last offset applied per server and file), so
+//! no record is lost and none is applied twice.
+//!
+//! # Where the correlator's state lives
+//!
+//! Messages in flight (received, not yet delivered) are the correlator's
+//! state; a processor that takes over a partition needs it. It is saved in
+//! the store, as a blob named after the topic and partition
+//! ([`state_blob_name`]), in the same transaction as the data it
+//! describes. The alternative, a compacted Kafka topic of states, would
+//! need a second write that can succeed while the store write fails (or
+//! the reverse), leaving the state ahead of or behind the data: the store
+//! is the one place where both can be committed atomically, and it has to
+//! be reachable anyway. The state is restored when a partition is first
+//! processed after being assigned.
+//!
+//! # Rebalances
+//!
+//! Kafka calls the consumer back (inside a poll) when partitions are
+//! assigned or revoked. A revoked partition's pipeline, its unprocessed
+//! records and its part of a batch not yet stored are dropped: its next
+//! owner restores the state this processor last stored and reads on from
+//! the offset this processor last committed. While the store fails, the
+//! processor keeps polling with its partitions paused, so it stays in the
+//! group and learns of rebalances instead of writing, much later, a batch
+//! for a partition that has moved on.
+//!
+//! # Undecodable records
+//!
+//! A Kafka record that is not a record batch this version reads (another
+//! producer, a corrupt write, a newer format) is not skipped: it is stored
+//! as a raw record of event kind [`UNDECODABLE`] with its bytes exactly as
+//! they were, under the origin host `kafka:TOPIC/PARTITION`, file 0 and
+//! its Kafka offset, which names it uniquely and says where it came from.
+//!
+//! # Known limits
+//!
+//! A server's records must stay in one partition for its messages to be
+//! correlated: adding partitions to the topic moves some servers to other
+//! partitions, whose pipelines do not know their messages in flight; those
+//! messages are then stored as fragments. A store write that succeeds
+//! after the processor was excluded from the group without noticing (a
+//! process frozen for longer than the session timeout) can still land once
+//! after the partition's new owner wrote; the new owner's next batch
+//! replaces the partition state, but lifecycles that batch does not touch
+//! keep the older version.
+
+pub mod config;
+mod context;
+mod decode;
+pub mod metrics;
+mod pending;
+pub mod processor;
+
+use exim_pilot_store::Batch;
+
+pub use config::{Backoff, FleetConfig};
+pub use decode::UNDECODABLE;
+pub use metrics::FleetMetrics;
+pub use processor::{reset_to_beginning, FleetError, Processor};
+
+/// The name of the store blob that holds the pipeline state of one
+/// partition of a topic.
+pub fn state_blob_name(topic: &str, partition: i32) -> String {
+    format!("fleet-state/{topic}/{partition}")
+}
+
+/// Appends `part` to `into`.
+fn merge(into: &mut Batch, part: &Batch) {
+    into.records.extend(part.records.iter().cloned());
+    into.lifecycles.extend(part.lifecycles.iter().cloned());
+    into.rejects.extend(part.rejects.iter().cloned());
+    into.blobs.extend(part.blobs.iter().cloned());
+}

@@ -1,0 +1,70 @@
+//! The batch waiting for the store's acknowledgement.
+//!
+//! It is built once per round and then only offered again, unchanged,
+//! until the store takes it: a retry never processes or appends its
+//! records a second time. A partition revoked meanwhile loses its part.
+
+use std::collections::BTreeMap;
+
+use exim_pilot_store::Batch;
+
+/// One partition's share of a round.
+pub struct Part {
+    /// What the partition's pipeline made of its records, with its state.
+    pub batch: Batch,
+    /// The offset just past the partition's last Kafka record.
+    pub next_offset: i64,
+    /// Log records in it (processed ones and undecodable ones).
+    pub records: usize,
+}
+
+/// Every partition's share of a round.
+#[derive(Default)]
+pub struct Pending {
+    parts: BTreeMap<i32, Part>,
+}
+
+impl Pending {
+    /// Adds a partition's share.
+    pub fn insert(&mut self, partition: i32, part: Part) {
+        self.parts.insert(partition, part);
+    }
+
+    /// Drops a partition's share (the partition was revoked).
+    pub fn remove(&mut self, partition: i32) {
+        self.parts.remove(&partition);
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.parts.clear();
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Log records waiting.
+    pub fn records(&self) -> usize {
+        self.parts.values().map(|p| p.records).sum()
+    }
+
+    /// The store batch: every part, in partition order. The parts are
+    /// kept for another attempt.
+    pub fn to_batch(&self) -> Batch {
+        let mut batch = Batch::default();
+        for part in self.parts.values() {
+            super::merge(&mut batch, &part.batch);
+        }
+        batch
+    }
+
+    /// The offsets to commit once the batch is stored.
+    pub fn offsets(&self) -> Vec<(i32, i64)> {
+        self.parts
+            .iter()
+            .map(|(partition, part)| (*partition, part.next_offset))
+            .collect()
+    }
+}

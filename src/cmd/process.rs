@@ -1,0 +1,200 @@
+//! `exim-pilot process`: the processor of fleet mode.
+//!
+//! The tailers of the mail servers publish their log records to a Kafka
+//! topic; any number of `exim-pilot process` instances with the same
+//! `--group` share its partitions, parse and correlate the records and
+//! write them to the store. Offsets are committed only once the store has
+//! acknowledged the batch holding the records, and each partition's
+//! correlator state is stored with its data, so an instance may be killed
+//! at any moment: another one (or the same, restarted) goes on from what
+//! was stored, losing and doubling nothing. See
+//! `exim_pilot_processor::fleet` for how.
+//!
+//! The store is the SQLite store in `--data` (several instances may share
+//! one data directory: SQLite serialises their writes). `--listen` serves
+//! `/health`, `/ready` and `/metrics` as `standalone` does.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use exim_pilot_processor::correlate::CorrelatorConfig;
+use exim_pilot_processor::fleet::{FleetConfig, FleetMetrics, Processor};
+use exim_pilot_processor::parse::ParseOptions;
+use exim_pilot_schema::Zone;
+use exim_pilot_store::Store;
+
+use super::common::{self, thousands, DataArgs};
+
+/// The raw topic's usual name.
+pub const DEFAULT_TOPIC: &str = "exim-pilot-raw";
+
+/// The processors' usual consumer group.
+pub const DEFAULT_GROUP: &str = "exim-pilot-process";
+
+/// Where the records come from and where they go; shared with `replay`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FleetArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    #[arg(long = "kafka", value_name = "BROKERS", env = "EXIM_PILOT_KAFKA")]
+    brokers: String,
+
+    /// The topic the tailers publish to.
+    #[arg(long, value_name = "TOPIC", default_value = DEFAULT_TOPIC)]
+    topic: String,
+
+    /// The consumer group; processors of one group share the partitions.
+    #[arg(long, value_name = "GROUP", default_value = DEFAULT_GROUP)]
+    group: String,
+
+    /// A librdkafka client setting (security.protocol=ssl,
+    /// session.timeout.ms=10000...); repeat for several.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    kafka_options: Vec<(String, String)>,
+
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// Zone of log times written without an offset: `local`, `utc`, or an
+    /// offset such as `+0100`. Exim writes the server's local time unless
+    /// `log_timezone` is set.
+    #[arg(
+        long,
+        visible_alias = "zone",
+        value_name = "ZONE",
+        default_value = "local",
+        allow_hyphen_values = true,
+        value_parser = common::parse_zone
+    )]
+    timezone: Zone,
+
+    /// The year of RFC 3164 syslog stamps, which carry none.
+    #[arg(long, value_name = "YEAR")]
+    syslog_year: Option<i32>,
+}
+
+impl FleetArgs {
+    /// The processor's configuration.
+    pub fn config(&self) -> FleetConfig {
+        FleetConfig {
+            client_options: self.kafka_options.clone(),
+            zone: self.timezone,
+            parse: ParseOptions {
+                syslog_year: self.syslog_year,
+            },
+            correlator: CorrelatorConfig::default(),
+            ..FleetConfig::new(&self.brokers, &self.topic, &self.group)
+        }
+    }
+
+    /// The store the processors write to.
+    pub fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(common::open_store(&self.data.data)?)
+    }
+
+    /// Where the store is, for messages.
+    pub fn store_name(&self) -> String {
+        self.data.data.display().to_string()
+    }
+}
+
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Options of `exim-pilot process`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    fleet: FleetArgs,
+
+    /// Serve /health, /ready and /metrics on this address, e.g.
+    /// 127.0.0.1:9466.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.fleet.config();
+    run_processor(&args.fleet, config, args.listen, args.quiet)
+}
+
+/// Runs a processor until it is stopped (SIGINT, SIGTERM) or, when the
+/// configuration says so, until it has caught up.
+pub fn run_processor(
+    fleet: &FleetArgs,
+    config: FleetConfig,
+    listen: Option<SocketAddr>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = fleet.open_store()?;
+    let rt = common::runtime()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    super::standalone::watch_signals(&rt, stop.clone());
+
+    let registry = prometheus::Registry::new();
+    let metrics = FleetMetrics::new(&registry).context("cannot set up metrics")?;
+    let server = match listen {
+        Some(addr) => Some(serve(&rt, addr, store.clone(), registry, stop.clone())?),
+        None => None,
+    };
+
+    if !quiet {
+        eprintln!(
+            "exim-pilot: processing topic {} of {} as group {}, storing in {}",
+            config.topic,
+            config.brokers,
+            config.group,
+            fleet.store_name()
+        );
+    }
+    let mut processor = Processor::new(config, store, rt.handle().clone(), metrics.clone())?;
+    let result = processor.run(&stop);
+    drop(processor);
+
+    stop.store(true, Ordering::Relaxed);
+    if let Some(server) = server {
+        rt.block_on(server)
+            .context("the HTTP server stopped")?
+            .context("the HTTP server failed")?;
+    }
+    result?;
+    if !quiet {
+        eprintln!(
+            "exim-pilot: processed {} records in {} batches",
+            thousands(metrics.records_processed()),
+            thousands(metrics.batches_committed())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the health, readiness and metrics endpoints; they stop once
+/// `stop` is set.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    registry: prometheus::Registry,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), exim_pilot_api::ServeError>>> {
+    let state = exim_pilot_api::AppState::new(store, registry);
+    let shutdown = async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let (local, serving) = rt.block_on(exim_pilot_api::bind(addr, state, shutdown))?;
+    eprintln!("exim-pilot: serving /health, /ready and /metrics on http://{local}");
+    Ok(rt.spawn(serving))
+}
