@@ -23,9 +23,9 @@ use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::wire::{BatchRecord, RecordBatch};
 use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RejectRecord, Report, Zone};
 use exim_pilot_store::{
-    AuditEntry, AuditFilter, Batch, BatchSummary, CellQuery, HostSummary, LineQuery,
-    MessageFilter, Page, PageRequest, RejectFilter, Retention, RetentionSummary, SqliteStore,
-    Store, StoreError, StoredRecord,
+    AuditEntry, AuditFilter, Batch, BatchSummary, CellQuery, HostSummary, LineQuery, MessageFilter,
+    Page, PageRequest, RejectFilter, Retention, RetentionSummary, SqliteStore, Store, StoreError,
+    StoredRecord,
 };
 use exim_pilot_testkit::Server;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -313,7 +313,8 @@ fn process_until_caught_up(
 ) -> FleetMetrics {
     config.stop_when_caught_up = true;
     let metrics = FleetMetrics::new(&prometheus::Registry::new()).unwrap();
-    let mut processor = Processor::new(config, store, rt.handle().clone(), metrics.clone()).unwrap();
+    let mut processor =
+        Processor::new(config, store, rt.handle().clone(), metrics.clone()).unwrap();
     let stop = AtomicBool::new(false);
     processor.run(&stop).unwrap();
     metrics
@@ -325,7 +326,9 @@ fn exim_pilot() -> Command {
 
 fn spawn_process(brokers: &str, topic: &str, group: &str, data: &Path) -> Child {
     exim_pilot()
-        .args(["process", "--kafka", brokers, "--topic", topic, "--group", group])
+        .args([
+            "process", "--kafka", brokers, "--topic", topic, "--group", group,
+        ])
         .args(["--timezone", "utc", "--quiet", "--data"])
         .arg(data)
         .args(["--kafka-option", "session.timeout.ms=6000"])
@@ -349,6 +352,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 // ---------------------------------------------------------------------
 // A store that fails on purpose
 
+/// Called before every commit attempt of a [`FlakyStore`].
+type AttemptHook = Box<dyn Fn(u32, &Batch) + Send + Sync>;
+
 /// Wraps a store; its first `failures` batch commits fail. `seen` is
 /// called before every commit attempt with the attempt's number (from 1)
 /// and the batch.
@@ -356,7 +362,7 @@ struct FlakyStore {
     inner: Arc<SqliteStore>,
     failures: u32,
     attempts: AtomicU32,
-    seen: Box<dyn Fn(u32, &Batch) + Send + Sync>,
+    seen: AttemptHook,
 }
 
 #[async_trait]
@@ -365,14 +371,20 @@ impl Store for FlakyStore {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         (self.seen)(attempt, &batch);
         if attempt <= self.failures {
-            return Err(StoreError::Task(format!("attempt {attempt} fails on purpose")));
+            return Err(StoreError::Task(format!(
+                "attempt {attempt} fails on purpose"
+            )));
         }
         self.inner.commit_batch(batch).await
     }
     async fn load_blob(&self, name: &str) -> exim_pilot_store::Result<Option<Vec<u8>>> {
         self.inner.load_blob(name).await
     }
-    async fn lifecycle(&self, h: &str, id: MessageId) -> exim_pilot_store::Result<Option<Lifecycle>> {
+    async fn lifecycle(
+        &self,
+        h: &str,
+        id: MessageId,
+    ) -> exim_pilot_store::Result<Option<Lifecycle>> {
         self.inner.lifecycle(h, id).await
     }
     async fn lifecycles_by_id(&self, id: MessageId) -> exim_pilot_store::Result<Vec<Lifecycle>> {
@@ -474,7 +486,13 @@ fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
                 (batches.len() as f64 * to) as usize,
             );
             for batch in &batches[a..b] {
-                publish(&producer, &topic, logs.partition, logs.host, &batch.encode());
+                publish(
+                    &producer,
+                    &topic,
+                    logs.partition,
+                    logs.host,
+                    &batch.encode(),
+                );
             }
         }
         flush(&producer);
@@ -612,7 +630,8 @@ fn a_retried_batch_is_offered_again_not_appended_again() {
     });
     let mut config = config(&brokers, &topic, &group);
     config.stop_when_caught_up = true;
-    let mut processor = Processor::new(config, store, rt.handle().clone(), metrics.clone()).unwrap();
+    let mut processor =
+        Processor::new(config, store, rt.handle().clone(), metrics.clone()).unwrap();
     processor.run(&AtomicBool::new(false)).unwrap();
 
     assert_eq!(*pending_seen.lock().unwrap(), vec![(1, 1), (1, 1), (1, 1)]);
@@ -635,7 +654,13 @@ fn replay_from_the_beginning_rebuilds_the_same_store() {
     let producer = producer(&brokers);
     for logs in &FLEET {
         for batch in host_batches(logs, 40).0 {
-            publish(&producer, &topic, logs.partition, logs.host, &batch.encode());
+            publish(
+                &producer,
+                &topic,
+                logs.partition,
+                logs.host,
+                &batch.encode(),
+            );
         }
     }
     flush(&producer);
@@ -649,7 +674,14 @@ fn replay_from_the_beginning_rebuilds_the_same_store() {
     // The group is reset and everything rebuilt in an empty store.
     let second_dir = tempfile::tempdir().unwrap();
     let out = exim_pilot()
-        .args(["replay", "--from-beginning", "--kafka", &brokers, "--topic", &topic])
+        .args([
+            "replay",
+            "--from-beginning",
+            "--kafka",
+            &brokers,
+            "--topic",
+            &topic,
+        ])
         .args(["--group", &group, "--timezone", "utc", "--data"])
         .arg(second_dir.path())
         .output()

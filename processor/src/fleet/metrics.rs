@@ -171,7 +171,13 @@ impl FleetMetrics {
         self.pending.set(records as i64);
     }
 
-    pub(crate) fn store_failed(&self, what: &str, error: &StoreError, failures: u32, wait: Duration) {
+    pub(crate) fn store_failed(
+        &self,
+        what: &str,
+        error: &StoreError,
+        failures: u32,
+        wait: Duration,
+    ) {
         tracing::warn!(
             operation = what,
             error = %error,

@@ -38,7 +38,7 @@ pub enum FleetError {
         /// The topic.
         topic: String,
         /// The cause.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// A partition's saved pipeline state cannot be used.
     #[error("the saved state of partition {partition} cannot be used: {source}")]
@@ -59,7 +59,7 @@ pub enum FleetError {
         /// The topic.
         topic: String,
         /// The cause.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The store refused a write outside the retried loop.
     #[error("cannot write to the store: {0}")]
@@ -409,7 +409,8 @@ impl Processor {
                 Err(e) => {
                     failures += 1;
                     let wait = self.config.retry.delay(failures);
-                    self.metrics.store_failed("commit batch", &e, failures, wait);
+                    self.metrics
+                        .store_failed("commit batch", &e, failures, wait);
                     if !self.wait_serving_group(wait, stop) {
                         self.pending.clear();
                         self.metrics.pending(0);
@@ -514,7 +515,7 @@ fn consumer_error(config: &FleetConfig, source: KafkaError) -> FleetError {
     FleetError::Consumer {
         brokers: config.brokers.clone(),
         topic: config.topic.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -537,7 +538,7 @@ pub fn reset_to_beginning(
     let reset_error = |source| FleetError::Reset {
         group: config.group.clone(),
         topic: config.topic.clone(),
-        source,
+        source: Box::new(source),
     };
     let consumer: BaseConsumer<DefaultConsumerContext> = client_config(config)
         .set("enable.auto.commit", "false")

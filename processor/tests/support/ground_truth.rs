@@ -19,10 +19,13 @@ use serde_json::Value;
 pub fn corpus_dir() -> PathBuf {
     // From the processor crate or from the workspace root.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [manifest.join("tests/data/corpus"), manifest.join("../tests/data/corpus")]
-        .into_iter()
-        .find(|p| p.is_dir())
-        .expect("the corpus is in tests/data/corpus")
+    [
+        manifest.join("tests/data/corpus"),
+        manifest.join("../tests/data/corpus"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .expect("the corpus is in tests/data/corpus")
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
@@ -155,7 +158,7 @@ pub fn compare(truth: &Value, ours: &[Lifecycle]) -> Vec<String> {
         }
     }
 
-    problems.extend(compare_totals(&truth["totals"], &ours));
+    problems.extend(compare_totals(&truth["totals"], ours));
     problems
 }
 
@@ -210,4 +213,3 @@ fn compare_totals(totals: &Value, ours: &[Lifecycle]) -> Vec<String> {
     );
     problems
 }
-
