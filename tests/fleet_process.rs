@@ -39,7 +39,7 @@ use rdkafka::{Offset, TopicPartitionList};
 mod ground_truth;
 
 /// How long a test waits for the processors before it fails.
-const PATIENCE: Duration = Duration::from_secs(180);
+const PATIENCE: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------------
 // Kafka helpers
@@ -324,8 +324,23 @@ fn exim_pilot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
 }
 
-fn spawn_process(brokers: &str, topic: &str, group: &str, data: &Path) -> Child {
-    exim_pilot()
+/// A child process, killed if the test ends while it runs.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `exim-pilot process`; its messages go to `log` (shown when the
+/// test fails).
+fn spawn_process(brokers: &str, topic: &str, group: &str, data: &Path, log: &Path) -> Running {
+    let log = File::options().create(true).append(true).open(log).unwrap();
+    let child = exim_pilot()
         .args([
             "process", "--kafka", brokers, "--topic", topic, "--group", group,
         ])
@@ -333,18 +348,26 @@ fn spawn_process(brokers: &str, topic: &str, group: &str, data: &Path) -> Child 
         .arg(data)
         .args(["--kafka-option", "session.timeout.ms=6000"])
         .args(["--kafka-option", "heartbeat.interval.ms=1000"])
+        .env("RUST_LOG", "info,rdkafka=debug")
         .stdout(Stdio::null())
+        .stderr(log)
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_until_or(what, || {}, done)
+}
+
+/// Waits until `done`; calls `explain` before failing.
+fn wait_until_or(what: &str, explain: impl Fn(), mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "gave up waiting until {what} after {PATIENCE:?}"
-        );
+        if started.elapsed() > PATIENCE {
+            explain();
+            panic!("gave up waiting until {what} after {PATIENCE:?}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -500,29 +523,37 @@ fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
 
     // Two processors share the first half.
     send_share(0.0, 0.5);
-    let mut first = spawn_process(&brokers, &topic, &group, data.path());
-    let mut second = spawn_process(&brokers, &topic, &group, data.path());
+    let logs = tempfile::tempdir().unwrap();
+    let (first_log, second_log) = (logs.path().join("first"), logs.path().join("second"));
+    let mut first = spawn_process(&brokers, &topic, &group, data.path(), &first_log);
+    let mut second = spawn_process(&brokers, &topic, &group, data.path(), &second_log);
     let store = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
     wait_until("the store holds records", || {
         records_per_host(&rt, &*store).values().sum::<i64>() > 0
     });
 
-    // One dies without a word, more arrives, and it comes back.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    // More arrives, one dies without a word while it works, and it
+    // comes back.
     send_share(0.5, 1.0);
-    std::thread::sleep(Duration::from_secs(1));
-    let mut first = spawn_process(&brokers, &topic, &group, data.path());
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let mut first = spawn_process(&brokers, &topic, &group, data.path(), &first_log);
 
     let client = group_client(&brokers, &group);
     let ends = high_watermarks(&client, &topic, 2);
-    wait_until("the group has committed every offset", || {
+    let show_logs = || {
+        for log in [&first_log, &second_log] {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            eprintln!("==== {}:\n{text}", log.display());
+        }
+    };
+    wait_until_or("the group has committed every offset", show_logs, || {
         committed(&client, &topic, 2) == ends
     });
     for child in [&mut first, &mut second] {
         // SAFETY: kill(2) on our own child's process id.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        assert!(child.wait().unwrap().success());
+        unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+        assert!(child.0.wait().unwrap().success());
     }
 
     assert_eq!(records_per_host(&rt, &*store), expected);

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use prometheus::IntGauge;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics};
 
 /// A change of the partitions this processor owns.
@@ -72,6 +73,12 @@ impl ClientContext for FleetContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // Reaching the end of a partition is news, not trouble; the loop
+        // learns of it from the poll.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(reason, "End of partition");
+            return;
+        }
         tracing::warn!(error = %error, reason, "Kafka client error");
     }
 }
