@@ -80,8 +80,8 @@ fn main() {
     };
     let metrics = FleetMetrics::new(&prometheus::Registry::new()).expect("metrics");
     let started = Instant::now();
-    let mut processor = Processor::new(config, store, rt.handle().clone(), metrics.clone())
-        .expect("a processor");
+    let mut processor =
+        Processor::new(config, store, rt.handle().clone(), metrics.clone()).expect("a processor");
     processor
         .run(&AtomicBool::new(false))
         .expect("processing the topic");

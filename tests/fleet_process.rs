@@ -528,8 +528,18 @@ fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
     let mut first = spawn_process(&brokers, &topic, &group, data.path(), &first_log);
     let mut second = spawn_process(&brokers, &topic, &group, data.path(), &second_log);
     let store = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
-    wait_until("the store holds records", || {
-        records_per_host(&rt, &*store).values().sum::<i64>() > 0
+    // Both must be full members of the group first: the broker gives a
+    // member's partitions to the others only once it knew the member.
+    let owns_a_partition = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("Partitions assigned partitions=[") && !l.ends_with("=[]"))
+    };
+    wait_until("both processors own a partition and stored records", || {
+        owns_a_partition(&first_log)
+            && owns_a_partition(&second_log)
+            && records_per_host(&rt, &*store).len() == FLEET.len()
     });
 
     // More arrives, one dies without a word while it works, and it

@@ -10,6 +10,10 @@
 //! was stored, losing and doubling nothing. See
 //! `exim_pilot_processor::fleet` for how.
 //!
+//! A processor that dies without leaving the group keeps its partitions
+//! until the broker gives up on it, after `session.timeout.ms` (librdkafka
+//! default 45 s); lower it with `--kafka-option` for a quicker takeover.
+//!
 //! The store is the SQLite store in `--data` (several instances may share
 //! one data directory: SQLite serialises their writes). `--listen` serves
 //! `/health`, `/ready` and `/metrics` as `standalone` does.

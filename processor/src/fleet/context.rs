@@ -9,11 +9,12 @@
 
 use std::sync::Mutex;
 
-use prometheus::IntGauge;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics};
+
+use super::FleetMetrics;
 
 /// A change of the partitions this processor owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,15 +32,15 @@ pub enum Assignment {
 pub struct FleetContext {
     topic: String,
     changes: Mutex<Vec<Assignment>>,
-    lag: IntGauge,
+    metrics: FleetMetrics,
 }
 
 impl FleetContext {
-    pub fn new(topic: &str, lag: IntGauge) -> FleetContext {
+    pub fn new(topic: &str, metrics: FleetMetrics) -> FleetContext {
         FleetContext {
             topic: topic.to_string(),
             changes: Mutex::new(Vec::new()),
-            lag,
+            metrics,
         }
     }
 
@@ -69,7 +70,7 @@ impl ClientContext for FleetContext {
             .filter(|p| p.partition >= 0)
             .map(|p| p.consumer_lag.max(0))
             .sum();
-        self.lag.set(lag);
+        self.metrics.lag(lag);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -79,7 +80,7 @@ impl ClientContext for FleetContext {
             tracing::debug!(reason, "End of partition");
             return;
         }
-        tracing::warn!(error = %error, reason, "Kafka client error");
+        self.metrics.client_error(&error, reason);
     }
 }
 

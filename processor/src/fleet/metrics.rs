@@ -5,7 +5,8 @@
 //! metrics are registered in the registry the caller passes, which the
 //! binary serves at `/metrics`. No label carries a value from the logs.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use exim_pilot_store::{BatchSummary, StoreError};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
@@ -33,7 +34,12 @@ pub struct FleetMetrics {
     pending: IntGauge,
     partitions: IntGauge,
     lag: IntGauge,
+    last_warning: Arc<Mutex<Option<(String, Instant)>>>,
 }
+
+/// How long the same Kafka error is not logged again. While a broker is
+/// down, librdkafka reports it at every poll, ten times a second.
+const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(30);
 
 impl FleetMetrics {
     /// Creates the metrics and registers them in `registry`.
@@ -111,6 +117,7 @@ impl FleetMetrics {
                 "exim_pilot_kafka_consumer_lag",
                 "Kafka records not yet consumed, over this processor's partitions.",
             )?,
+            last_warning: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -134,8 +141,8 @@ impl FleetMetrics {
         self.records.get()
     }
 
-    pub(crate) fn lag_gauge(&self) -> IntGauge {
-        self.lag.clone()
+    pub(crate) fn lag(&self, records: i64) {
+        self.lag.set(records);
     }
 
     pub(crate) fn consumed(&self, kafka_records: u64) {
@@ -214,8 +221,37 @@ impl FleetMetrics {
     }
 
     pub(crate) fn consumer_error(&self, error: &dyn std::fmt::Display) {
-        tracing::warn!(error = %error, "Kafka consumer error");
         self.consumer_errors.inc();
+        let text = error.to_string();
+        if self.is_new_warning(&text) {
+            tracing::warn!(error = %text, "Kafka consumer error");
+        } else {
+            tracing::debug!(error = %text, "Kafka consumer error");
+        }
+    }
+
+    /// A Kafka client error reported outside a poll (connections, the
+    /// group coordinator); not counted, as polls report what matters.
+    pub(crate) fn client_error(&self, error: &dyn std::fmt::Display, reason: &str) {
+        let text = error.to_string();
+        if self.is_new_warning(&text) {
+            tracing::warn!(error = %text, reason, "Kafka client error");
+        } else {
+            tracing::debug!(error = %text, reason, "Kafka client error");
+        }
+    }
+
+    /// True when `text` was not warned about in the last
+    /// [`REPEAT_WARNING_AFTER`].
+    fn is_new_warning(&self, text: &str) -> bool {
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let repeated = last
+            .as_ref()
+            .is_some_and(|(t, at)| t == text && at.elapsed() < REPEAT_WARNING_AFTER);
+        if !repeated {
+            *last = Some((text.to_string(), Instant::now()));
+        }
+        !repeated
     }
 
     pub(crate) fn assigned(&self, partitions: usize) {

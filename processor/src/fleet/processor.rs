@@ -112,7 +112,7 @@ impl Processor {
         runtime: Handle,
         metrics: FleetMetrics,
     ) -> Result<Processor, FleetError> {
-        let context = FleetContext::new(&config.topic, metrics.lag_gauge());
+        let context = FleetContext::new(&config.topic, metrics.clone());
         let consumer: BaseConsumer<FleetContext> = client_config(&config)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
