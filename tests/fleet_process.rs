@@ -24,8 +24,8 @@ use exim_pilot_schema::wire::{BatchRecord, RecordBatch};
 use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RejectRecord, Report, Zone};
 use exim_pilot_store::{
     AuditEntry, AuditFilter, Batch, BatchSummary, CellQuery, HostSummary, LineQuery, MessageFilter,
-    Page, PageRequest, RejectFilter, Retention, RetentionSummary, SqliteStore, Store, StoreError,
-    StoredRecord,
+    Page, PageRequest, RejectFilter, Retention, RetentionSummary, Session, SqliteStore, Store,
+    StoreError, StoredRecord, User,
 };
 use exim_pilot_testkit::Server;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -455,6 +455,31 @@ impl Store for FlakyStore {
         p: &PageRequest,
     ) -> exim_pilot_store::Result<Page<AuditEntry>> {
         self.inner.audit_log(f, p).await
+    }
+    async fn create_user(&self, user: &User) -> exim_pilot_store::Result<()> {
+        self.inner.create_user(user).await
+    }
+    async fn update_user(&self, user: &User) -> exim_pilot_store::Result<()> {
+        self.inner.update_user(user).await
+    }
+    async fn user(&self, name: &str) -> exim_pilot_store::Result<Option<User>> {
+        self.inner.user(name).await
+    }
+    async fn users(&self) -> exim_pilot_store::Result<Vec<User>> {
+        self.inner.users().await
+    }
+    async fn save_session(&self, session: &Session) -> exim_pilot_store::Result<()> {
+        self.inner.save_session(session).await
+    }
+    async fn session(&self, id: &str) -> exim_pilot_store::Result<Option<Session>> {
+        self.inner.session(id).await
+    }
+    async fn revoke_sessions(
+        &self,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> exim_pilot_store::Result<u64> {
+        self.inner.revoke_sessions(user, at).await
     }
     async fn apply_retention(
         &self,
