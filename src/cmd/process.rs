@@ -14,9 +14,11 @@
 //! until the broker gives up on it, after `session.timeout.ms` (librdkafka
 //! default 45 s); lower it with `--kafka-option` for a quicker takeover.
 //!
-//! The store is the SQLite store in `--data` (several instances may share
-//! one data directory: SQLite serialises their writes). `--listen` serves
-//! `/health`, `/ready` and `/metrics` as `standalone` does.
+//! The store is a ClickHouse database with `--clickhouse` (created and
+//! brought up to date at startup), else the SQLite store in `--data`
+//! (several instances may share one data directory: SQLite serialises
+//! their writes). `--listen` serves `/health`, `/ready` and `/metrics` as
+//! `standalone` does.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ use exim_pilot_processor::correlate::CorrelatorConfig;
 use exim_pilot_processor::fleet::{FleetConfig, FleetMetrics, Processor};
 use exim_pilot_processor::parse::ParseOptions;
 use exim_pilot_schema::Zone;
-use exim_pilot_store::Store;
+use exim_pilot_store::{ClickHouseStore, Store};
 
 use super::common::{self, thousands, DataArgs};
 
@@ -60,6 +62,25 @@ pub struct FleetArgs {
 
     #[command(flatten)]
     data: DataArgs,
+
+    /// Write to a ClickHouse server (`http://HOST:8123`) instead of the
+    /// SQLite store in --data; the database is created and its tables
+    /// brought up to date when needed.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EXIM_PILOT_CLICKHOUSE",
+        conflicts_with = "data"
+    )]
+    clickhouse: Option<String>,
+
+    /// The ClickHouse database (with --clickhouse).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = exim_pilot_store::clickhouse::DEFAULT_DATABASE
+    )]
+    database: String,
 
     /// Zone of log times written without an offset: `local`, `utc`, or an
     /// offset such as `+0100`. Exim writes the server's local time unless
@@ -93,14 +114,27 @@ impl FleetArgs {
         }
     }
 
-    /// The store the processors write to.
-    pub fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        Ok(common::open_store(&self.data.data)?)
+    /// The store the processors write to: the ClickHouse database when
+    /// `--clickhouse` is given, else the SQLite store in `--data`. The
+    /// store's work runs on `rt`.
+    pub fn open_store(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<dyn Store>> {
+        match &self.clickhouse {
+            Some(url) => {
+                let store = rt
+                    .block_on(ClickHouseStore::connect(url, &self.database))
+                    .with_context(|| format!("cannot open the ClickHouse store at {url}"))?;
+                Ok(Arc::new(store))
+            }
+            None => Ok(common::open_store(&self.data.data)?),
+        }
     }
 
     /// Where the store is, for messages.
     pub fn store_name(&self) -> String {
-        self.data.data.display().to_string()
+        match &self.clickhouse {
+            Some(url) => format!("database {} of {url}", self.database),
+            None => self.data.data.display().to_string(),
+        }
     }
 }
 
@@ -141,8 +175,8 @@ pub fn run_processor(
     listen: Option<SocketAddr>,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = fleet.open_store()?;
     let rt = common::runtime()?;
+    let store = fleet.open_store(&rt)?;
     let stop = Arc::new(AtomicBool::new(false));
     super::standalone::watch_signals(&rt, stop.clone());
 

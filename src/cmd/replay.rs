@@ -37,8 +37,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = args.fleet.config();
     {
-        let store = args.fleet.open_store()?;
         let rt = common::runtime()?;
+        let store = args.fleet.open_store(&rt)?;
         let partitions = reset_to_beginning(&config, &*store, rt.handle())?;
         if !args.quiet {
             eprintln!(
