@@ -24,8 +24,18 @@
 //! [kafka.producer]           # further librdkafka properties, as strings
 //! "compression.type" = "lz4" # default none
 //!
-//! [process]                  # reserved for exim-pilot process
-//! [clickhouse]               # reserved for process and serve
+//! [kafka.consumer]           # further librdkafka properties of processors
+//! "session.timeout.ms" = "10000"
+//!
+//! [process]                  # exim-pilot process and replay
+//! group = "exim-pilot-process"
+//! timezone = "local"         # zone of log times without an offset
+//! listen = "127.0.0.1:9467"  # /health, /ready and /metrics
+//!
+//! [clickhouse]               # fleet mode's store
+//! url = "http://127.0.0.1:8123"
+//! database = "exim_pilot"
+//!
 //! [serve]                    # reserved for exim-pilot serve
 //! ```
 //!
@@ -34,8 +44,8 @@
 //! (`EXIM_PILOT_KAFKA_BROKERS`, `EXIM_PILOT_TAIL_LOGS` as a comma-separated
 //! list, `EXIM_PILOT_TAIL_BACKFILL=true`), and the command's options.
 //! Unknown sections and keys are refused, so a typo is reported rather than
-//! ignored; the reserved sections are accepted as they are until their
-//! commands define them. `exim-pilot config check --config FILE` validates
+//! ignored; the reserved `[serve]` section is accepted as it is until its
+//! command reads it. `exim-pilot config check --config FILE` validates
 //! a file and prints the settings in effect.
 
 use std::collections::BTreeMap;
@@ -55,12 +65,12 @@ pub struct Config {
     /// The Kafka cluster.
     #[serde(default)]
     pub kafka: KafkaSection,
-    /// Reserved for `exim-pilot process`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<toml::Table>,
-    /// Reserved for the ClickHouse store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clickhouse: Option<toml::Table>,
+    /// `exim-pilot process` and `exim-pilot replay`.
+    #[serde(default)]
+    pub process: ProcessSection,
+    /// Fleet mode's ClickHouse store.
+    #[serde(default)]
+    pub clickhouse: ClickHouseSection,
     /// Reserved for `exim-pilot serve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<toml::Table>,
@@ -99,6 +109,36 @@ pub struct TailSection {
     pub max_in_flight_bytes: Option<usize>,
 }
 
+/// The `[process]` section.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// The consumer group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Zone of log times written without an offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The year of RFC 3164 syslog stamps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syslog_year: Option<i32>,
+    /// Address of /health, /ready and /metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// The `[clickhouse]` section.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSection {
+    /// The server's HTTP interface, `http://HOST:8123`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
 /// The `[kafka]` section.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +152,9 @@ pub struct KafkaSection {
     /// Further librdkafka producer properties.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub producer: BTreeMap<String, String>,
+    /// Further librdkafka consumer properties.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer: BTreeMap<String, String>,
 }
 
 /// How an environment variable's value becomes a setting.
@@ -137,11 +180,22 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("tail", "max_in_flight_bytes", Kind::Integer),
     ("kafka", "brokers", Kind::Text),
     ("kafka", "topic", Kind::Text),
+    ("process", "group", Kind::Text),
+    ("process", "timezone", Kind::Text),
+    ("process", "syslog_year", Kind::Integer),
+    ("process", "listen", Kind::Text),
+    ("clickhouse", "url", Kind::Text),
+    ("clickhouse", "database", Kind::Text),
 ];
 
 /// The sections whose variables are read; another `EXIM_PILOT_*` variable
 /// (`EXIM_PILOT_DATA`, say) belongs to something else.
-const ENV_SECTIONS: &[&str] = &["tail", "kafka"];
+const ENV_SECTIONS: &[&str] = &["tail", "kafka", "process", "clickhouse"];
+
+/// Sections whose prefix other tools share (`EXIM_PILOT_CLICKHOUSE_SERVER`
+/// names the server binary for the test scripts): an unknown key there is
+/// not a typo of ours.
+const SHARED_ENV_SECTIONS: &[&str] = &["clickhouse"];
 
 impl Config {
     /// Reads `file` (when given) and applies the process's environment.
@@ -210,6 +264,15 @@ impl Config {
         {
             bail!("kafka.topic is empty");
         }
+        if let Some(zone) = &self.process.timezone {
+            crate::cmd::common::parse_zone(zone)
+                .map_err(|e| anyhow::anyhow!("process.timezone: {e}"))?;
+        }
+        if let Some(url) = &self.clickhouse.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("clickhouse.url {url:?} must start with http:// or https://");
+            }
+        }
         Ok(())
     }
 
@@ -240,6 +303,9 @@ fn apply_env(
             .iter()
             .find(|(s, k, _)| s == section && *k == key)
         else {
+            if SHARED_ENV_SECTIONS.contains(section) {
+                continue;
+            }
             let known: Vec<String> = OVERRIDABLE
                 .iter()
                 .filter(|(s, _, _)| s == section)
@@ -331,7 +397,10 @@ mod tests {
         assert_eq!(config.tail.linger_ms, Some(10));
         assert_eq!(config.kafka.brokers.as_deref(), Some("127.0.0.1:9092"));
         assert_eq!(config.kafka.producer["compression.type"], "none");
-        assert!(config.clickhouse.is_some(), "reserved sections are kept");
+        assert_eq!(
+            config.clickhouse.url.as_deref(),
+            Some("http://127.0.0.1:8123")
+        );
     }
 
     #[test]
@@ -359,6 +428,32 @@ mod tests {
         assert_eq!(config.tail.max_batch_records, Some(50));
         assert_eq!(config.kafka.brokers.as_deref(), Some("a:1"));
         assert_eq!(config.kafka.topic.as_deref(), Some("raw2"));
+    }
+
+    #[test]
+    fn process_and_clickhouse_sections_are_read() {
+        let config = load(
+            "[process]\ngroup = \"g1\"\ntimezone = \"+0100\"\nlisten = \"127.0.0.1:9467\"\n\
+             [clickhouse]\nurl = \"http://127.0.0.1:8123\"\n\
+             [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n",
+            &[
+                ("EXIM_PILOT_PROCESS_GROUP", "g2"),
+                ("EXIM_PILOT_CLICKHOUSE_DATABASE", "mail"),
+                // The test scripts' variable shares the section's prefix.
+                (
+                    "EXIM_PILOT_CLICKHOUSE_SERVER",
+                    "/usr/sbin/clickhouse-server",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.process.group.as_deref(), Some("g2"));
+        assert_eq!(config.process.timezone.as_deref(), Some("+0100"));
+        assert_eq!(config.clickhouse.database.as_deref(), Some("mail"));
+        assert_eq!(config.kafka.consumer["session.timeout.ms"], "6000");
+        assert!(load("[process]\ntimezone = \"mars\"\n", &[]).is_err());
+        assert!(load("[clickhouse]\nurl = \"127.0.0.1:8123\"\n", &[]).is_err());
+        assert!(load("[process]\ngruop = \"g\"\n", &[]).is_err());
     }
 
     #[test]

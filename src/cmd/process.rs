@@ -21,6 +21,7 @@
 //! `standalone` does.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,8 @@ use exim_pilot_processor::parse::ParseOptions;
 use exim_pilot_schema::Zone;
 use exim_pilot_store::{ClickHouseStore, Store};
 
-use super::common::{self, thousands, DataArgs};
+use super::common::{self, thousands};
+use crate::config::Config;
 
 /// The raw topic's usual name.
 pub const DEFAULT_TOPIC: &str = "exim-pilot-raw";
@@ -43,29 +45,40 @@ pub const DEFAULT_GROUP: &str = "exim-pilot-process";
 /// Where the records come from and where they go; shared with `replay`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FleetArgs {
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    /// The configuration file (its [kafka], [process] and [clickhouse]
+    /// sections); options given here win over it.
+    #[arg(long, value_name = "FILE", env = "EXIM_PILOT_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]. Default: the
+    /// configuration's `kafka.brokers`.
     #[arg(long = "kafka", value_name = "BROKERS", env = "EXIM_PILOT_KAFKA")]
-    brokers: String,
+    brokers: Option<String>,
 
-    /// The topic the tailers publish to.
-    #[arg(long, value_name = "TOPIC", default_value = DEFAULT_TOPIC)]
-    topic: String,
+    /// The topic the tailers publish to [default: exim-pilot-raw].
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
 
-    /// The consumer group; processors of one group share the partitions.
-    #[arg(long, value_name = "GROUP", default_value = DEFAULT_GROUP)]
-    group: String,
+    /// The consumer group; processors of one group share the partitions
+    /// [default: exim-pilot-process].
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
 
     /// A librdkafka client setting (security.protocol=ssl,
-    /// session.timeout.ms=10000...); repeat for several.
+    /// session.timeout.ms=10000...); repeat for several. Added to the
+    /// configuration's `[kafka.consumer]`.
     #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_option)]
     kafka_options: Vec<(String, String)>,
 
-    #[command(flatten)]
-    data: DataArgs,
+    /// Data directory of the SQLite store, when no ClickHouse server is
+    /// given [default: ./exim-pilot-data].
+    #[arg(long, value_name = "DIR", env = "EXIM_PILOT_DATA")]
+    data: Option<PathBuf>,
 
     /// Write to a ClickHouse server (`http://HOST:8123`) instead of the
     /// SQLite store in --data; the database is created and its tables
-    /// brought up to date when needed.
+    /// brought up to date when needed. Default: the configuration's
+    /// `clickhouse.url`.
     #[arg(
         long,
         value_name = "URL",
@@ -74,33 +87,117 @@ pub struct FleetArgs {
     )]
     clickhouse: Option<String>,
 
-    /// The ClickHouse database (with --clickhouse).
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = exim_pilot_store::clickhouse::DEFAULT_DATABASE
-    )]
-    database: String,
+    /// The ClickHouse database (with --clickhouse) [default: exim_pilot].
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
 
     /// Zone of log times written without an offset: `local`, `utc`, or an
     /// offset such as `+0100`. Exim writes the server's local time unless
-    /// `log_timezone` is set.
+    /// `log_timezone` is set [default: local].
     #[arg(
         long,
         visible_alias = "zone",
         value_name = "ZONE",
-        default_value = "local",
         allow_hyphen_values = true,
         value_parser = common::parse_zone
     )]
-    timezone: Zone,
+    timezone: Option<Zone>,
 
     /// The year of RFC 3164 syslog stamps, which carry none.
     #[arg(long, value_name = "YEAR")]
     syslog_year: Option<i32>,
 }
 
+/// Where a processor's settings ended up, from the defaults, the
+/// configuration file, its environment variables and the options, the
+/// last one winning.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    brokers: String,
+    topic: String,
+    group: String,
+    kafka_options: Vec<(String, String)>,
+    store: StoreChoice,
+    timezone: Zone,
+    syslog_year: Option<i32>,
+    /// The configuration's `process.listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+enum StoreChoice {
+    Sqlite(PathBuf),
+    ClickHouse { url: String, database: String },
+}
+
 impl FleetArgs {
+    /// Merges the configuration (file and environment) with the options.
+    pub fn resolve(&self) -> anyhow::Result<Fleet> {
+        let config = Config::load(self.config.as_deref())?;
+        let brokers = self
+            .brokers
+            .clone()
+            .or_else(|| config.kafka.brokers.clone())
+            .context(
+                "no Kafka brokers: give --kafka HOST:PORT, kafka.brokers in the file of \
+                 --config, or EXIM_PILOT_KAFKA_BROKERS",
+            )?;
+        let topic = self
+            .topic
+            .clone()
+            .or_else(|| config.kafka.topic.clone())
+            .unwrap_or_else(|| DEFAULT_TOPIC.to_string());
+        let group = self
+            .group
+            .clone()
+            .or_else(|| config.process.group.clone())
+            .unwrap_or_else(|| DEFAULT_GROUP.to_string());
+        let mut kafka_options: Vec<(String, String)> = config
+            .kafka
+            .consumer
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        kafka_options.extend(self.kafka_options.iter().cloned());
+
+        let database = self
+            .database
+            .clone()
+            .or_else(|| config.clickhouse.database.clone())
+            .unwrap_or_else(|| exim_pilot_store::clickhouse::DEFAULT_DATABASE.to_string());
+        let store = match (&self.clickhouse, &self.data, &config.clickhouse.url) {
+            (Some(url), _, _) => StoreChoice::ClickHouse {
+                url: url.clone(),
+                database,
+            },
+            (None, Some(dir), _) => StoreChoice::Sqlite(dir.clone()),
+            (None, None, Some(url)) => StoreChoice::ClickHouse {
+                url: url.clone(),
+                database,
+            },
+            (None, None, None) => StoreChoice::Sqlite(PathBuf::from(common::DEFAULT_DATA_DIR)),
+        };
+
+        let timezone = match (self.timezone, &config.process.timezone) {
+            (Some(zone), _) => zone,
+            (None, Some(text)) => common::parse_zone(text)
+                .map_err(|e| anyhow::anyhow!("process.timezone in the configuration: {e}"))?,
+            (None, None) => Zone::Local,
+        };
+        Ok(Fleet {
+            brokers,
+            topic,
+            group,
+            kafka_options,
+            store,
+            timezone,
+            syslog_year: self.syslog_year.or(config.process.syslog_year),
+            listen: config.process.listen,
+        })
+    }
+}
+
+impl Fleet {
     /// The processor's configuration.
     pub fn config(&self) -> FleetConfig {
         FleetConfig {
@@ -115,25 +212,25 @@ impl FleetArgs {
     }
 
     /// The store the processors write to: the ClickHouse database when
-    /// `--clickhouse` is given, else the SQLite store in `--data`. The
+    /// one is given, else the SQLite store in the data directory. The
     /// store's work runs on `rt`.
     pub fn open_store(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<dyn Store>> {
-        match &self.clickhouse {
-            Some(url) => {
+        match &self.store {
+            StoreChoice::ClickHouse { url, database } => {
                 let store = rt
-                    .block_on(ClickHouseStore::connect(url, &self.database))
+                    .block_on(ClickHouseStore::connect(url, database))
                     .with_context(|| format!("cannot open the ClickHouse store at {url}"))?;
                 Ok(Arc::new(store))
             }
-            None => Ok(common::open_store(&self.data.data)?),
+            StoreChoice::Sqlite(dir) => Ok(common::open_store(dir)?),
         }
     }
 
-    /// Where the store is, for messages.
+    /// The store, as messages name it.
     pub fn store_name(&self) -> String {
-        match &self.clickhouse {
-            Some(url) => format!("database {} of {url}", self.database),
-            None => self.data.data.display().to_string(),
+        match &self.store {
+            StoreChoice::ClickHouse { url, database } => format!("database {database} of {url}"),
+            StoreChoice::Sqlite(dir) => dir.display().to_string(),
         }
     }
 }
@@ -163,14 +260,16 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.fleet.config();
-    run_processor(&args.fleet, config, args.listen, args.quiet)
+    let fleet = args.fleet.resolve()?;
+    let config = fleet.config();
+    let listen = args.listen.or(fleet.listen);
+    run_processor(&fleet, config, listen, args.quiet)
 }
 
 /// Runs a processor until it is stopped (SIGINT, SIGTERM) or, when the
 /// configuration says so, until it has caught up.
 pub fn run_processor(
-    fleet: &FleetArgs,
+    fleet: &Fleet,
     config: FleetConfig,
     listen: Option<SocketAddr>,
     quiet: bool,

@@ -35,10 +35,11 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = args.fleet.config();
+    let fleet = args.fleet.resolve()?;
+    let mut config = fleet.config();
     {
         let rt = common::runtime()?;
-        let store = args.fleet.open_store(&rt)?;
+        let store = fleet.open_store(&rt)?;
         let partitions = reset_to_beginning(&config, &*store, rt.handle())?;
         if !args.quiet {
             eprintln!(
@@ -50,5 +51,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     config.stop_when_caught_up = true;
-    run_processor(&args.fleet, config, None, args.quiet)
+    run_processor(&fleet, config, None, args.quiet)
 }
