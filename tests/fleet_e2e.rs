@@ -627,9 +627,18 @@ fn tailers_to_clickhouse_through_kills_rotations_and_outages() {
             )
             .unwrap_or_default()
         };
+        let differing: Vec<String> = report
+            .lines()
+            .zip(replayed_report.lines())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .take(20)
+            .map(|(n, (a, b))| format!("line {}: {} | replay: {}", n + 1, a.trim(), b.trim()))
+            .collect();
         panic!(
-            "the replay's report differs; stored rejections by host and log:\n\
+            "the replay's report differs:\n{}\nstored rejections by host and log:\n\
              first run:\n{}replay:\n{}",
+            differing.join("\n"),
             rejects("fleet"),
             rejects("replayed")
         );
