@@ -120,16 +120,21 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         );
     }
 
-    // Details first, lifecycles after their cells, counts, then blobs.
+    // Report cells first: a cell row is named by its source and version,
+    // so writing it again on a retry replaces it, while records and
+    // rejections, once stored, are taken as done by the next attempt
+    // (`unseen_records`, `unseen_rejects`). Written after them, the cells
+    // of a batch that failed in between would never be written. Then the
+    // details, lifecycles after their cells, counts, and blobs last.
+    db.insert("cells_hour", &rows.cells_hour, "store hourly report cells")
+        .await?;
+    db.insert("cells_day", &rows.cells_day, "store daily report cells")
+        .await?;
     db.insert("events", &rows.events, "store raw records")
         .await?;
     db.insert("rejects", &rows.rejects, "store rejections")
         .await?;
     db.insert("attempts", &rows.attempts, "store delivery attempts")
-        .await?;
-    db.insert("cells_hour", &rows.cells_hour, "store hourly report cells")
-        .await?;
-    db.insert("cells_day", &rows.cells_day, "store daily report cells")
         .await?;
     db.insert("lifecycles", &rows.lifecycles, "store lifecycles")
         .await?;
