@@ -113,26 +113,47 @@ impl Throttle {
     }
 
     /// How long this attempt must still wait; zero when it may go ahead.
-    /// An attempt that must wait is counted as a failure.
+    /// An attempt that must wait is counted as a failure, which makes the
+    /// wait longer: the wait returned is the one that holds after counting
+    /// it, so a caller who waits that long (and tries nothing else in the
+    /// meantime) may go ahead.
     pub fn check(&self, account: &str, ip: IpAddr) -> Duration {
         let now = Instant::now();
         let keys = self.keys(account, ip);
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let wait = keys
-            .iter()
+        let wait = self.longest_wait(&failures, &keys, now);
+        if wait.is_zero() {
+            return wait;
+        }
+        for (key, _) in &keys {
+            bump(&mut failures, key, now, self.config.forget_after);
+        }
+        self.longest_wait(&failures, &keys, now)
+    }
+
+    /// The longest wait any of `keys` imposes at `now`.
+    fn longest_wait(
+        &self,
+        failures: &HashMap<String, Failures>,
+        keys: &[(String, u32)],
+        now: Instant,
+    ) -> Duration {
+        keys.iter()
             .filter_map(|(key, free)| {
                 let f = failures.get(key)?;
                 let fresh = now.duration_since(f.last) < self.config.forget_after;
                 fresh.then(|| self.wait(f, *free, now))
             })
             .max()
-            .unwrap_or(Duration::ZERO);
-        if !wait.is_zero() {
-            for (key, _) in &keys {
-                bump(&mut failures, key, now, self.config.forget_after);
-            }
-        }
-        wait
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// How long an attempt would wait now, without counting one.
+    #[cfg(test)]
+    fn pending(&self, account: &str, ip: IpAddr) -> Duration {
+        let keys = self.keys(account, ip);
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        self.longest_wait(&failures, &keys, Instant::now())
     }
 
     /// Counts a failed attempt.
@@ -182,6 +203,21 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, n])
+    }
+
+    #[test]
+    fn the_wait_told_is_the_wait_that_holds() {
+        let t = Throttle::new(ThrottleConfig::default());
+        for _ in 0..4 {
+            t.failed("alice", ip(1));
+        }
+        let told = t.check("alice", ip(1));
+        assert!(!told.is_zero());
+        let holds = t.pending("alice", ip(1));
+        assert!(
+            holds <= told && told - holds < Duration::from_secs(1),
+            "told {told:?}, holds {holds:?}"
+        );
     }
 
     #[test]
