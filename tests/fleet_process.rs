@@ -572,6 +572,24 @@ fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
     send_share(0.5, 1.0);
     first.0.kill().unwrap();
     first.0.wait().unwrap();
+
+    // The broker notices the death after the session timeout (6 s) and
+    // gives the survivor every partition. The restart waits for that (for
+    // a while): the broker used in tests can leave a partition with no
+    // owner when a member comes back while its dead predecessor still
+    // holds it.
+    let owns_every_partition = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Partitions assigned partitions=["))
+            .last()
+            .is_some_and(|l| l.ends_with("partitions=[0, 1]"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !owns_every_partition(&second_log) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut first = spawn_process(&brokers, &topic, &group, data.path(), &first_log);
 
     let client = group_client(&brokers, &group);
