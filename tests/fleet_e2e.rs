@@ -430,8 +430,8 @@ fn owns_every_partition(process: &Running) -> bool {
     process
         .messages()
         .lines()
-        .filter(|l| l.contains("Partitions assigned partitions=["))
-        .last()
+        .rev()
+        .find(|l| l.contains("Partitions assigned partitions=["))
         .is_some_and(|l| l.ends_with("partitions=[0, 1]"))
 }
 

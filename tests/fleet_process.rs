@@ -582,8 +582,8 @@ fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
         std::fs::read_to_string(log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("Partitions assigned partitions=["))
-            .last()
+            .rev()
+            .find(|l| l.contains("Partitions assigned partitions=["))
             .is_some_and(|l| l.ends_with("partitions=[0, 1]"))
     };
     let deadline = Instant::now() + Duration::from_secs(30);
