@@ -88,6 +88,7 @@ use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 pub mod clickhouse;
 pub mod error;
+mod plan;
 pub mod sqlite;
 pub mod types;
 

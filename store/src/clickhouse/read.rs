@@ -14,6 +14,7 @@ use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 use super::rows::*;
 use super::Db;
 use crate::error::{Result, StoreError};
+use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
 use crate::types::*;
 
 /// A value bound into a statement.
@@ -340,14 +341,6 @@ pub async fn audit_log(db: &Db, f: &AuditFilter, page: &PageRequest) -> Result<P
 }
 
 /// Hour buckets covered by a report: `[first, end)`, open ends far away.
-fn hour_bounds(options: &ReportOptions) -> (i64, i64) {
-    const FAR: i64 = 1 << 40;
-    (
-        options.first_hour().unwrap_or(-FAR),
-        options.end_hour().unwrap_or(FAR),
-    )
-}
-
 /// Sums the cell rows of `table` with bucket in `[lo, hi)` per (bucket,
 /// host, dimension, key) and hands each non-zero cell to `sink`.
 async fn read_cells(
@@ -421,48 +414,28 @@ async fn read_cells(
 /// inside it, hour cells for the hours at its edges, and hour cells of
 /// the totals for the hourly series.
 async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
-    let (h0, h1) = hour_bounds(options);
     let host = options.host.as_deref();
-    let d0 = h0.div_euclid(24) + i64::from(h0.rem_euclid(24) != 0);
-    let d1 = h1.div_euclid(24);
     let mut rollup = Rollup::new();
-    if d0 < d1 {
+    for read in rollup_reads(options) {
+        let table = cell_table(read.bucket);
         read_cells(
             db,
-            "cells_day",
-            (d0, d1),
+            table,
+            read.range,
             host,
-            &[],
-            |_, h, dim, k, cell| rollup.add(None, h, dim, k, cell),
-        )
-        .await?;
-        for edge in [(h0, d0 * 24), (d1 * 24, h1)] {
-            read_cells(db, "cells_hour", edge, host, &[], |b, h, dim, k, cell| {
-                rollup.add(Some(b), h, dim, k, cell)
-            })
-            .await?;
-        }
-        read_cells(
-            db,
-            "cells_hour",
-            (d0 * 24, d1 * 24),
-            host,
-            &[Dimension::Total],
-            |b, _, _, _, cell| rollup.add_hourly(b, cell),
-        )
-        .await?;
-    } else {
-        read_cells(
-            db,
-            "cells_hour",
-            (h0, h1),
-            host,
-            &[],
-            |b, h, dim, k, cell| rollup.add(Some(b), h, dim, k, cell),
+            read.dims(),
+            |b, h, dim, k, cell| read.add_to(&mut rollup, b, h, dim, k, cell),
         )
         .await?;
     }
     Ok(rollup)
+}
+
+fn cell_table(bucket: Bucket) -> &'static str {
+    match bucket {
+        Bucket::Hour => "cells_hour",
+        Bucket::Day => "cells_day",
+    }
 }
 
 /// The report over a range. Without a domain filter it comes from the
@@ -504,22 +477,7 @@ pub async fn report(db: &Db, options: &ReportOptions) -> Result<Report> {
 
 /// Raw cells, per hour or day.
 pub async fn cells(db: &Db, q: &CellQuery) -> Result<ReportCells> {
-    let options = ReportOptions {
-        since: q.since,
-        until: q.until,
-        ..ReportOptions::default()
-    };
-    let (h0, h1) = hour_bounds(&options);
-    let (table, bounds) = match q.bucket {
-        Bucket::Hour => ("cells_hour", (h0, h1)),
-        Bucket::Day => (
-            "cells_day",
-            (
-                h0.div_euclid(24),
-                h1.div_euclid(24) + i64::from(h1.rem_euclid(24) != 0),
-            ),
-        ),
-    };
+    let (table, bounds) = (cell_table(q.bucket), cell_query_range(q));
     let mut out = ReportCells::new();
     read_cells(
         db,

@@ -13,6 +13,7 @@ use super::codec::{
     HOUR_MS,
 };
 use crate::error::{Result, StoreError};
+use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
 use crate::types::*;
 
 /// The columns [`record_from_row`] reads.
@@ -421,14 +422,6 @@ pub fn audit_log(
 }
 
 /// Hour buckets covered by a report: `[first, end)`, open ends far away.
-fn hour_bounds(options: &ReportOptions) -> (i64, i64) {
-    const FAR: i64 = 1 << 40;
-    (
-        options.first_hour().unwrap_or(-FAR),
-        options.end_hour().unwrap_or(FAR),
-    )
-}
-
 /// Adds the rollup rows of `table` with bucket in `[lo, hi)` to `rollup`.
 /// Hour rows go to the hourly series too; day rows do not.
 fn read_cells(
@@ -489,49 +482,27 @@ fn read_cells(
 /// days inside it, hour cells for the hours at its edges, and hour cells of
 /// the totals for the hourly series.
 pub fn rollup(conn: &Connection, options: &ReportOptions) -> Result<Rollup> {
-    let (h0, h1) = hour_bounds(options);
     let host = options.host.as_deref();
-    let d0 = h0.div_euclid(24) + i64::from(h0.rem_euclid(24) != 0);
-    let d1 = h1.div_euclid(24);
     let mut rollup = Rollup::new();
-    if d0 < d1 {
+    for read in rollup_reads(options) {
+        let table = rollup_table(read.bucket);
         read_cells(
             conn,
-            "rollup_day",
-            (d0, d1),
+            table,
+            read.range,
             host,
-            &[],
-            |_, h, dim, k, cell| rollup.add(None, h, dim, k, cell),
-        )?;
-        for edge in [(h0, d0 * 24), (d1 * 24, h1)] {
-            read_cells(
-                conn,
-                "rollup_hour",
-                edge,
-                host,
-                &[],
-                |b, h, dim, k, cell| rollup.add(Some(b), h, dim, k, cell),
-            )?;
-        }
-        read_cells(
-            conn,
-            "rollup_hour",
-            (d0 * 24, d1 * 24),
-            host,
-            &[Dimension::Total],
-            |b, _, _, _, cell| rollup.add_hourly(b, cell),
-        )?;
-    } else {
-        read_cells(
-            conn,
-            "rollup_hour",
-            (h0, h1),
-            host,
-            &[],
-            |b, h, dim, k, cell| rollup.add(Some(b), h, dim, k, cell),
+            read.dims(),
+            |b, h, dim, k, cell| read.add_to(&mut rollup, b, h, dim, k, cell),
         )?;
     }
     Ok(rollup)
+}
+
+fn rollup_table(bucket: Bucket) -> &'static str {
+    match bucket {
+        Bucket::Hour => "rollup_hour",
+        Bucket::Day => "rollup_day",
+    }
 }
 
 /// The report over a range. Without a domain filter it comes from the
@@ -569,22 +540,7 @@ pub fn report(conn: &Connection, options: &ReportOptions) -> Result<Report> {
 
 /// Raw rollup cells.
 pub fn cells(conn: &Connection, q: &CellQuery) -> Result<ReportCells> {
-    let options = ReportOptions {
-        since: q.since,
-        until: q.until,
-        ..ReportOptions::default()
-    };
-    let (h0, h1) = hour_bounds(&options);
-    let (table, bounds) = match q.bucket {
-        Bucket::Hour => ("rollup_hour", (h0, h1)),
-        Bucket::Day => (
-            "rollup_day",
-            (
-                h0.div_euclid(24),
-                h1.div_euclid(24) + i64::from(h1.rem_euclid(24) != 0),
-            ),
-        ),
-    };
+    let (table, bounds) = (rollup_table(q.bucket), cell_query_range(q));
     let mut out = ReportCells::new();
     read_cells(
         conn,
