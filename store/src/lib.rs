@@ -87,6 +87,7 @@ use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 pub mod clickhouse;
+mod cursor;
 pub mod error;
 mod plan;
 pub mod sqlite;

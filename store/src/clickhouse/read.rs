@@ -13,6 +13,7 @@ use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 use super::rows::*;
 use super::Db;
+use crate::cursor::{cursor_number, decode_cursor, encode_cursor};
 use crate::error::{Result, StoreError};
 use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
 use crate::types::*;
@@ -63,37 +64,6 @@ fn text(s: &str) -> Value {
 
 fn lower(s: &str) -> Value {
     Value::Text(s.trim().to_ascii_lowercase())
-}
-
-/// An opaque pagination cursor made of a few text parts.
-fn encode_cursor(parts: &[&str]) -> String {
-    let joined = parts.join("\u{1f}");
-    joined.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The parts of a cursor, checking their count.
-fn decode_cursor(cursor: &str, parts: usize) -> Result<Vec<String>> {
-    let bad = || StoreError::InvalidCursor(cursor.to_string());
-    if !cursor.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    let bytes = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<std::result::Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let out: Vec<String> = text.split('\u{1f}').map(str::to_string).collect();
-    if out.len() != parts {
-        return Err(bad());
-    }
-    Ok(out)
-}
-
-/// The part of a cursor that must be a number.
-fn cursor_number(cursor: &str, part: &str) -> Result<i64> {
-    part.parse()
-        .map_err(|_| StoreError::InvalidCursor(cursor.to_string()))
 }
 
 #[derive(clickhouse::Row, Deserialize)]

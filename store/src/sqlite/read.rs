@@ -8,10 +8,8 @@ use exim_pilot_schema::report::{
 };
 use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RecordOrigin, RejectRecord, Report};
 
-use super::codec::{
-    self, counter_columns, cursor_number, decode_cursor, encode_cursor, from_ms, ms, parse_enum,
-    HOUR_MS,
-};
+use super::codec::{self, counter_columns, from_ms, ms, parse_enum, HOUR_MS};
+use crate::cursor::{cursor_number, decode_cursor, encode_cursor};
 use crate::error::{Result, StoreError};
 use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
 use crate::types::*;
