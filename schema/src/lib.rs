@@ -17,12 +17,16 @@
 //!
 //! In fleet mode raw records cross Kafka in batches ([`wire`]).
 //!
+//! Beside the logs, each host's queue: [`QueueSnapshot`] lists what it
+//! holds, [`QueueJob`] is an operator's action on it (module [`queue`]).
+//!
 //! Around them: [`MessageId`] and [`LogTime`], the two values every record
 //! starts with, and [`ReasonClass`], the classification of every failure.
 
 pub mod event;
 pub mod id;
 pub mod lifecycle;
+pub mod queue;
 pub mod reason;
 pub mod record;
 pub mod report;
@@ -32,6 +36,7 @@ pub mod wire;
 pub use event::{Event, EventKind};
 pub use id::MessageId;
 pub use lifecycle::{Attempt, AttemptResult, Lifecycle, MessageState, Origin, Outcome, Recipient};
+pub use queue::{QueueAction, QueueActionResult, QueueJob, QueueSnapshot, QueuedMessage};
 pub use reason::ReasonClass;
 pub use record::{LogFile, RawRecord, RecordOrigin};
 pub use report::{RejectRecord, Report};
