@@ -6,7 +6,9 @@
 #
 # Environment: RATE (lines/s of the freshness run, default 2000),
 # DURATION (its length in seconds, default 30), EVERY (sample one line in
-# EVERY, default 20).
+# EVERY, default 20), KEEP_LOGS (a folder that receives the tailer's and
+# the processor's logs; RUST_LOG sets what they log), BIN (an exim-pilot
+# binary to measure instead of building one).
 #
 # 1. Throughput: LINES generated lines (benches/genlog.py) appear at once as
 #    the mainlog of a tailer; the time until all of them can be counted in
@@ -29,8 +31,12 @@ seconds=${DURATION:-30}
 every=${EVERY:-20}
 tools=${EXIM_PILOT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/exim-pilot/tools}
 
-cargo build --release --locked --bin exim-pilot >&2
-bin="${CARGO_TARGET_DIR:-target}/release/exim-pilot"
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --locked --bin exim-pilot >&2
+  bin="${CARGO_TARGET_DIR:-target}/release/exim-pilot"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -42,6 +48,9 @@ cleanup() {
   for dir in "$work/kafka" "$work/clickhouse"; do
     [ -e "$dir/pid" ] && scripts/services.sh stop "$dir" >/dev/null 2>&1 || true
   done
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    mkdir -p "$KEEP_LOGS" && cp "$work/tail.log" "$work/process.log" "$KEEP_LOGS/" || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -30,6 +30,12 @@ pub struct FleetConfig {
     pub batch_records: usize,
     /// Longest time spent filling one batch.
     pub batch_wait: Duration,
+    /// How often a partition's pipeline state is saved with its batch.
+    /// Offsets are committed only with a saved state, so a crash makes
+    /// the next owner read again up to this much of the partition (the
+    /// store keeps what it already has once); saving it with every batch
+    /// would make each commit write the state of every message in flight.
+    pub state_interval: Duration,
     /// Pauses between store attempts.
     pub retry: Backoff,
     /// Stop once every partition of the topic is assigned to this
@@ -50,7 +56,8 @@ impl FleetConfig {
             parse: ParseOptions::default(),
             correlator: CorrelatorConfig::default(),
             batch_records: 20_000,
-            batch_wait: Duration::from_millis(500),
+            batch_wait: Duration::from_millis(300),
+            state_interval: Duration::from_secs(5),
             retry: Backoff::default(),
             stop_when_caught_up: false,
         }

@@ -23,17 +23,22 @@
 //! Poll up to [`FleetConfig::batch_records`] log records or for
 //! [`FleetConfig::batch_wait`], whichever comes first. Decode each Kafka
 //! record and run the records of each partition through that partition's
-//! own pipeline. Merge the partitions' output into one store [`Batch`]
-//! that also carries every partition's pipeline state. Commit it to the
-//! store, again and again with growing pauses while the store fails.
-//! Only once the store has acknowledged it, commit the Kafka offsets just
-//! past the last record of each partition.
+//! own pipeline. Merge the partitions' output into one store [`Batch`]; a
+//! partition's pipeline state goes with it when
+//! [`FleetConfig::state_interval`] has passed since it was last saved (and
+//! before the processor stops). Commit it to the store, again and again
+//! with growing pauses while the store fails. Only once the store has
+//! acknowledged it, commit the Kafka offsets just past the last record of
+//! each partition whose state was in it.
 //!
-//! A crash at any point therefore leaves the committed offsets at or
-//! before the saved states. The records between are read again after a
-//! restart, and the restored pipeline skips every record its state already
-//! covers (it remembers the last offset applied per server and file), so
-//! no record is lost and none is applied twice.
+//! A crash at any point therefore leaves the committed offsets exactly at
+//! saved states. The records after them are read again after a restart
+//! and applied again by the restored pipeline; the store keeps records it
+//! already holds once and ignores lifecycles that did not change, so no
+//! record is lost and none is counted twice. Saving the state (every
+//! message in flight) with every batch made it the largest write of a
+//! commit; the interval trades it for some records read twice after a
+//! crash.
 //!
 //! # Where the correlator's state lives
 //!

@@ -16,6 +16,9 @@ pub struct Part {
     pub next_offset: i64,
     /// Log records in it (processed ones and undecodable ones).
     pub records: usize,
+    /// Whether the batch carries the pipeline's state: only then may the
+    /// partition's offset be committed once it is stored.
+    pub with_state: bool,
 }
 
 /// Every partition's share of a round.
@@ -60,11 +63,12 @@ impl Pending {
         batch
     }
 
-    /// The offsets to commit once the batch is stored.
-    pub fn offsets(&self) -> Vec<(i32, i64)> {
+    /// Each partition's offset just past its share, and whether its
+    /// state goes with it.
+    pub fn offsets(&self) -> Vec<(i32, i64, bool)> {
         self.parts
             .iter()
-            .map(|(partition, part)| (*partition, part.next_offset))
+            .map(|(partition, part)| (*partition, part.next_offset, part.with_state))
             .collect()
     }
 }

@@ -85,6 +85,11 @@ pub struct Processor {
     pending: Pending,
     /// Partitions of the topic, once asked.
     topic_partitions: Option<usize>,
+    /// When each partition's state was last stored.
+    state_saved: BTreeMap<i32, Instant>,
+    /// Partitions stored past their last saved state: the offset just
+    /// past what was stored.
+    unsaved: BTreeMap<i32, i64>,
 }
 
 /// One decoded Kafka record.
@@ -142,6 +147,8 @@ impl Processor {
             inbox: Vec::new(),
             pending: Pending::default(),
             topic_partitions: None,
+            state_saved: BTreeMap::new(),
+            unsaved: BTreeMap::new(),
         })
     }
 
@@ -160,8 +167,11 @@ impl Processor {
                 self.fill_inbox(stop);
             }
 
-            if !self.inbox.is_empty() {
-                self.process_inbox(stop)?;
+            // Before stopping, every partition's state is saved so the
+            // next owner starts where this one ended.
+            let finishing = stopping || (self.config.stop_when_caught_up && self.all_at_end());
+            if !self.inbox.is_empty() || (finishing && !self.unsaved.is_empty()) {
+                self.process_inbox(stop, finishing)?;
                 if self.store_pending(stop) {
                     self.commit_offsets();
                 }
@@ -281,6 +291,8 @@ impl Processor {
     /// owner starts from what was stored and committed.
     fn forget(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+        self.state_saved.remove(&partition);
+        self.unsaved.remove(&partition);
         self.at_end.remove(&partition);
         self.inbox.retain(|i| i.partition != partition);
         self.pending.remove(partition);
@@ -288,10 +300,18 @@ impl Processor {
     }
 
     /// Runs the inbox through the partitions' pipelines into the pending
-    /// batch.
-    fn process_inbox(&mut self, stop: &AtomicBool) -> Result<(), FleetError> {
+    /// batch. A partition's state goes with its share once
+    /// [`FleetConfig::state_interval`] has passed since it was last saved,
+    /// and always when `finishing` (then also for partitions without new
+    /// records whose state is behind).
+    fn process_inbox(&mut self, stop: &AtomicBool, finishing: bool) -> Result<(), FleetError> {
         self.revoked.clear();
         let mut shares: BTreeMap<i32, Share> = BTreeMap::new();
+        if finishing {
+            for (&partition, &next_offset) in &self.unsaved {
+                shares.entry(partition).or_default().last_offset = next_offset - 1;
+            }
+        }
         for inbound in std::mem::take(&mut self.inbox) {
             let share = shares.entry(inbound.partition).or_default();
             share.last_offset = inbound.offset;
@@ -310,9 +330,14 @@ impl Processor {
                 continue;
             };
 
+            let with_state = finishing
+                || self
+                    .state_saved
+                    .get(&partition)
+                    .is_none_or(|at| at.elapsed() >= self.config.state_interval);
             let before = pipeline.counts();
             let records = share.records.len() + share.undecodable.len();
-            let mut batch = pipeline.process(share.records, true);
+            let mut batch = pipeline.process(share.records, with_state);
             self.metrics.processed(before, pipeline.counts());
             for blob in &mut batch.blobs {
                 if blob.name == STATE_BLOB {
@@ -326,6 +351,7 @@ impl Processor {
                     batch,
                     next_offset: share.last_offset + 1,
                     records,
+                    with_state,
                 },
             );
         }
@@ -459,18 +485,28 @@ impl Processor {
         }
     }
 
-    /// Commits the offsets just past the stored records.
+    /// Commits the offsets just past the stored records of the partitions
+    /// whose state was stored with them; the others are noted as behind.
     fn commit_offsets(&mut self) {
         let mut list = TopicPartitionList::new();
-        for (partition, next) in self.pending.offsets() {
+        let now = Instant::now();
+        for (partition, next, with_state) in self.pending.offsets() {
+            if !with_state {
+                self.unsaved.insert(partition, next);
+                continue;
+            }
+            self.state_saved.insert(partition, now);
+            self.unsaved.remove(&partition);
             if let Err(e) =
                 list.add_partition_offset(&self.config.topic, partition, Offset::Offset(next))
             {
                 self.metrics.offset_commit_failed(&e);
             }
         }
-        if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
-            self.metrics.offset_commit_failed(&e);
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
+                self.metrics.offset_commit_failed(&e);
+            }
         }
         self.pending.clear();
         self.metrics.pending(0);
@@ -483,7 +519,11 @@ impl Processor {
     /// True when this processor owns every partition of the topic, has
     /// read each to its end and holds nothing unstored.
     fn caught_up(&mut self) -> bool {
-        if !self.inbox.is_empty() || !self.pending.is_empty() || !self.all_at_end() {
+        if !self.inbox.is_empty()
+            || !self.pending.is_empty()
+            || !self.unsaved.is_empty()
+            || !self.all_at_end()
+        {
             return false;
         }
         if self.topic_partitions.is_none() {
