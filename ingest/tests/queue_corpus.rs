@@ -46,9 +46,17 @@ fn every_corpus_listing_reads_whole_and_matches_its_count() {
             assert_eq!(listing.problems, vec![], "{}", path.display());
             assert_eq!(listing.messages.len() as u64, count, "{}", path.display());
             for message in &listing.messages {
-                assert!(!message.recipients.is_empty(), "{}: {:?}", path.display(), message.id);
+                assert!(
+                    !message.recipients.is_empty(),
+                    "{}: {:?}",
+                    path.display(),
+                    message.id
+                );
                 assert!(message.age_secs.is_some() && message.size.is_some());
-                assert!(message.recipients.iter().all(|r| !r.address.starts_with("D ")));
+                assert!(message
+                    .recipients
+                    .iter()
+                    .all(|r| !r.address.starts_with("D ")));
             }
         }
     }
@@ -66,7 +74,12 @@ fn final_listings_hold_the_messages_the_ground_truth_leaves_queued() {
             .as_array()
             .expect("messages")
             .iter()
-            .filter(|m| m["final_state"].as_str().unwrap_or("").starts_with("on_queue"))
+            .filter(|m| {
+                m["final_state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("on_queue")
+            })
             .map(|m| {
                 let id = m["id"].as_str().expect("id").to_string();
                 let frozen = m["frozen_at_end"].as_bool().unwrap_or(false);

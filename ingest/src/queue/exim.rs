@@ -238,7 +238,11 @@ impl Exim {
         }
 
         if now > job.expires_at {
-            let results: Vec<_> = job.ids.iter().map(|id| self.expired(job, *id, now)).collect();
+            let results: Vec<_> = job
+                .ids
+                .iter()
+                .map(|id| self.expired(job, *id, now))
+                .collect();
             results.iter().for_each(|r| self.events.action_finished(r));
             return Ok(results);
         }
@@ -346,9 +350,7 @@ impl Exim {
         let missing = finished.exit_code != Some(0)
             && String::from_utf8_lossy(&finished.stdout).contains("No such file or directory");
         if missing {
-            return Err(EximError::NotOnQueue {
-                id: id.to_string(),
-            });
+            return Err(EximError::NotOnQueue { id: id.to_string() });
         }
         self.succeeded(args, finished)
     }
@@ -417,7 +419,10 @@ mod tests {
         // found by the newline, never at a fixed offset.
         let new = id("1tQw7K-00000000Bq3-0KzP");
         let text = "1tQw7K-00000000Bq3-0KzP-D\nbody\n";
-        assert_eq!(without_spool_name(text, new, MessageView::Body).as_ptr(), text[26..].as_ptr());
+        assert_eq!(
+            without_spool_name(text, new, MessageView::Body).as_ptr(),
+            text[26..].as_ptr()
+        );
         assert_eq!(
             without_spool_name("1qAbCK-000123-Xy-H\nroot 0 0\n", old, MessageView::Headers),
             "root 0 0\n"

@@ -101,7 +101,11 @@ impl Reader {
         }
 
         if indent >= RECIPIENT_INDENT - 1 && rest.starts_with("+D ") {
-            self.problem(number, line, "generated address of `exim -bpa`, not a recipient");
+            self.problem(
+                number,
+                line,
+                "generated address of `exim -bpa`, not a recipient",
+            );
         } else if indent >= RECIPIENT_INDENT {
             self.recipient(number, line, rest);
         } else if indent > 0 && rest.starts_with("*** ") {
@@ -374,7 +378,10 @@ mod tests {
         assert_eq!(second.size, Some(1_258_291)); // 1.2 * 1024 * 1024
         assert!(second.is_bounce() && second.frozen);
         assert_eq!(second.sender, "");
-        assert_eq!(second.recipients, vec![recipient("postmaster@example.org", false)]);
+        assert_eq!(
+            second.recipients,
+            vec![recipient("postmaster@example.org", false)]
+        );
 
         assert_eq!(third.id.as_str(), "1qAbCK-000123-Xy");
         assert_eq!(third.age_secs, Some(88 * 60));
@@ -439,7 +446,10 @@ mod tests {
         assert_eq!(format.id.as_str(), "1xZbZZ-0007ZZ-2T");
         assert_eq!(format.age_secs, None);
         assert_eq!(format.size, None);
-        assert_eq!(format.spool_error.as_deref(), Some("spool format error: size=8"));
+        assert_eq!(
+            format.spool_error.as_deref(),
+            Some("spool format error: size=8")
+        );
         assert!(!format.is_bounce(), "an unread envelope is no bounce");
         let read = &listing.messages[2];
         assert_eq!(
@@ -552,7 +562,8 @@ mod tests {
 
     #[test]
     fn windows_line_ends_and_empty_input() {
-        let listing = parse_bp(" 1m   300 1xZbJs-0007B2-2T <a@example.net>\r\n          b@x\r\n\r\n");
+        let listing =
+            parse_bp(" 1m   300 1xZbJs-0007B2-2T <a@example.net>\r\n          b@x\r\n\r\n");
         assert_eq!(listing.problems, vec![]);
         assert_eq!(listing.messages[0].recipients[0].address, "b@x");
         assert_eq!(parse_bp(""), Listing::default());
@@ -560,7 +571,15 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_bytes() {
-        for text in ["*", " *** ", "        D ", "        D", "\u{e9}\u{e9} 1m", "-", "  -m 1K"] {
+        for text in [
+            "*",
+            " *** ",
+            "        D ",
+            "        D",
+            "\u{e9}\u{e9} 1m",
+            "-",
+            "  -m 1K",
+        ] {
             let _ = parse_bp(text);
         }
     }

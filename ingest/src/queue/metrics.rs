@@ -59,10 +59,7 @@ impl QueueMetrics {
         )?;
         registry.register(Box::new(actions.clone()))?;
         Ok(QueueMetrics {
-            snapshots: counter(
-                "exim_pilot_queue_snapshots_total",
-                "Queue listings taken.",
-            )?,
+            snapshots: counter("exim_pilot_queue_snapshots_total", "Queue listings taken.")?,
             snapshot_errors: counter(
                 "exim_pilot_queue_snapshot_errors_total",
                 "Queue listings that failed (tried again at the next interval).",
@@ -149,7 +146,8 @@ impl Events {
         m.listing_problems.inc_by(problems.len() as u64);
         m.messages.set(to_i64(totals.messages));
         m.frozen.set(to_i64(totals.frozen));
-        m.oldest_age.set(to_i64(totals.oldest_age_secs.unwrap_or(0)));
+        m.oldest_age
+            .set(to_i64(totals.oldest_age_secs.unwrap_or(0)));
         m.last_snapshot.set(snapshot.taken_at.timestamp());
         m.list_seconds.observe(took.as_secs_f64());
     }
@@ -166,7 +164,10 @@ impl Events {
     }
 
     pub(crate) fn snapshots_unwanted(&self, host: &str) {
-        tracing::info!(host, "Queue snapshots are no longer read; the snapshotter stops");
+        tracing::info!(
+            host,
+            "Queue snapshots are no longer read; the snapshotter stops"
+        );
     }
 
     pub(crate) fn action_finished(&self, result: &QueueActionResult) {

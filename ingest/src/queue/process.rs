@@ -74,7 +74,11 @@ pub(crate) async fn run(
 }
 
 /// Reads both outputs and waits for the exit.
-async fn collect(child: &mut Child, group: Option<u32>, limit: usize) -> Result<Finished, RunError> {
+async fn collect(
+    child: &mut Child,
+    group: Option<u32>,
+    limit: usize,
+) -> Result<Finished, RunError> {
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let out = async {
@@ -116,7 +120,10 @@ async fn read_capped(
 async fn read_drained(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> io::Result<Vec<u8>> {
     let mut buffer = Vec::new();
     if let Some(mut pipe) = pipe {
-        (&mut pipe).take(limit as u64).read_to_end(&mut buffer).await?;
+        (&mut pipe)
+            .take(limit as u64)
+            .read_to_end(&mut buffer)
+            .await?;
         tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await?;
     }
     Ok(buffer)
