@@ -69,20 +69,25 @@ install_clickhouse() {
 }
 
 install_exim() {
+  local installed=0
   if [ ! -x /usr/sbin/exim4 ]; then
     log "installing Debian's exim4-daemon-light (no mail service is started)"
     "$root/scripts/install-exim-tools.sh" --daemon >&2
+    installed=1
   fi
-  # The package's own daemon must not run: the tests run their own Exim.
-  # policy-rc.d keeps the package scripts from starting it; this catches a
-  # machine where it was started some other way.
+  # The tests run their own Exim and need no daemon. policy-rc.d keeps the
+  # package scripts from starting Debian's; should one run anyway right
+  # after this install, it is ours to stop, by the pid it wrote. A daemon
+  # that ran before is the machine's own and is left alone.
   local pidfile=/run/exim4/exim.pid pid
-  if [ -f "$pidfile" ]; then
-    pid=$(cat "$pidfile")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      log "a system-wide Exim daemon runs (pid $pid); the queue tests do not need it"
-      log "stop it with: systemctl stop exim4 (or: kill $pid)"
-      return 1
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ $installed -eq 1 ]; then
+      log "stopping the Exim daemon the package started (pid $pid)"
+      sudo_cmd kill "$pid"
+    else
+      log "note: a system-wide Exim daemon runs (pid $pid); the queue tests do not use it"
     fi
   fi
   return 0

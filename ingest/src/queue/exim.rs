@@ -346,9 +346,12 @@ impl Exim {
         finished: Finished,
     ) -> Result<Finished, EximError> {
         // Exim says `Failed to open input file for <id>-H: No such file or
-        // directory` for a message that is not on the queue.
+        // directory` for a message that is not on the queue; for a missing
+        // message log it adds why, when Exim keeps none (`message_logs`).
+        let stdout = String::from_utf8_lossy(&finished.stdout);
         let missing = finished.exit_code != Some(0)
-            && String::from_utf8_lossy(&finished.stdout).contains("No such file or directory");
+            && stdout.contains("No such file or directory")
+            && !stdout.contains("message_logs option is false");
         if missing {
             return Err(EximError::NotOnQueue { id: id.to_string() });
         }
