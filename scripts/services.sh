@@ -6,7 +6,11 @@
 #     storage engine;
 #   - ClickHouse: Debian's clickhouse-server, with a configuration of our own;
 #   - a current ClickHouse engine in-process (PyPI's chdb-core), used to
-#     check that every statement we send also runs on current versions.
+#     check that every statement we send also runs on current versions;
+#   - Debian's Exim (exim4-daemon-light), for the queue tests: they run the
+#     binary with a configuration of their own under a temporary folder
+#     (see testkit's `exim` module). No system-wide Exim daemon is started
+#     or left running.
 #
 # Tools are kept outside the checkout, in $EXIM_PILOT_TOOLS (default
 # ~/.cache/exim-pilot/tools), so they survive fresh clones; a cold run
@@ -61,6 +65,31 @@ install_clickhouse() {
   DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends \
     clickhouse-server clickhouse-client >/dev/null
   [ $had_policy -eq 0 ] && sudo_cmd rm -f "$policy"
+  return 0
+}
+
+install_exim() {
+  local installed=0
+  if [ ! -x /usr/sbin/exim4 ]; then
+    log "installing Debian's exim4-daemon-light (no mail service is started)"
+    "$root/scripts/install-exim-tools.sh" --daemon >&2
+    installed=1
+  fi
+  # The tests run their own Exim and need no daemon. policy-rc.d keeps the
+  # package scripts from starting Debian's; should one run anyway right
+  # after this install, it is ours to stop, by the pid it wrote. A daemon
+  # that ran before is the machine's own and is left alone.
+  local pidfile=/run/exim4/exim.pid pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ $installed -eq 1 ]; then
+      log "stopping the Exim daemon the package started (pid $pid)"
+      sudo_cmd kill "$pid"
+    else
+      log "note: a system-wide Exim daemon runs (pid $pid); the queue tests do not use it"
+    fi
+  fi
   return 0
 }
 
@@ -258,6 +287,7 @@ print_env() {
   echo "export EXIM_PILOT_CLICKHOUSE_SERVER=$(clickhouse_bin)"
   echo "export EXIM_PILOT_CHDB_PYTHON=$(chdb_python)"
   echo "export EXIM_PILOT_SERVICES=$root/scripts/services.sh"
+  echo "export EXIM_PILOT_EXIM=/usr/sbin/exim4"
 }
 
 cmd=${1:-}
@@ -265,6 +295,7 @@ case "$cmd" in
   install)
     install_clickhouse
     install_chdb
+    install_exim
     install_tansu
     ;;
   env)

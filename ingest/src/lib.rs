@@ -21,6 +21,10 @@
 //! - [`import`] reads a list of finished files once, for backfills.
 //! - `kafka` (cargo feature `kafka`, on in the binary) publishes a
 //!   tailer's records to Kafka for `exim-pilot tail`.
+//! - [`queue`] watches the host's Exim queue rather than its logs: it
+//!   lists it with `exim -bp` at an interval into snapshots, and runs
+//!   operators' queue actions (`exim -M`, `-Mf`, `-Mt`, `-Mrm`, `-Mg`) and
+//!   message views, each through Exim's own command line.
 //!
 //! A consumer's loop:
 //!
@@ -72,6 +76,7 @@ pub mod identity;
 pub mod import;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod queue;
 pub mod siblings;
 mod source;
 pub mod stats;

@@ -40,7 +40,8 @@ pub struct QueuedMessage {
     /// Its size in bytes (Exim prints `2.9K`, `1.2M` in 1024-based units,
     /// so this is rounded like Exim's figure). `None` when unknown.
     pub size: Option<u64>,
-    /// The envelope sender; empty for a bounce (`<>`).
+    /// The envelope sender; empty for a bounce (`<>`), and when Exim could
+    /// not read the envelope (then `age_secs` is `None` too).
     pub sender: String,
     /// Every recipient, delivered ones marked.
     pub recipients: Vec<QueueRecipient>,
@@ -54,9 +55,11 @@ pub struct QueuedMessage {
 }
 
 impl QueuedMessage {
-    /// Whether this is a bounce (its sender is empty).
+    /// Whether this is a bounce: its sender is empty and was read. Exim
+    /// prints a message's age only when it could read its envelope, so a
+    /// message without an age has an unknown sender, not an empty one.
     pub fn is_bounce(&self) -> bool {
-        self.sender.is_empty()
+        self.sender.is_empty() && self.age_secs.is_some()
     }
 
     /// The recipients still waiting for delivery.

@@ -1,4 +1,4 @@
-//! Test support: real servers for fleet mode's tests.
+//! Test support: real servers for fleet mode's tests, and a real Exim.
 //!
 //! Each [`Server`] is a real process started by `scripts/services.sh` (the
 //! same script `scripts/test.sh` and `.ci/run` use to install the tools) in
@@ -11,7 +11,13 @@
 //! The tools must be installed (`scripts/services.sh install`, which
 //! `scripts/test.sh` runs first). When they are not, starting a server
 //! fails with a message saying so: these tests never pass by skipping.
+//!
+//! [`exim::Exim`] is Debian's Exim binary, also installed by
+//! `scripts/services.sh install`, run with a configuration and spool of
+//! its own in a temporary folder, for the queue tests; it starts no
+//! daemon.
 
+pub mod exim;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
