@@ -73,6 +73,7 @@ impl QueueMutation {
         let api = api(ctx)?;
         let action: QueueAction = input.action.into();
         let base = json!({ "reason": input.reason, "dry_run": input.dry_run });
+        let base = with(&base, "ids", json!(input.ids));
 
         let targets = match plan(ctx, api, p, &input).await {
             Ok(t) => t,
