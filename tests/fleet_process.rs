@@ -481,6 +481,61 @@ impl Store for FlakyStore {
     ) -> exim_pilot_store::Result<u64> {
         self.inner.revoke_sessions(user, at).await
     }
+    async fn save_queue_snapshot(
+        &self,
+        s: &exim_pilot_schema::QueueSnapshot,
+    ) -> exim_pilot_store::Result<()> {
+        self.inner.save_queue_snapshot(s).await
+    }
+    async fn queue_messages(
+        &self,
+        f: &exim_pilot_store::QueueFilter,
+        p: &PageRequest,
+    ) -> exim_pilot_store::Result<Page<exim_pilot_store::QueueEntry>> {
+        self.inner.queue_messages(f, p).await
+    }
+    async fn queue_health(
+        &self,
+        host: Option<&str>,
+    ) -> exim_pilot_store::Result<Vec<exim_pilot_store::QueueHealth>> {
+        self.inner.queue_health(host).await
+    }
+    async fn queue_history(
+        &self,
+        q: &exim_pilot_store::QueueHistoryQuery,
+    ) -> exim_pilot_store::Result<Vec<exim_pilot_store::QueuePoint>> {
+        self.inner.queue_history(q).await
+    }
+    async fn save_queue_job(
+        &self,
+        j: &exim_pilot_schema::QueueJob,
+    ) -> exim_pilot_store::Result<()> {
+        self.inner.save_queue_job(j).await
+    }
+    async fn save_queue_results(
+        &self,
+        r: &[exim_pilot_schema::QueueActionResult],
+    ) -> exim_pilot_store::Result<()> {
+        self.inner.save_queue_results(r).await
+    }
+    async fn queue_job(
+        &self,
+        id: &str,
+    ) -> exim_pilot_store::Result<
+        Option<(
+            exim_pilot_schema::QueueJob,
+            Vec<exim_pilot_schema::QueueActionResult>,
+        )>,
+    > {
+        self.inner.queue_job(id).await
+    }
+    async fn queue_jobs(
+        &self,
+        f: &exim_pilot_store::QueueJobFilter,
+        p: &PageRequest,
+    ) -> exim_pilot_store::Result<Page<exim_pilot_store::QueueJobSummary>> {
+        self.inner.queue_jobs(f, p).await
+    }
     async fn apply_retention(
         &self,
         policy: &Retention,

@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use exim_pilot_store::Role;
+
 use crate::auth::AuthConfig;
 
 /// A network: an address and a prefix length (`10.0.0.0/8`, `::1/128`).
@@ -77,6 +79,22 @@ pub struct ApiConfig {
     /// How often a WebSocket's token is checked again for revocation
     /// (default 30 s).
     pub ws_recheck: Duration,
+    /// The roles that may read a queued message's headers and body
+    /// (default operator and admin): message content, which every view
+    /// of is audited.
+    pub queue_view_roles: Vec<Role>,
+    /// The roles that may read a queued message's own log (`exim -Mvl`;
+    /// default every role: it holds what the logs hold, which viewers
+    /// read already). Audited too.
+    pub queue_log_roles: Vec<Role>,
+    /// How long a queue job stays valid: a node that gets it later does
+    /// not run it (default 10 minutes).
+    pub queue_job_ttl: Duration,
+    /// The most messages one queue job may act on (default 10,000).
+    pub queue_max_ids: usize,
+    /// How often the `queueJobResults` subscription looks for new results
+    /// in the store (default 1 s).
+    pub queue_results_poll: Duration,
 }
 
 impl Default for ApiConfig {
@@ -93,6 +111,11 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(15),
             ws_init_timeout: Duration::from_secs(10),
             ws_recheck: Duration::from_secs(30),
+            queue_view_roles: vec![Role::Operator, Role::Admin],
+            queue_log_roles: vec![Role::Viewer, Role::Operator, Role::Admin],
+            queue_job_ttl: Duration::from_secs(10 * 60),
+            queue_max_ids: 10_000,
+            queue_results_poll: Duration::from_secs(1),
         }
     }
 }

@@ -12,12 +12,15 @@
 //! - `GET /graphql`: the GraphiQL explorer (can be switched off);
 //! - `/graphql/ws`: subscriptions over WebSocket (see [`ws`]).
 //!
-//! Input: the process's [`Store`], its Prometheus [`Registry`] and, where
-//! the pipeline runs, the broadcast of committed batches ([`live`]).
+//! Input: the process's [`Store`], its Prometheus [`Registry`], where the
+//! pipeline runs the broadcast of committed batches ([`live`]), and where
+//! Exim can be reached its [`QueueControl`].
 //! Output: HTTP.
 //!
 //! - [`auth`]: users, passwords, tokens, login limits, the audit of it all.
 //! - [`graphql`]: the schema and its resolvers.
+//! - [`queue`]: the interface to whatever acts on Exim's queues
+//!   ([`QueueControl`]), and the audit of queue jobs' results.
 //! - [`config`]: the settings.
 //!
 //! Known gaps: TLS is left to a reverse proxy; there is no CORS support
@@ -42,10 +45,12 @@ pub mod config;
 pub mod graphql;
 pub mod http;
 pub mod live;
+pub mod queue;
 pub mod ws;
 
 pub use config::ApiConfig;
 pub use live::LiveBatch;
+pub use queue::{QueueControl, QueueControlError};
 
 /// What the process hands the server.
 #[derive(Clone)]
@@ -58,16 +63,21 @@ pub struct AppState {
     pub live: broadcast::Sender<Arc<LiveBatch>>,
     /// The API's settings.
     pub config: ApiConfig,
+    /// What acts on the mail servers' queues; `None` where nothing can
+    /// (queue actions and message views are then refused).
+    pub queue: Option<Arc<dyn QueueControl>>,
 }
 
 impl AppState {
-    /// A state with default settings and a channel nobody publishes on.
+    /// A state with default settings, a channel nobody publishes on and
+    /// no queue control.
     pub fn new(store: Arc<dyn Store>, registry: Registry) -> AppState {
         AppState {
             store,
             registry,
             live: live::channel(),
             config: ApiConfig::default(),
+            queue: None,
         }
     }
 }
@@ -119,6 +129,8 @@ pub async fn prepare(state: AppState) -> Result<Arc<Served>, ServeError> {
         store: Arc::clone(&state.store),
         auth,
         live: state.live.clone(),
+        queue: state.queue.clone(),
+        config: state.config.clone(),
     });
     let schema = graphql::schema(Arc::clone(&api), state.config.introspection);
     Ok(Arc::new(Served {

@@ -12,10 +12,7 @@ use base64::Engine;
 use exim_pilot_api::auth::{Claims, Key, Keyring};
 use exim_pilot_api::LiveBatch;
 use exim_pilot_store::SqliteStore;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use common::*;
 
@@ -427,52 +424,6 @@ async fn bodies_over_the_size_limit_are_refused() {
         .await
         .expect("send");
     assert_eq!(resp.status().as_u16(), 413);
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &TestServer) -> Ws {
-    let mut req = format!("ws://{}/graphql/ws", server.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(
-        resp.headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap_or("")),
-        Some("graphql-transport-ws")
-    );
-    ws
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(WsMessage::Text(v.to_string().into()))
-        .await
-        .expect("send");
-}
-
-/// The next protocol message, or the close code.
-async fn next(ws: &mut Ws) -> Result<Value, u16> {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("an answer in time");
-        match msg {
-            Some(Ok(WsMessage::Text(t))) => {
-                return Ok(serde_json::from_str(t.as_str()).expect("JSON"))
-            }
-            Some(Ok(WsMessage::Close(frame))) => return Err(frame.map_or(0, |f| f.code.into())),
-            Some(Ok(_)) => continue,
-            None | Some(Err(_)) => return Err(0),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 -- A read-only ClickHouse user for Grafana, for releases with SQL access
 -- control (20.5 and later), run as an administrator. Unlike the users.d
 -- file for older releases, it grants the dashboards' tables only: the
--- API's users and sessions (password and token hashes) stay unreadable.
+-- API's users and sessions (password and token hashes), the audit trail
+-- and the operators' queue jobs stay unreadable.
 CREATE SETTINGS PROFILE IF NOT EXISTS exim_pilot_readonly
     SETTINGS readonly = 1,
              max_execution_time = 60 CHANGEABLE_IN_READONLY,
@@ -21,3 +22,5 @@ GRANT SELECT ON exim_pilot.unparsed TO grafana;
 GRANT SELECT ON exim_pilot.host_stats TO grafana;
 GRANT SELECT ON exim_pilot.events_hourly TO grafana;
 GRANT SELECT ON exim_pilot.rejects_hourly TO grafana;
+GRANT SELECT ON exim_pilot.queue_snapshots TO grafana;
+GRANT SELECT ON exim_pilot.queue_messages TO grafana;

@@ -208,6 +208,7 @@ fn serve(
         registry: metrics.registry.clone(),
         live: live.clone(),
         config: api.config(),
+        queue: None,
     };
     let shutdown = async move {
         while !stop.load(Ordering::Relaxed) {

@@ -6,11 +6,13 @@
 //! checkpoints and its own state, in one [`Batch`]. The CLI, the API and
 //! the standalone pipeline read back through the same interface: one
 //! message's lifecycle and raw lines, searches, full-text search over the
-//! logs, deliverability reports, per-server summaries. Stores are shared as
-//! `Arc<dyn Store>`.
+//! logs, deliverability reports, per-server summaries. Beside the logs, a
+//! store keeps each mail server's queue as its node lists it (snapshots),
+//! and the queue jobs operators ask for with their results. Stores are
+//! shared as `Arc<dyn Store>`.
 //!
 //! - [`Store`] (this file): the interface every backend implements.
-//! - [`types`]: the values that cross it.
+//! - [`types`]: the values that cross it; [`queue`]: those of queues.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend of standalone mode.
 //! - [`clickhouse`]: [`ClickHouseStore`], the shared backend of fleet mode.
 //! - `conformance` (feature `testing`): behaviour tests written once,
@@ -68,8 +70,9 @@
 //! current ClickHouse engine by a test. In short:
 //!
 //! - tables per kind of data (`events`, `lifecycles`, `attempts`,
-//!   `rejects`, `unparsed`, `audit`, `users`, `blobs`, report cells),
-//!   partitioned by day; retention drops whole days;
+//!   `rejects`, `unparsed`, `audit`, `users`, `blobs`, report cells,
+//!   queue snapshots, messages, jobs and results), partitioned by day;
+//!   retention drops whole days;
 //! - rows named by their origin or (host, message id) and a version, in
 //!   `ReplacingMergeTree`s read with `FINAL`: a batch written twice
 //!   changes nothing;
@@ -83,6 +86,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use exim_pilot_schema::queue::{QueueActionResult, QueueJob, QueueSnapshot};
 use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
@@ -90,6 +94,7 @@ pub mod clickhouse;
 mod cursor;
 pub mod error;
 mod plan;
+pub mod queue;
 pub mod sqlite;
 pub mod types;
 
@@ -98,6 +103,10 @@ pub mod conformance;
 
 pub use crate::clickhouse::ClickHouseStore;
 pub use error::{Result, StoreError};
+pub use queue::{
+    LastDeferral, QueueEntry, QueueFilter, QueueHealth, QueueHistoryQuery, QueueJobCounts,
+    QueueJobFilter, QueueJobSummary, QueuePoint, RecipientScope, MAX_HISTORY_POINTS,
+};
 pub use sqlite::SqliteStore;
 pub use types::{
     AuditEntry, AuditFilter, Batch, BatchSummary, Blob, Bucket, CellQuery, HostSummary, LineQuery,
@@ -209,6 +218,48 @@ pub trait Store: Send + Sync {
 
     /// Revokes every live session of a user as of `at`; returns how many.
     async fn revoke_sessions(&self, user: &str, at: DateTime<Utc>) -> Result<u64>;
+
+    /// Keeps a host's queue snapshot: its totals as history, its messages
+    /// as the host's current queue (see [`queue`]). Saving a snapshot
+    /// again changes nothing; one older than the host's current snapshot
+    /// adds to the history only.
+    async fn save_queue_snapshot(&self, snapshot: &QueueSnapshot) -> Result<()>;
+
+    /// Messages of the hosts' current queues matching a filter, each with
+    /// the latest deferral of its lifecycle: oldest first (unknown ages
+    /// last), then by host and id, a page at a time.
+    async fn queue_messages(
+        &self,
+        filter: &QueueFilter,
+        page: &PageRequest,
+    ) -> Result<Page<QueueEntry>>;
+
+    /// The health of each host's queue (only `host`'s when given), from
+    /// its latest snapshot, by host name.
+    async fn queue_health(&self, host: Option<&str>) -> Result<Vec<QueueHealth>>;
+
+    /// Queue totals over a range, oldest first, per snapshot or per
+    /// bucket.
+    async fn queue_history(&self, query: &QueueHistoryQuery) -> Result<Vec<QueuePoint>>;
+
+    /// Saves an operator's queue job; saving it again changes nothing.
+    async fn save_queue_job(&self, job: &QueueJob) -> Result<()>;
+
+    /// Saves results of queue jobs. A result is named by its job and
+    /// message: saved again, it counts once, and it replaces the stored one
+    /// only when it finished later.
+    async fn save_queue_results(&self, results: &[QueueActionResult]) -> Result<()>;
+
+    /// One job with its results so far, by finishing time.
+    async fn queue_job(&self, job_id: &str) -> Result<Option<(QueueJob, Vec<QueueActionResult>)>>;
+
+    /// Jobs matching a filter with the counts of their results, newest
+    /// first.
+    async fn queue_jobs(
+        &self,
+        filter: &QueueJobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<QueueJobSummary>>;
 
     /// Deletes what is older than the policy allows, as of `now`.
     async fn apply_retention(

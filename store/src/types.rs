@@ -322,6 +322,12 @@ pub struct Retention {
     pub rollup_hours: u32,
     /// Daily rollup cells (default 730).
     pub rollup_days: u32,
+    /// Queue snapshots: the totals history, and the current queue of a
+    /// host whose latest snapshot is older (default 30).
+    pub queue_snapshots: u32,
+    /// Operators' queue jobs and their results (default 365, as the
+    /// audit trail).
+    pub queue_jobs: u32,
 }
 
 impl Default for Retention {
@@ -334,6 +340,8 @@ impl Default for Retention {
             audit: 365,
             rollup_hours: 180,
             rollup_days: 730,
+            queue_snapshots: 30,
+            queue_jobs: 365,
         }
     }
 }
@@ -360,6 +368,10 @@ pub struct RetentionSummary {
     pub audit: u64,
     /// Rollup cells (hour and day).
     pub rollup_cells: u64,
+    /// Queue snapshots of the totals history.
+    pub queue_snapshots: u64,
+    /// Queue jobs (their results go with them).
+    pub queue_jobs: u64,
 }
 
 /// What a user of the API may do. Each role may do everything the ones

@@ -10,26 +10,43 @@
 //! - `mutation`: login, refresh, logout, passwords, users.
 //! - `subscription`: live lifecycle changes and log records.
 //! - `types`: the output types.
+//! - `queue`: the mail servers' queues: current queues, health, history,
+//!   queue actions and their jobs, reading a queued message.
+//!
+//! Each part is its own object; [`Query`], [`Mutation`] and
+//! [`Subscription`] merge them into the schema's three root types.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use async_graphql::{Context, ErrorExtensions, Schema, SchemaBuilder};
+use async_graphql::{
+    Context, ErrorExtensions, MergedObject, MergedSubscription, Schema, SchemaBuilder,
+};
 use tokio::sync::broadcast;
 
 use exim_pilot_store::{Role, Store};
 
 use crate::auth::{Actor, Auth, AuthError, Principal};
 use crate::live::LiveBatch;
+use crate::{ApiConfig, QueueControl};
 
 mod mutation;
 mod query;
+mod queue;
 mod subscription;
 pub mod types;
 
-pub use mutation::Mutation;
-pub use query::Query;
-pub use subscription::Subscription;
+/// Queries.
+#[derive(MergedObject, Default)]
+pub struct Query(query::LogQuery, queue::QueueQuery);
+
+/// Mutations.
+#[derive(MergedObject, Default)]
+pub struct Mutation(mutation::AccountMutation, queue::QueueMutation);
+
+/// Subscriptions.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(subscription::LiveSubscription, queue::QueueSubscription);
 
 /// The schema type.
 pub type ApiSchema = Schema<Query, Mutation, Subscription>;
@@ -49,6 +66,10 @@ pub struct Api {
     pub auth: Arc<Auth>,
     /// Committed batches, as the pipeline publishes them.
     pub live: broadcast::Sender<Arc<LiveBatch>>,
+    /// What acts on queues, where something can.
+    pub queue: Option<Arc<dyn QueueControl>>,
+    /// The API's settings.
+    pub config: ApiConfig,
 }
 
 /// Who sent the request and from where.
@@ -62,9 +83,13 @@ pub struct Caller {
 
 /// The schema with its limits, without data (for the SDL).
 pub fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query, Mutation, Subscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The schema serving `api`.

@@ -21,11 +21,12 @@ fn role(name: &str) -> Result<Role> {
     name.parse::<Role>().map_err(async_graphql::Error::new)
 }
 
-/// Mutations.
-pub struct Mutation;
+/// Mutations of logins and users.
+#[derive(Default)]
+pub struct AccountMutation;
 
 #[Object]
-impl Mutation {
+impl AccountMutation {
     /// Logs in. Wrong passwords, unknown users and disabled users all get
     /// the same error; repeated failures make later attempts wait.
     async fn login(

@@ -168,7 +168,7 @@ pub struct AuditLogFilter {
     pub action: Option<String>,
 }
 
-fn page(first: Option<i32>, after: Option<String>) -> Result<PageRequest> {
+pub(super) fn page(first: Option<i32>, after: Option<String>) -> Result<PageRequest> {
     let first = first.unwrap_or(50);
     if !(1..=MAX_FIRST).contains(&first) {
         return Err(format!("first must be between 1 and {MAX_FIRST}").into());
@@ -179,11 +179,12 @@ fn page(first: Option<i32>, after: Option<String>) -> Result<PageRequest> {
     })
 }
 
-/// Queries.
-pub struct Query;
+/// Queries of what the logs tell, and of the API's users.
+#[derive(Default)]
+pub struct LogQuery;
 
 #[Object]
-impl Query {
+impl LogQuery {
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<UserView> {
         let p = caller(ctx, Role::Viewer).await?;

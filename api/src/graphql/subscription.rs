@@ -57,11 +57,12 @@ fn batches(rx: broadcast::Receiver<Arc<LiveBatch>>) -> impl Stream<Item = Arc<Li
     })
 }
 
-/// Subscriptions.
-pub struct Subscription;
+/// Subscriptions to what the pipeline commits.
+#[derive(Default)]
+pub struct LiveSubscription;
 
 #[SubscriptionMacro]
-impl Subscription {
+impl LiveSubscription {
     /// Messages whose lifecycle changed.
     async fn message_changes(
         &self,

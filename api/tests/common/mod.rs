@@ -1,5 +1,5 @@
 //! What the API tests share: a store loaded with the corpus, a server on
-//! a random local port, and a small GraphQL client.
+//! a random local port, a small GraphQL client and a WebSocket one.
 
 #![allow(dead_code)]
 
@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exim_pilot_api::auth::{self, Actor};
-use exim_pilot_api::{ApiConfig, AppState};
+use exim_pilot_api::{ApiConfig, AppState, QueueControl};
 use exim_pilot_ingest::Importer;
 use exim_pilot_processor::correlate::CorrelatorConfig;
 use exim_pilot_processor::pipeline::Pipeline;
 use exim_pilot_schema::Zone;
 use exim_pilot_store::{Role, Store};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The host name the corpus is loaded under.
 pub const HOST: &str = "mx1.lab.test";
@@ -74,6 +77,15 @@ pub fn test_config() -> ApiConfig {
 
 /// Starts a server on 127.0.0.1 with an admin `root` and a viewer `val`.
 pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> TestServer {
+    start_with_queue(store, config, None).await
+}
+
+/// [`start`] with a queue control.
+pub async fn start_with_queue(
+    store: Arc<dyn Store>,
+    config: ApiConfig,
+    queue: Option<Arc<dyn QueueControl>>,
+) -> TestServer {
     for (name, role, password) in [
         ("root", Role::Admin, ADMIN_PASSWORD),
         ("val", Role::Viewer, VIEWER_PASSWORD),
@@ -91,6 +103,7 @@ pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> TestServer {
     }
     let state = AppState {
         config,
+        queue,
         ..AppState::new(store, prometheus::Registry::new())
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
@@ -164,4 +177,53 @@ pub fn error_code(v: &Value) -> String {
         .as_str()
         .unwrap_or("")
         .to_string()
+}
+
+/// A WebSocket to a test server.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a subscription socket to the server.
+pub async fn connect(server: &TestServer) -> Ws {
+    let mut req = format!("ws://{}/graphql/ws", server.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("graphql-transport-ws")
+    );
+    ws
+}
+
+/// Sends one protocol message.
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(WsMessage::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// The next protocol message, or the close code.
+pub async fn next(ws: &mut Ws) -> Result<Value, u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("an answer in time");
+        match msg {
+            Some(Ok(WsMessage::Text(t))) => {
+                return Ok(serde_json::from_str(t.as_str()).expect("JSON"))
+            }
+            Some(Ok(WsMessage::Close(frame))) => return Err(frame.map_or(0, |f| f.code.into())),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return Err(0),
+        }
+    }
 }

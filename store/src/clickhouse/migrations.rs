@@ -34,6 +34,14 @@
 //! - `audit` (append-only), `users` (by name), `sessions` (by id),
 //!   `blobs` (by name); the last three keep the latest version and are not
 //!   partitioned. `schema_migrations`.
+//! - `queue_snapshots`: the totals of every queue snapshot, by (host,
+//!   time taken). `queue_messages`: the messages of every snapshot, by
+//!   (host, message id), `ReplacingMergeTree(version)` with the snapshot
+//!   time as version, so that each message keeps one row per day after
+//!   merges: a host's current queue is the newest row of each message
+//!   taken at or after the host's latest snapshot (see `queue`).
+//! - `queue_jobs` (by job id) and `queue_results` (by job and message,
+//!   the latest finished kept; partitioned by the day it finished).
 //! - Dashboards: `host_stats` (per-server counts and times, fed by a
 //!   materialized view from the `host_deltas` Null table),
 //!   `events_hourly` and `rejects_hourly` (records and rejections per hour,
@@ -295,6 +303,75 @@ fn migration_2() -> Vec<String> {
     ]
 }
 
+/// Version 3: queue snapshots, the messages of each host's queue, and
+/// operators' queue jobs with their results.
+fn migration_3() -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS queue_snapshots (
+                host String,
+                taken_ms Int64,
+                day Date,
+                messages UInt64,
+                frozen UInt64,
+                bounces UInt64,
+                spool_errors UInt64,
+                undelivered UInt64,
+                bytes UInt64,
+                oldest_age Nullable(UInt64)
+            ) {}",
+            by_day("ReplacingMergeTree", "host, taken_ms")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS queue_messages (
+                host String,
+                id String,
+                taken_ms Int64,
+                version UInt64,
+                day Date,
+                age_key Int64,
+                age Nullable(UInt64),
+                size Nullable(UInt64),
+                sender String,
+                frozen UInt8,
+                addresses Array(String),
+                delivered Array(UInt8),
+                body String
+            ) {}",
+            by_day("ReplacingMergeTree(version)", "host, id")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS queue_jobs (
+                job_id String,
+                day Date,
+                host String,
+                action String,
+                ids Array(String),
+                actor String,
+                reason Nullable(String),
+                requested_ms Int64,
+                expires_ms Int64
+            ) {}",
+            by_day("ReplacingMergeTree", "job_id")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS queue_results (
+                job_id String,
+                id String,
+                day Date,
+                version UInt64,
+                host String,
+                action String,
+                status String,
+                exit_code Nullable(Int32),
+                output String,
+                finished_ms Int64
+            ) {}",
+            by_day("ReplacingMergeTree(version)", "job_id, id")
+        ),
+    ]
+}
+
 /// The table that records applied migrations.
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -304,7 +381,7 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Every migration, oldest first, each a list of statements. Never edit
 /// one that has shipped: add a new one.
 pub fn migrations() -> Vec<Vec<String>> {
-    vec![migration_1(), migration_2()]
+    vec![migration_1(), migration_2(), migration_3()]
 }
 
 /// The schema version this build writes.

@@ -13,6 +13,7 @@
 //! - `read`: lookups, searches, reports.
 //! - `retention`: dropping whole day partitions.
 //! - `users`: the API's users and their sessions.
+//! - `queue`: queue snapshots, current queues, queue history and jobs.
 //!
 //! # Idempotence without transactions
 //!
@@ -80,14 +81,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 
+use exim_pilot_schema::queue::{QueueActionResult, QueueJob, QueueSnapshot};
 use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 use crate::error::{Result, StoreError};
+use crate::queue::*;
 use crate::types::*;
 use crate::Store;
 
 pub mod migrations;
+mod queue;
 mod read;
 mod retention;
 mod rows;
@@ -444,6 +448,46 @@ impl Store for ClickHouseStore {
             self.next_version()
         })
         .await
+    }
+
+    async fn save_queue_snapshot(&self, snapshot: &QueueSnapshot) -> Result<()> {
+        queue::save_snapshot(&self.db, snapshot).await
+    }
+
+    async fn queue_messages(
+        &self,
+        filter: &QueueFilter,
+        page: &PageRequest,
+    ) -> Result<Page<QueueEntry>> {
+        queue::messages(&self.db, filter, page).await
+    }
+
+    async fn queue_health(&self, host: Option<&str>) -> Result<Vec<QueueHealth>> {
+        queue::health(&self.db, host).await
+    }
+
+    async fn queue_history(&self, query: &QueueHistoryQuery) -> Result<Vec<QueuePoint>> {
+        queue::history(&self.db, query).await
+    }
+
+    async fn save_queue_job(&self, job: &QueueJob) -> Result<()> {
+        queue::save_job(&self.db, job).await
+    }
+
+    async fn save_queue_results(&self, results: &[QueueActionResult]) -> Result<()> {
+        queue::save_results(&self.db, results).await
+    }
+
+    async fn queue_job(&self, job_id: &str) -> Result<Option<(QueueJob, Vec<QueueActionResult>)>> {
+        queue::job(&self.db, job_id).await
+    }
+
+    async fn queue_jobs(
+        &self,
+        filter: &QueueJobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<QueueJobSummary>> {
+        queue::jobs(&self.db, filter, page).await
     }
 
     async fn apply_retention(

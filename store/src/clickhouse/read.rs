@@ -19,26 +19,26 @@ use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
 use crate::types::*;
 
 /// A value bound into a statement.
-enum Value {
+pub(super) enum Value {
     Int(i64),
     Text(String),
 }
 
 /// A WHERE clause under construction, with its values in order.
 #[derive(Default)]
-struct Conditions {
-    sql: Vec<String>,
-    values: Vec<Value>,
+pub(super) struct Conditions {
+    pub(super) sql: Vec<String>,
+    pub(super) values: Vec<Value>,
 }
 
 impl Conditions {
     /// Adds a condition whose `?` marks take `values` in order.
-    fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
+    pub(super) fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
         self.sql.push(sql.to_string());
         self.values.extend(values);
     }
 
-    fn where_clause(&self) -> String {
+    pub(super) fn where_clause(&self) -> String {
         if self.sql.is_empty() {
             String::new()
         } else {
@@ -47,7 +47,7 @@ impl Conditions {
     }
 
     /// Binds the values to a query of this clause.
-    fn bind(self, mut q: Query) -> Query {
+    pub(super) fn bind(self, mut q: Query) -> Query {
         for v in self.values {
             q = match v {
                 Value::Int(n) => q.bind(n),
@@ -58,7 +58,7 @@ impl Conditions {
     }
 }
 
-fn text(s: &str) -> Value {
+pub(super) fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 

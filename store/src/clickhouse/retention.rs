@@ -1,7 +1,7 @@
 //! Retention: dropping whole day partitions older than the policy allows.
 //!
-//! Every table but `blobs`, `users` and `host_stats` is partitioned by UTC
-//! day, so retention is one `ALTER TABLE ... DROP PARTITION` per old day:
+//! Every table but `blobs`, `users`, `sessions` and `host_stats` is
+//! partitioned by UTC day, so retention is one `ALTER TABLE ... DROP PARTITION` per old day:
 //! instant, whatever the volume, and without rewriting anything. The
 //! price is granularity: a day goes once all of it is older than the
 //! cutoff, so up to a day more than the policy is kept.
@@ -86,6 +86,8 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
         rejects: drop_before(db, &rule("rejects", true), cut(policy.rejects)).await?,
         audit: drop_before(db, &rule("audit", false), cut(policy.audit)).await?,
         rollup_cells: 0,
+        queue_snapshots: 0,
+        queue_jobs: 0,
     };
     drop_before(db, &rule("unparsed", true), cut(policy.raw_records)).await?;
 
@@ -98,6 +100,15 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
     drop_before(db, &rule("events_hourly", false), hour_cut).await?;
     drop_before(db, &rule("rejects_hourly", false), hour_cut).await?;
 
+    // A host's current queue goes with the history of its snapshots; a
+    // job's results with the job (by the day each finished).
+    let t = cut(policy.queue_snapshots);
+    summary.queue_snapshots = drop_before(db, &rule("queue_snapshots", true), t).await?;
+    drop_before(db, &rule("queue_messages", false), t).await?;
+    let t = cut(policy.queue_jobs);
+    summary.queue_jobs = drop_before(db, &rule("queue_jobs", true), t).await?;
+    drop_before(db, &rule("queue_results", false), t).await?;
+
     if summary != RetentionSummary::default() {
         tracing::info!(
             raw_records = summary.raw_records,
@@ -106,6 +117,8 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
             rejects = summary.rejects,
             audit = summary.audit,
             rollup_cells = summary.rollup_cells,
+            queue_snapshots = summary.queue_snapshots,
+            queue_jobs = summary.queue_jobs,
             "Retention dropped old partitions"
         );
     }

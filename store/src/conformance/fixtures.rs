@@ -369,3 +369,69 @@ pub fn reject(
         class,
     }
 }
+
+/// A queued message `n` as `exim -bp` would list it: `rcpts` are
+/// (address, delivered) pairs; an empty `sender` makes a bounce.
+pub fn queued(
+    n: u32,
+    age_secs: Option<u64>,
+    size: Option<u64>,
+    sender: &str,
+    rcpts: &[(&str, bool)],
+    frozen: bool,
+) -> exim_pilot_schema::QueuedMessage {
+    exim_pilot_schema::QueuedMessage {
+        id: id(n),
+        age_secs,
+        size,
+        sender: sender.to_string(),
+        recipients: rcpts
+            .iter()
+            .map(
+                |(address, delivered)| exim_pilot_schema::queue::QueueRecipient {
+                    address: address.to_string(),
+                    delivered: *delivered,
+                },
+            )
+            .collect(),
+        frozen,
+        spool_error: age_secs
+            .is_none()
+            .then(|| "spool read error: No such file or directory".to_string()),
+    }
+}
+
+/// A snapshot of `host`'s queue taken at `t`.
+pub fn snapshot(
+    host: &str,
+    t: DateTime<Utc>,
+    messages: Vec<exim_pilot_schema::QueuedMessage>,
+) -> exim_pilot_schema::QueueSnapshot {
+    exim_pilot_schema::QueueSnapshot {
+        host: host.to_string(),
+        taken_at: t,
+        messages,
+    }
+}
+
+/// A message deferred twice, first for greylisting, then (`later`) for a
+/// timeout, and still waiting.
+pub fn deferred_twice(host: &str, n: u32, received: DateTime<Utc>, to: &str) -> Lifecycle {
+    let first = attempt(
+        received + Duration::seconds(1),
+        AttemptResult::Defer,
+        Some(ReasonClass::Greylisting),
+    );
+    let later = attempt(
+        received + Duration::minutes(30),
+        AttemptResult::Defer,
+        Some(ReasonClass::Timeout),
+    );
+    message(
+        host,
+        n,
+        received,
+        "bob@example.org",
+        vec![recipient(to, Outcome::Deferred, vec![first, later])],
+    )
+}

@@ -23,8 +23,10 @@ use crate::types::*;
 use crate::{Result, Store};
 
 pub mod fixtures;
+mod queue;
 
 use fixtures::*;
+pub use queue::*;
 
 /// How the tests get stores of one backend.
 #[async_trait]
@@ -58,6 +60,13 @@ macro_rules! store_conformance_tests {
             cells_by_hour_and_day,
             users_are_created_once_and_changed,
             sessions_are_saved_and_revoked,
+            queue_snapshots_replace_the_current_queue,
+            queue_search_filters_and_pages,
+            queued_messages_carry_their_last_deferral,
+            queue_health_per_host,
+            queue_history_over_a_range,
+            queue_jobs_and_results,
+            queue_retention_drops_old_history_and_jobs,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -89,6 +98,13 @@ pub async fn run_all(backend: &dyn Backend) {
     hosts_summarise_servers(backend).await;
     audit_is_appended_and_paged(backend).await;
     cells_by_hour_and_day(backend).await;
+    queue_snapshots_replace_the_current_queue(backend).await;
+    queue_search_filters_and_pages(backend).await;
+    queued_messages_carry_their_last_deferral(backend).await;
+    queue_health_per_host(backend).await;
+    queue_history_over_a_range(backend).await;
+    queue_jobs_and_results(backend).await;
+    queue_retention_drops_old_history_and_jobs(backend).await;
 }
 
 async fn fresh(backend: &dyn Backend) -> (Arc<dyn Store>, String) {

@@ -21,6 +21,13 @@
 //! - `hosts`, `blobs`, `audit`.
 //! - `users` (the API's users, hosts they may see as a JSON array) and
 //!   `sessions` (one per login, with its refresh token's hash).
+//! - `queue_snapshots`: the totals of every queue snapshot, by (host,
+//!   time taken); `queue_current`: each host's current snapshot time;
+//!   `queue_messages` (the message as JSON, with its searchable fields)
+//!   and `queue_recipients` (lowercased addresses): each host's current
+//!   queue.
+//! - `queue_jobs` (ids as a JSON array) and `queue_results`, one per
+//!   (job, message).
 
 use rusqlite::Connection;
 
@@ -287,10 +294,77 @@ fn migration_3() -> String {
     .to_string()
 }
 
+/// Version 4: queue snapshots (their totals as history, each host's
+/// current queue) and operators' queue jobs with their results.
+fn migration_4() -> String {
+    "CREATE TABLE queue_snapshots (
+        host TEXT NOT NULL,
+        taken_ms INTEGER NOT NULL,
+        messages INTEGER NOT NULL,
+        frozen INTEGER NOT NULL,
+        bounces INTEGER NOT NULL,
+        spool_errors INTEGER NOT NULL,
+        undelivered INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        oldest_age INTEGER,
+        PRIMARY KEY (host, taken_ms)
+    ) WITHOUT ROWID;
+    CREATE INDEX queue_snapshots_taken ON queue_snapshots (taken_ms);
+    CREATE TABLE queue_current (
+        host TEXT PRIMARY KEY,
+        taken_ms INTEGER NOT NULL
+    );
+    CREATE TABLE queue_messages (
+        host TEXT NOT NULL,
+        id TEXT NOT NULL,
+        age_key INTEGER NOT NULL,
+        age INTEGER,
+        size INTEGER,
+        sender TEXT NOT NULL,
+        frozen INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (host, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX queue_messages_order ON queue_messages (age_key, host, id);
+    CREATE TABLE queue_recipients (
+        host TEXT NOT NULL,
+        id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        delivered INTEGER NOT NULL,
+        PRIMARY KEY (host, id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE queue_jobs (
+        job_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        action TEXT NOT NULL,
+        ids TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT,
+        requested_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX queue_jobs_requested ON queue_jobs (requested_ms, job_id);
+    CREATE TABLE queue_results (
+        job_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        output TEXT NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        PRIMARY KEY (job_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX queue_results_finished ON queue_results (finished_ms);
+    "
+    .to_string()
+}
+
 /// Every migration, oldest first. Never edit one that has shipped: add a
 /// new one.
 fn migrations() -> Vec<String> {
-    vec![migration_1(), migration_2(), migration_3()]
+    vec![migration_1(), migration_2(), migration_3(), migration_4()]
 }
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@
 //! - `read`: lookups, searches, reports.
 //! - `retention`: deleting old data in small chunks.
 //! - `users`: the API's users and their sessions.
+//! - `queue`: queue snapshots, current queues, queue history and jobs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,16 +24,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 
+use exim_pilot_schema::queue::{QueueActionResult, QueueJob, QueueSnapshot};
 use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 use crate::error::{Result, StoreError};
+use crate::queue::*;
 use crate::types::*;
 use crate::Store;
 
 mod codec;
 mod functions;
 pub mod migrations;
+mod queue;
 mod read;
 mod retention;
 mod users;
@@ -315,6 +319,62 @@ impl Store for SqliteStore {
         let user = user.to_string();
         let at_ms = at.timestamp_millis();
         self.write(move |conn| users::revoke_sessions(conn, &user, at_ms))
+            .await
+    }
+
+    async fn save_queue_snapshot(&self, snapshot: &QueueSnapshot) -> Result<()> {
+        let snapshot = snapshot.clone();
+        self.write(move |conn| queue::save_snapshot(conn, &snapshot))
+            .await
+    }
+
+    async fn queue_messages(
+        &self,
+        filter: &QueueFilter,
+        page: &PageRequest,
+    ) -> Result<Page<QueueEntry>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| queue::messages(conn, &filter, &page))
+            .await
+    }
+
+    async fn queue_health(&self, host: Option<&str>) -> Result<Vec<QueueHealth>> {
+        let host = host.map(str::to_string);
+        self.read(move |conn| queue::health(conn, host.as_deref()))
+            .await
+    }
+
+    async fn queue_history(&self, query: &QueueHistoryQuery) -> Result<Vec<QueuePoint>> {
+        let query = query.clone();
+        self.read(move |conn| queue::history(conn, &query)).await
+    }
+
+    async fn save_queue_job(&self, job: &QueueJob) -> Result<()> {
+        let job = job.clone();
+        self.write(move |conn| queue::save_job(conn, &job)).await
+    }
+
+    async fn save_queue_results(&self, results: &[QueueActionResult]) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let results = results.to_vec();
+        self.write(move |conn| queue::save_results(conn, &results))
+            .await
+    }
+
+    async fn queue_job(&self, job_id: &str) -> Result<Option<(QueueJob, Vec<QueueActionResult>)>> {
+        let job_id = job_id.to_string();
+        self.read(move |conn| queue::job(conn, &job_id)).await
+    }
+
+    async fn queue_jobs(
+        &self,
+        filter: &QueueJobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<QueueJobSummary>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| queue::jobs(conn, &filter, &page))
             .await
     }
 

@@ -125,15 +125,15 @@ pub fn message_records(conn: &Connection, host: &str, id: MessageId) -> Result<V
 
 /// A WHERE clause under construction, with its parameters.
 #[derive(Default)]
-struct Conditions {
-    sql: Vec<String>,
-    params: Vec<Value>,
+pub(super) struct Conditions {
+    pub(super) sql: Vec<String>,
+    pub(super) params: Vec<Value>,
 }
 
 impl Conditions {
     /// Adds a condition whose `?` placeholders take `values` in order; they
     /// are numbered after the parameters already added.
-    fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
+    pub(super) fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
         let mut numbered = String::with_capacity(sql.len() + 8);
         let mut n = self.params.len();
         for (i, part) in sql.split('?').enumerate() {
@@ -147,7 +147,7 @@ impl Conditions {
         self.params.extend(values);
     }
 
-    fn where_clause(&self) -> String {
+    pub(super) fn where_clause(&self) -> String {
         if self.sql.is_empty() {
             String::new()
         } else {
@@ -156,7 +156,7 @@ impl Conditions {
     }
 }
 
-fn text(s: &str) -> Value {
+pub(super) fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 

@@ -81,6 +81,38 @@ pub async fn apply(
         }
     }
 
+    let t = cut(policy.queue_snapshots);
+    summary.queue_snapshots = until_done(store, move |c| {
+        chunk(
+            c,
+            "DELETE FROM queue_snapshots WHERE (host, taken_ms) IN
+                 (SELECT host, taken_ms FROM queue_snapshots WHERE taken_ms < ?1 LIMIT ?2)",
+            t,
+        )
+    })
+    .await?;
+    store.write(move |c| delete_stale_queues(c, t)).await?;
+
+    let t = cut(policy.queue_jobs);
+    summary.queue_jobs = until_done(store, move |c| {
+        chunk(
+            c,
+            "DELETE FROM queue_jobs WHERE job_id IN
+                 (SELECT job_id FROM queue_jobs WHERE requested_ms < ?1 LIMIT ?2)",
+            t,
+        )
+    })
+    .await?;
+    until_done(store, move |c| {
+        chunk(
+            c,
+            "DELETE FROM queue_results WHERE (job_id, id) IN
+                 (SELECT job_id, id FROM queue_results WHERE finished_ms < ?1 LIMIT ?2)",
+            t,
+        )
+    })
+    .await?;
+
     if summary != RetentionSummary::default() {
         tracing::info!(
             raw_records = summary.raw_records,
@@ -89,6 +121,8 @@ pub async fn apply(
             rejects = summary.rejects,
             audit = summary.audit,
             rollup_cells = summary.rollup_cells,
+            queue_snapshots = summary.queue_snapshots,
+            queue_jobs = summary.queue_jobs,
             "Retention deleted old data"
         );
     }
@@ -135,6 +169,23 @@ fn delete_raw(conn: &mut Connection, before_day: i64) -> Result<u64> {
     }
     tx.commit()?;
     Ok(rowids.len() as u64)
+}
+
+/// Forgets the current queue of every host whose latest snapshot is older
+/// than the cutoff: its history is gone, so is its queue.
+fn delete_stale_queues(conn: &mut Connection, before_ms: i64) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for sql in [
+        "DELETE FROM queue_messages WHERE host IN
+             (SELECT host FROM queue_current WHERE taken_ms < ?1)",
+        "DELETE FROM queue_recipients WHERE host IN
+             (SELECT host FROM queue_current WHERE taken_ms < ?1)",
+        "DELETE FROM queue_current WHERE taken_ms < ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([before_ms])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn delete_lifecycles(conn: &mut Connection, before_ms: i64) -> Result<u64> {
