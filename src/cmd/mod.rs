@@ -7,6 +7,7 @@ pub mod lifecycles;
 pub mod migrate;
 pub mod parse;
 pub mod process;
+pub mod queue;
 pub mod replay;
 pub mod report;
 pub mod serve;

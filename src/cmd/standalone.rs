@@ -21,6 +21,11 @@
 //! lifecycles and rejections older than 180 days are dropped (audit
 //! entries after 365 days); `--keep-raw-days`, `--keep-days` and
 //! `--no-retention` change that, and whatever is dropped is reported.
+//!
+//! The host's Exim queue is listed into the store every
+//! `--queue-interval` seconds (once, at the end, with `--once`), and the
+//! API's queue actions and message views run with the local Exim (see
+//! [`super::queue`]); without an Exim binary the queue is left alone.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,7 +40,11 @@ use exim_pilot_processor::pipeline::Pipeline;
 use exim_pilot_schema::report::ReportOptions;
 use exim_pilot_store::{Retention, Store};
 
+use exim_pilot_api::queue::QueueControl;
+use exim_pilot_ingest::queue::QueueMetrics;
+
 use super::common::{self, thousands, DataArgs, LogArgs, Progress};
+use super::queue;
 use crate::metrics::Metrics;
 
 /// Time between two retention runs.
@@ -104,6 +113,9 @@ pub struct Args {
     #[command(flatten)]
     api: super::serve::ApiArgs,
 
+    #[command(flatten)]
+    queue: super::queue::QueueArgs,
+
     /// Print no progress.
     #[arg(long, short)]
     quiet: bool,
@@ -132,16 +144,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     watch_signals(&rt, stop.clone());
     let metrics = Metrics::new().context("cannot set up metrics")?;
     let live = exim_pilot_api::live::channel();
-    let server = match args.listen {
-        Some(addr) => Some(serve(
+
+    // The queue: listed into the store at an interval (once at the end
+    // with --once), acted on through the API.
+    let queue_metrics =
+        QueueMetrics::new(&metrics.registry).context("cannot set up the queue's metrics")?;
+    let exim = args.queue.exim(&host, Some(queue_metrics));
+    let dyn_store: Arc<dyn Store> = store.clone();
+    if let (Some(exim), false) = (&exim, args.once) {
+        queue::watch_queue(
             &rt,
-            addr,
-            store.clone(),
-            &metrics,
-            &args.api,
-            &live,
+            exim.clone(),
+            args.queue.interval(),
+            dyn_store.clone(),
             stop.clone(),
-        )?),
+        );
+    }
+    let control = exim.clone().map(|exim| {
+        Arc::new(queue::LocalQueue::new(exim, dyn_store.clone())) as Arc<dyn QueueControl>
+    });
+
+    let server = match args.listen {
+        Some(addr) => {
+            let state = exim_pilot_api::AppState {
+                store: store.clone(),
+                registry: metrics.registry.clone(),
+                live: live.clone(),
+                config: args.api.config(),
+                queue: control,
+            };
+            Some(serve(&rt, addr, state, stop.clone())?)
+        }
         None => None,
     };
 
@@ -189,6 +222,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     job.tailer
         .close()
         .context("cannot write the final checkpoints")?;
+    if let (Some(exim), true) = (exim, args.once) {
+        rt.block_on(queue::store_listing(exim, &*dyn_store))
+            .context("cannot list the queue")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -197,19 +234,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn serve(
     rt: &tokio::runtime::Runtime,
     addr: SocketAddr,
-    store: Arc<exim_pilot_store::SqliteStore>,
-    metrics: &Metrics,
-    api: &super::serve::ApiArgs,
-    live: &Live,
+    state: exim_pilot_api::AppState,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<(), exim_pilot_api::ServeError>>> {
-    let state = exim_pilot_api::AppState {
-        store,
-        registry: metrics.registry.clone(),
-        live: live.clone(),
-        config: api.config(),
-        queue: None,
-    };
     let shutdown = async move {
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(200)).await;
