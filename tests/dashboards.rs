@@ -17,9 +17,11 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use exim_pilot_ingest::queue::parse_bp;
 use exim_pilot_ingest::Importer;
 use exim_pilot_processor::correlate::CorrelatorConfig;
 use exim_pilot_processor::pipeline::Pipeline;
+use exim_pilot_schema::queue::QueueSnapshot;
 use exim_pilot_schema::Zone;
 use exim_pilot_store::{ClickHouseStore, Store};
 use exim_pilot_testkit::Server;
@@ -164,6 +166,42 @@ const COLUMNS: &[(&str, &str, &[&str])] = &[
         "Rejections",
         "Rejections by SMTP stage",
         &["stage", "rejections"],
+    ),
+    ("Queues", "variable host", &["host"]),
+    (
+        "Queues",
+        "Queues now",
+        &[
+            "host",
+            "snapshot",
+            "seconds since snapshot",
+            "messages",
+            "frozen",
+            "bounces",
+            "recipients waiting",
+            "bytes",
+            "oldest age seconds",
+        ],
+    ),
+    ("Queues", "Queue size", &["time", "host", "messages"]),
+    ("Queues", "Frozen messages", &["time", "host", "frozen"]),
+    (
+        "Queues",
+        "Oldest message age",
+        &["time", "host", "oldest age seconds"],
+    ),
+    (
+        "Queues",
+        "Oldest queued messages",
+        &[
+            "host",
+            "id",
+            "age seconds",
+            "size",
+            "sender",
+            "frozen",
+            "recipients waiting",
+        ],
     ),
     ("Pipeline health", "variable host", &["host"]),
     (
@@ -439,6 +477,27 @@ fn load_corpus(url: &str, database: &str) {
         rt.block_on(store.commit_batch(batch))
             .expect("ClickHouse commit");
     }
+
+    // The queue listings the lab took, as snapshots ten minutes apart
+    // from 09:00 of the corpus's day on.
+    let mut listings: Vec<PathBuf> = std::fs::read_dir(dir.join("queue"))
+        .expect("the corpus's queue listings")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".bp.txt"))
+        .collect();
+    listings.sort();
+    assert!(!listings.is_empty(), "no queue listings in the corpus");
+    for (i, path) in listings.iter().enumerate() {
+        let text = std::fs::read_to_string(path).expect("a listing");
+        let snapshot = QueueSnapshot {
+            host: HOST.to_string(),
+            taken_at: chrono::DateTime::from_timestamp(FROM + 9 * 3600 + 600 * i as i64, 0)
+                .expect("a valid time"),
+            messages: parse_bp(&text).messages,
+        };
+        rt.block_on(store.save_queue_snapshot(&snapshot))
+            .expect("storing a queue snapshot");
+    }
 }
 
 /// The variable settings each query runs with: "All", then one value.
@@ -484,7 +543,15 @@ fn chdb_python() -> PathBuf {
 
 /// The tables the dashboards read, copied as they are; the hourly tables
 /// are filled by their materialized views as the rows go in.
-const COPIED: &[&str] = &["events", "lifecycles", "attempts", "rejects", "unparsed"];
+const COPIED: &[&str] = &[
+    "events",
+    "lifecycles",
+    "attempts",
+    "rejects",
+    "unparsed",
+    "queue_snapshots",
+    "queue_messages",
+];
 
 /// The rows to give chdb, as (table, TabSeparated rows): the copied
 /// tables, and the per-server counts as one `host_deltas` row per server.
