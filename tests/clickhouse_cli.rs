@@ -123,3 +123,99 @@ fn lifecycles_and_reports_from_clickhouse_equal_those_from_sqlite() {
     let migrated = exim_pilot(&["migrate", "--clickhouse", &url, "--database", "corpus"]);
     assert!(migrated.contains("schema version"), "{migrated}");
 }
+
+/// A GraphQL request over HTTP/1.0; returns the status code and body.
+fn graphql(addr: &str, token: Option<&str>, query: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({ "query": query }).to_string();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to serve");
+    write!(
+        stream,
+        "POST /graphql HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sending a request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the answer");
+    let code = response[9..12].parse().expect("a status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn a_clickhouse_outage_is_reported_as_such_not_as_a_bad_token() {
+    use std::io::{BufRead, BufReader};
+
+    let mut server = Server::clickhouse();
+    let url = server.address().to_string();
+    exim_pilot(&["migrate", "--clickhouse", &url, "--database", "outage"]);
+    let add = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["user", "add", "ops", "--role", "operator"])
+        .args(["--clickhouse", &url, "--database", "outage"])
+        .env("EXIM_PILOT_PASSWORD", "a long enough password")
+        .output()
+        .expect("running user add");
+    assert!(add.status.success(), "{add:?}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["serve", "--clickhouse", &url, "--database", "outage"])
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting serve");
+    let mut line = String::new();
+    let mut stderr = BufReader::new(serve.stderr.take().expect("stderr"));
+    stderr.read_line(&mut line).expect("the address line");
+    // Keep reading: a closed pipe would end the process at its next log.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+
+    let (_, login) = graphql(
+        &addr,
+        None,
+        r#"mutation { login(username: "ops", password: "a long enough password") { accessToken } }"#,
+    );
+    let login: serde_json::Value = serde_json::from_str(&login).expect("JSON");
+    let token = login["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {login}"))
+        .to_string();
+    assert_eq!(graphql(&addr, Some(&token), "{ me { name } }").0, 200);
+
+    // ClickHouse away: the caller learns the store is down, and that its
+    // token may be fine.
+    server.stop();
+    let (code, body) = graphql(&addr, Some(&token), "{ me { name } }");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("STORE_UNAVAILABLE"), "{body}");
+
+    // Back: the same token works again.
+    server.resume();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = graphql(&addr, Some(&token), "{ me { name } }");
+        if code == 200 {
+            assert!(body.contains("\"ops\""), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{code}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    unsafe {
+        libc::kill(serve.id() as i32, libc::SIGTERM);
+    }
+    let _ = serve.wait();
+}

@@ -19,6 +19,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::auth::AuthError;
 use crate::graphql::Caller;
 use crate::Served;
 
@@ -64,6 +65,16 @@ pub async fn post(
         None => None,
         Some(token) => match served.api.auth.authenticate(token).await {
             Ok(p) => Some(p),
+            // The token may be fine: the store that knows its session
+            // did not answer. Logging in again would not help.
+            Err(AuthError::Store(e)) => {
+                tracing::warn!(error = %e, "Cannot check a token: the store failed");
+                return errors(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable, so the token cannot be checked; try again later",
+                    "STORE_UNAVAILABLE",
+                );
+            }
             Err(_) => {
                 return errors(
                     StatusCode::UNAUTHORIZED,
