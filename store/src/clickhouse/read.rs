@@ -579,13 +579,13 @@ pub async fn top_recipients(db: &Db, q: &RecipientQuery) -> Result<Vec<Recipient
              ARRAY JOIN addresses AS address, outcomes AS outcome, domains AS domain,
                  arrayEnumerate(addresses) AS n
              {}
-         ) ANY LEFT JOIN (
+         ) AS m ANY LEFT JOIN (
              SELECT host, id, toUInt32(rcpt + 1) AS n, max(at_ms) AS last_at,
                  toUInt8(1) AS attempted, toUInt8(max(result = 'defer')) AS deferred_once
              FROM attempts FINAL
              WHERE (host, id) IN (SELECT host, id FROM lifecycles FINAL {}){}
              GROUP BY host, id, n
-         ) USING (host, id, n)
+         ) AS a USING (host, id, n)
          GROUP BY address
          ORDER BY messages DESC, address
          LIMIT {}",
