@@ -24,8 +24,8 @@ use exim_pilot_schema::wire::{BatchRecord, RecordBatch};
 use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RejectRecord, Report, Zone};
 use exim_pilot_store::{
     AuditEntry, AuditFilter, Batch, BatchSummary, CellQuery, HostSummary, LineQuery, MessageFilter,
-    Page, PageRequest, RejectFilter, Retention, RetentionSummary, Session, SqliteStore, Store,
-    StoreError, StoredRecord, User,
+    Page, PageRequest, RecipientCount, RecipientQuery, RejectFilter, Retention, RetentionSummary,
+    Session, SqliteStore, Store, StoreError, StoredRecord, User,
 };
 use exim_pilot_testkit::Server;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -439,6 +439,12 @@ impl Store for FlakyStore {
     }
     async fn cells(&self, q: &CellQuery) -> exim_pilot_store::Result<ReportCells> {
         self.inner.cells(q).await
+    }
+    async fn top_recipients(
+        &self,
+        q: &RecipientQuery,
+    ) -> exim_pilot_store::Result<Vec<RecipientCount>> {
+        self.inner.top_recipients(q).await
     }
     async fn search_lines(&self, q: &LineQuery) -> exim_pilot_store::Result<Vec<StoredRecord>> {
         self.inner.search_lines(q).await

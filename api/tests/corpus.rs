@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use exim_pilot_store::{ClickHouseStore, SqliteStore, Store};
@@ -232,6 +232,151 @@ async fn queries_agree_with_ground_truth(store: Arc<dyn Store>) {
         .map(|r| int(&r["bounced"]))
         .sum();
     assert_eq!(bounced_by_reason, outcome("bounced"), "{reasons}");
+
+    // topSenders: every sender with its messages and addresses.
+    let mut senders: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+    for m in truth["messages"].as_array().expect("messages") {
+        let sender = match m["sender"].as_str().expect("sender") {
+            "" => "<>".to_string(),
+            s => s.to_ascii_lowercase(),
+        };
+        let n = senders.entry(sender).or_default();
+        n[0] += 1;
+        for d in m["deliveries"].as_array().expect("deliveries") {
+            n[1] += 1;
+            n[2] += i64::from(d["outcome"] == "delivered");
+            n[3] += i64::from(d["outcome"] == "bounced");
+        }
+    }
+    let top = server
+        .data(
+            &viewer,
+            "{ topSenders(top: 1000) { sender messages addresses delivered bounced } }",
+            json!({}),
+        )
+        .await;
+    let rows = top["topSenders"].as_array().expect("senders");
+    let got: BTreeMap<String, [i64; 4]> = rows
+        .iter()
+        .map(|r| {
+            let n = ["messages", "addresses", "delivered", "bounced"].map(|k| int(&r[k]));
+            (r["sender"].as_str().expect("sender").to_string(), n)
+        })
+        .collect();
+    assert_eq!(got, senders, "{top}");
+    assert!(
+        rows.windows(2)
+            .all(|w| int(&w[0]["messages"]) >= int(&w[1]["messages"])),
+        "{top}"
+    );
+    let top3 = server
+        .data(&viewer, "{ topSenders(top: 3) { sender } }", json!({}))
+        .await;
+    assert_eq!(top3["topSenders"].as_array().map(Vec::len), Some(3));
+    assert_eq!(top3["topSenders"][0]["sender"], rows[0]["sender"]);
+
+    // topRecipients: every final address with what became of it.
+    #[derive(Default, Debug, PartialEq)]
+    struct Rcpt {
+        ids: BTreeSet<String>,
+        delivered: i64,
+        deferred: i64,
+        still_deferred: i64,
+        bounced: i64,
+        attempted: bool,
+    }
+    let mut rcpts: BTreeMap<String, Rcpt> = BTreeMap::new();
+    for m in truth["messages"].as_array().expect("messages") {
+        for d in m["deliveries"].as_array().expect("deliveries") {
+            let address = d["address"].as_str().expect("address").to_ascii_lowercase();
+            let r = rcpts.entry(address).or_default();
+            r.ids.insert(m["id"].as_str().expect("id").to_string());
+            let results = d["attempt_results"].as_array().cloned().unwrap_or_default();
+            let deferred_once = results.iter().any(|a| a == "defer");
+            r.delivered += i64::from(d["outcome"] == "delivered");
+            r.deferred += i64::from(deferred_once);
+            r.still_deferred +=
+                i64::from(d["outcome"] == "deferred_pending" && int(&d["attempts"]) > 0);
+            r.bounced += i64::from(d["outcome"] == "bounced");
+            r.attempted |= int(&d["attempts"]) > 0;
+        }
+    }
+    // Two queries, each within the complexity limit: counts, then
+    // deferrals and times, joined by address.
+    let top = server
+        .data(
+            &viewer,
+            "{ topRecipients(top: 500) { address messages delivered bounced } }",
+            json!({}),
+        )
+        .await;
+    let more = server
+        .data(
+            &viewer,
+            "{ topRecipients(top: 500) { address deferred stillDeferred lastAttemptAt } }",
+            json!({}),
+        )
+        .await;
+    let more = more["topRecipients"].as_array().expect("recipients");
+    let mut rows = top["topRecipients"].as_array().expect("recipients").clone();
+    assert_eq!(rows.len(), more.len());
+    for (row, other) in rows.iter_mut().zip(more) {
+        assert_eq!(row["address"], other["address"], "the same order twice");
+        for k in ["deferred", "stillDeferred", "lastAttemptAt"] {
+            row[k] = other[k].clone();
+        }
+    }
+    assert_eq!(rows.len(), rcpts.len(), "{top}");
+    for row in &rows {
+        let address = row["address"].as_str().expect("address");
+        let r = rcpts
+            .get(address)
+            .unwrap_or_else(|| panic!("{address}: {row}"));
+        let got = [
+            "messages",
+            "delivered",
+            "deferred",
+            "stillDeferred",
+            "bounced",
+        ]
+        .map(|k| int(&row[k]));
+        let expected = [
+            r.ids.len() as i64,
+            r.delivered,
+            r.deferred,
+            r.still_deferred,
+            r.bounced,
+        ];
+        assert_eq!(got, expected, "{address}: {row}");
+        if r.attempted {
+            assert!(row["lastAttemptAt"].is_string(), "{address}: {row}");
+        }
+    }
+    assert!(
+        rows.windows(2)
+            .all(|w| int(&w[0]["messages"]) >= int(&w[1]["messages"])),
+        "{top}"
+    );
+
+    // For one domain, only its addresses.
+    let domain = "partner.test";
+    let top = server
+        .data(
+            &viewer,
+            "query($d: String) { topRecipients(domain: $d) { address messages } }",
+            json!({ "d": domain }),
+        )
+        .await;
+    let rows = top["topRecipients"].as_array().expect("recipients");
+    let expected = rcpts
+        .keys()
+        .filter(|a| a.ends_with(&format!("@{domain}")))
+        .count();
+    assert!(expected > 0, "the corpus has addresses at {domain}");
+    assert_eq!(rows.len(), expected.min(20), "{top}");
+    assert!(rows.iter().all(|r| r["address"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(&format!("@{domain}")))));
 
     // auditLog: the logins are there; viewers may not read it.
     let audit = server

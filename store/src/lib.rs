@@ -110,8 +110,8 @@ pub use queue::{
 pub use sqlite::SqliteStore;
 pub use types::{
     AuditEntry, AuditFilter, Batch, BatchSummary, Blob, Bucket, CellQuery, HostSummary, LineQuery,
-    MessageFilter, Page, PageRequest, RejectFilter, Retention, RetentionSummary, Role, Session,
-    StoredRecord, User, MAX_PAGE,
+    MessageFilter, Page, PageRequest, RecipientCount, RecipientQuery, RejectFilter, Retention,
+    RetentionSummary, Role, Session, StoredRecord, User, MAX_PAGE, MAX_TOP_RECIPIENTS,
 };
 
 /// A place where exim-pilot keeps what it learned from the logs.
@@ -181,6 +181,10 @@ pub trait Store: Send + Sync {
 
     /// Rollup cells over a range, per hour or day.
     async fn cells(&self, query: &CellQuery) -> Result<ReportCells>;
+
+    /// Final addresses of the messages of a range, most messages first
+    /// (then by address), with what became of them.
+    async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>>;
 
     /// Raw lines of any log matching a full-text query, most recently
     /// stored first.

@@ -239,6 +239,65 @@ pub struct CellQuery {
     pub bucket: Bucket,
 }
 
+/// The largest number of addresses [`RecipientQuery::top`] may ask for.
+pub const MAX_TOP_RECIPIENTS: usize = 1000;
+
+/// Which final addresses to rank by the messages sent to them. Times
+/// apply to the messages' cohort time, as in [`MessageFilter`].
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct RecipientQuery {
+    /// Messages from this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// Messages before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this mail server.
+    pub host: Option<String>,
+    /// Only addresses of this destination domain (without regard to case).
+    pub domain: Option<String>,
+    /// At most this many addresses (capped at [`MAX_TOP_RECIPIENTS`]; 0
+    /// means 20).
+    pub top: usize,
+}
+
+impl RecipientQuery {
+    /// How many addresses to return.
+    pub fn limit(&self) -> usize {
+        match self.top {
+            0 => 20,
+            n => n.min(MAX_TOP_RECIPIENTS),
+        }
+    }
+
+    /// The domain asked, as stored: trimmed and lowercased.
+    pub fn domain_key(&self) -> Option<String> {
+        self.domain.as_ref().map(|d| d.trim().to_ascii_lowercase())
+    }
+}
+
+/// What the messages of a range did for one final address (lowercased).
+/// Counts are of final addresses: a message that reached the same
+/// address twice (through two aliases) counts it twice, but once in
+/// `messages`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RecipientCount {
+    /// The final address: a mailbox, a pipe, a file or `:blackhole:`.
+    pub address: String,
+    /// Messages with this final address.
+    pub messages: i64,
+    /// Delivered.
+    pub delivered: i64,
+    /// Deferred at least once, delivered since or not.
+    pub deferred: i64,
+    /// Still on the queue after a deferral.
+    pub still_deferred: i64,
+    /// Bounced.
+    pub bounced: i64,
+    /// The latest delivery attempt (delivery, deferral or failure) to
+    /// it; `None` when none was logged, or its attempts are past their
+    /// retention.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
 /// What a store knows about one mail server.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct HostSummary {

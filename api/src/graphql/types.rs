@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use exim_pilot_schema::report::{Cell, Numbers};
 use exim_pilot_schema::{Lifecycle, RejectRecord};
-use exim_pilot_store::{AuditEntry, HostSummary, StoredRecord, User};
+use exim_pilot_store::{AuditEntry, HostSummary, RecipientCount, StoredRecord, User};
 
 use super::{api, caller};
 use exim_pilot_store::Role;
@@ -324,6 +324,86 @@ impl DeliverabilityRow {
             delay_p50_ms: n.delay.p50_ms,
             delay_p90_ms: n.delay.p90_ms,
             delay_p99_ms: n.delay.p99_ms,
+        }
+    }
+}
+
+/// What the messages of one envelope sender did over a range.
+#[derive(SimpleObject)]
+pub struct TopSender {
+    /// The envelope sender, lowercased: `<>` for the null sender of
+    /// bounces, `(unknown)` when the arrival was not logged.
+    pub sender: String,
+    /// Messages.
+    pub messages: i64,
+    /// Messages whose arrival was logged.
+    pub received: i64,
+    /// Final addresses.
+    pub addresses: i64,
+    /// Addresses delivered.
+    pub delivered: i64,
+    /// Addresses deferred at least once.
+    pub deferred: i64,
+    /// Addresses still deferred.
+    pub still_deferred: i64,
+    /// Addresses bounced.
+    pub bounced: i64,
+    /// Delivered / final addresses.
+    pub delivery_rate: Option<f64>,
+    /// Bounced / final addresses.
+    pub bounce_rate: Option<f64>,
+}
+
+impl TopSender {
+    /// The row of a sender's summed cell.
+    pub fn of(sender: String, cell: &Cell) -> TopSender {
+        let n = Numbers::of(cell);
+        TopSender {
+            sender,
+            messages: n.messages,
+            received: n.received,
+            addresses: n.addresses,
+            delivered: n.delivered,
+            deferred: n.deferred,
+            still_deferred: n.still_deferred,
+            bounced: n.bounced,
+            delivery_rate: n.rates.delivery_rate,
+            bounce_rate: n.rates.bounce_rate,
+        }
+    }
+}
+
+/// What the messages of a range did for one final address.
+#[derive(SimpleObject)]
+pub struct TopRecipient {
+    /// The final address, lowercased: a mailbox, a pipe, a file or
+    /// `:blackhole:`.
+    pub address: String,
+    /// Messages with this final address.
+    pub messages: i64,
+    /// Times it was delivered.
+    pub delivered: i64,
+    /// Times it was deferred at least once, delivered since or not.
+    pub deferred: i64,
+    /// Times it is still on the queue after a deferral.
+    pub still_deferred: i64,
+    /// Times it bounced.
+    pub bounced: i64,
+    /// The latest delivery attempt to it (a delivery, deferral or
+    /// failure); null when none was logged or it is past retention.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl From<RecipientCount> for TopRecipient {
+    fn from(r: RecipientCount) -> TopRecipient {
+        TopRecipient {
+            address: r.address,
+            messages: r.messages,
+            delivered: r.delivered,
+            deferred: r.deferred,
+            still_deferred: r.still_deferred,
+            bounced: r.bounced,
+            last_attempt_at: r.last_attempt_at,
         }
     }
 }

@@ -399,6 +399,10 @@ impl Store for ClickHouseStore {
         read::cells(&self.db, query).await
     }
 
+    async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>> {
+        read::top_recipients(&self.db, query).await
+    }
+
     async fn search_lines(&self, query: &LineQuery) -> Result<Vec<StoredRecord>> {
         read::search_lines(&self.db, query).await
     }

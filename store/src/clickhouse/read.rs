@@ -512,6 +512,116 @@ pub async fn search_lines(db: &Db, q: &LineQuery) -> Result<Vec<StoredRecord>> {
     rows.into_iter().map(EventRow::into_record).collect()
 }
 
+/// One ranked address as [`top_recipients`] reads it.
+#[derive(clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct RecipientRow {
+    address: String,
+    messages: i64,
+    delivered: i64,
+    deferred: i64,
+    still_deferred: i64,
+    bounced: i64,
+    last_at: i64,
+    attempted: u8,
+}
+
+/// The conditions on the messages of a [`RecipientQuery`].
+fn recipient_messages(q: &RecipientQuery) -> Conditions {
+    let mut c = Conditions::default();
+    if let Some(t) = q.since {
+        c.push("cohort_ms >= ?", [Value::Int(ms(t))]);
+    }
+    if let Some(t) = q.until {
+        c.push("cohort_ms < ?", [Value::Int(ms(t))]);
+    }
+    if let Some(h) = &q.host {
+        c.push("host = ?", [text(h)]);
+    }
+    c
+}
+
+/// The final addresses of a range's messages, most messages first.
+///
+/// The latest version of each lifecycle of the range is unrolled into
+/// its addresses (`ARRAY JOIN` of the parallel address, outcome and
+/// domain arrays) and joined, by (host, id, address number), with the
+/// latest version of those messages' attempts, summed per address. The
+/// attempts are read from the day before the range on (an attempt never
+/// comes before its message) and only for the range's messages, found
+/// by the `attempts` key; so the cost grows with the messages in the
+/// range.
+pub async fn top_recipients(db: &Db, q: &RecipientQuery) -> Result<Vec<RecipientCount>> {
+    let mut messages = recipient_messages(q);
+    if let Some(d) = q.domain_key() {
+        messages.push("domain = ?", [Value::Text(d)]);
+    }
+    let mut attempts = recipient_messages(q);
+    let mut attempt_days = Conditions::default();
+    if let Some(t) = q.since {
+        let day = (t - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string();
+        attempt_days.push("day >= toDate(?)", [text(&day)]);
+    }
+    let sql = format!(
+        "SELECT address,
+             toInt64(uniqExact(host, id)) AS messages,
+             toInt64(sum(outcome = 'delivered')) AS delivered,
+             toInt64(sum(outcome = 'deferred' OR deferred_once = 1)) AS deferred,
+             toInt64(sum(outcome = 'deferred')) AS still_deferred,
+             toInt64(sum(outcome = 'bounced')) AS bounced,
+             max(last_at) AS last_at,
+             max(attempted) AS attempted
+         FROM (
+             SELECT host, id, address, outcome, n
+             FROM lifecycles FINAL
+             ARRAY JOIN addresses AS address, outcomes AS outcome, domains AS domain,
+                 arrayEnumerate(addresses) AS n
+             {}
+         ) AS m ANY LEFT JOIN (
+             SELECT host, id, toUInt32(rcpt + 1) AS n, max(at_ms) AS last_at,
+                 toUInt8(1) AS attempted, toUInt8(max(result = 'defer')) AS deferred_once
+             FROM attempts FINAL
+             WHERE (host, id) IN (SELECT host, id FROM lifecycles FINAL {}){}
+             GROUP BY host, id, n
+         ) AS a USING (host, id, n)
+         GROUP BY address
+         ORDER BY messages DESC, address
+         LIMIT {}",
+        messages.where_clause(),
+        attempts.where_clause(),
+        attempt_days
+            .sql
+            .iter()
+            .map(|s| format!(" AND {s}"))
+            .collect::<String>(),
+        q.limit()
+    );
+    let mut values = messages.values;
+    values.append(&mut attempts.values);
+    values.append(&mut attempt_days.values);
+    let all = Conditions {
+        sql: Vec::new(),
+        values,
+    };
+    let rows: Vec<RecipientRow> = db
+        .fetch(all.bind(db.query(&sql)), "rank recipients")
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RecipientCount {
+            address: r.address,
+            messages: r.messages,
+            delivered: r.delivered,
+            deferred: r.deferred,
+            still_deferred: r.still_deferred,
+            bounced: r.bounced,
+            last_attempt_at: (r.attempted == 1).then(|| from_ms(r.last_at)),
+        })
+        .collect())
+}
+
 /// Every server, by name.
 pub async fn hosts(db: &Db) -> Result<Vec<HostSummary>> {
     let q = db.query(

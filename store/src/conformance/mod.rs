@@ -10,14 +10,18 @@
 //!
 //! Each test panics with a message saying what the store got wrong.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Duration;
 
-use exim_pilot_schema::report::{hour_of, Dimension, ReportBuilder, ReportOptions};
-use exim_pilot_schema::{Lifecycle, LogFile, MessageState, Outcome, ReasonClass, Report};
+use exim_pilot_schema::report::{
+    cohort_time, hour_of, recipient_domain, Dimension, ReportBuilder, ReportOptions,
+};
+use exim_pilot_schema::{
+    AttemptResult, Lifecycle, LogFile, MessageState, Outcome, ReasonClass, Report,
+};
 
 use crate::types::*;
 use crate::{Result, Store};
@@ -67,6 +71,7 @@ macro_rules! store_conformance_tests {
             queue_history_over_a_range,
             queue_jobs_and_results,
             queue_retention_drops_old_history_and_jobs,
+            top_recipients_rank_final_addresses,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -105,6 +110,7 @@ pub async fn run_all(backend: &dyn Backend) {
     queue_history_over_a_range(backend).await;
     queue_jobs_and_results(backend).await;
     queue_retention_drops_old_history_and_jobs(backend).await;
+    top_recipients_rank_final_addresses(backend).await;
 }
 
 async fn fresh(backend: &dyn Backend) -> (Arc<dyn Store>, String) {
@@ -1281,5 +1287,167 @@ pub async fn sessions_are_saved_and_revoked(backend: &dyn Backend) {
             .await
             .expect("revoke"),
         0
+    );
+}
+
+/// The ranking [`Store::top_recipients`] must give, worked out from the
+/// lifecycles themselves.
+fn top_recipients_in_memory(lcs: &[Lifecycle], q: &RecipientQuery) -> Vec<RecipientCount> {
+    let mut by_address: BTreeMap<String, (BTreeSet<String>, RecipientCount)> = BTreeMap::new();
+    for lc in lcs {
+        let t = cohort_time(lc).expect("fixtures have times");
+        if q.since.is_some_and(|s| t < s)
+            || q.until.is_some_and(|u| t >= u)
+            || q.host.as_ref().is_some_and(|h| *h != lc.host)
+        {
+            continue;
+        }
+        for r in &lc.recipients {
+            if q.domain_key().is_some_and(|d| recipient_domain(r) != d) {
+                continue;
+            }
+            let address = r.address.to_ascii_lowercase();
+            let (ids, count) = by_address.entry(address.clone()).or_insert_with(|| {
+                let count = RecipientCount {
+                    address,
+                    messages: 0,
+                    delivered: 0,
+                    deferred: 0,
+                    still_deferred: 0,
+                    bounced: 0,
+                    last_attempt_at: None,
+                };
+                (BTreeSet::new(), count)
+            });
+            ids.insert(format!("{}/{}", lc.host, lc.id));
+            count.messages = ids.len() as i64;
+            let deferred_once = r.history.iter().any(|a| a.result == AttemptResult::Defer);
+            count.delivered += (r.outcome == Outcome::Delivered) as i64;
+            count.deferred += (r.outcome == Outcome::Deferred || deferred_once) as i64;
+            count.still_deferred += (r.outcome == Outcome::Deferred) as i64;
+            count.bounced += (r.outcome == Outcome::Bounced) as i64;
+            let last = r.history.iter().map(|a| a.at).max();
+            count.last_attempt_at = count.last_attempt_at.max(last);
+        }
+    }
+    let mut out: Vec<RecipientCount> = by_address.into_values().map(|(_, c)| c).collect();
+    out.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.address.cmp(&b.address)));
+    out.truncate(q.limit());
+    out
+}
+
+/// Final addresses ranked by their messages: counted without regard to
+/// case, per server, domain and range, limited, and right again after a
+/// lifecycle changes.
+pub async fn top_recipients_rank_final_addresses(backend: &dyn Backend) {
+    let (store, _) = fresh(backend).await;
+    let mut lcs = varied();
+
+    // The same mailbox twice in one message (through two aliases), in
+    // another case, one of them not attempted yet.
+    let mut twice = delivered("mx1.example.org", 100, at(30), "Dave@Example.org");
+    let mut pending = recipient("dave@example.org", Outcome::Pending, vec![]);
+    pending.original = Some("team@example.org".into());
+    twice.recipients.push(pending);
+    twice.state = MessageState::InFlight;
+    twice.in_flight = true;
+    twice.completed_at = None;
+    lcs.push(twice);
+    let waiting = deferred("mx2.example.org", 101, at(60), "POSTMASTER@example.net");
+    lcs.push(waiting.clone());
+    store
+        .commit_batch(Batch {
+            lifecycles: lcs.clone(),
+            ..Batch::default()
+        })
+        .await
+        .expect("commit");
+
+    let day = Duration::days(1);
+    let queries = [
+        RecipientQuery::default(),
+        RecipientQuery {
+            top: 3,
+            ..RecipientQuery::default()
+        },
+        RecipientQuery {
+            host: Some("mx2.example.org".into()),
+            ..RecipientQuery::default()
+        },
+        RecipientQuery {
+            domain: Some(" EXAMPLE.net".into()),
+            ..RecipientQuery::default()
+        },
+        RecipientQuery {
+            since: Some(base() + day),
+            until: Some(base() + day * 3),
+            ..RecipientQuery::default()
+        },
+        RecipientQuery {
+            since: Some(base()),
+            until: Some(base() + day),
+            host: Some("mx1.example.org".into()),
+            domain: Some("example.org".into()),
+            top: 1000,
+        },
+        RecipientQuery {
+            since: Some(base() + day * 30),
+            ..RecipientQuery::default()
+        },
+    ];
+    let check = |lcs: Vec<Lifecycle>, when: &'static str| {
+        let store = Arc::clone(&store);
+        let queries = queries.clone();
+        async move {
+            for q in &queries {
+                let got = store.top_recipients(q).await.expect("top recipients");
+                assert_eq!(got, top_recipients_in_memory(&lcs, q), "{when}: {q:?}");
+            }
+        }
+    };
+    check(lcs.clone(), "as written").await;
+
+    let all = store
+        .top_recipients(&RecipientQuery::default())
+        .await
+        .expect("top recipients");
+    assert_eq!(all.len(), 20, "the default is the top twenty");
+    let dave = all
+        .iter()
+        .find(|r| r.address == "dave@example.org")
+        .expect("dave");
+    assert_eq!(dave.messages, 9, "{dave:?}");
+    assert_eq!(dave.delivered, 9, "{dave:?}");
+    assert_eq!(&all[0], dave, "ties go by address");
+    let postmaster = &all[1];
+    assert_eq!(postmaster.address, "postmaster@example.net");
+    assert_eq!((postmaster.messages, postmaster.still_deferred), (9, 1));
+
+    // The deferred address is delivered later: counted once, delivered,
+    // and deferred once.
+    let later = now_delivered(&waiting, at(3 * 60));
+    store
+        .commit_batch(Batch {
+            lifecycles: vec![later.clone()],
+            ..Batch::default()
+        })
+        .await
+        .expect("commit the delivery");
+    let last = lcs.len() - 1;
+    lcs[last] = later;
+    check(lcs.clone(), "after an update").await;
+    let top = store
+        .top_recipients(&RecipientQuery {
+            domain: Some("example.net".into()),
+            top: 1,
+            ..RecipientQuery::default()
+        })
+        .await
+        .expect("top recipients");
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].address, "postmaster@example.net");
+    assert_eq!(
+        (top[0].messages, top[0].still_deferred, top[0].deferred),
+        (9, 0, 1)
     );
 }

@@ -257,6 +257,12 @@ impl Store for SqliteStore {
         self.read(move |conn| read::cells(conn, &query)).await
     }
 
+    async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>> {
+        let query = query.clone();
+        self.read(move |conn| read::top_recipients(conn, &query))
+            .await
+    }
+
     async fn search_lines(&self, query: &LineQuery) -> Result<Vec<StoredRecord>> {
         let query = query.clone();
         self.read(move |conn| read::search_lines(conn, &query))

@@ -559,6 +559,65 @@ pub fn cells(conn: &Connection, q: &CellQuery) -> Result<ReportCells> {
     Ok(out)
 }
 
+/// The final addresses of a range's messages, most messages first.
+///
+/// The messages come from the cohort index of `lifecycles` (or, for one
+/// domain, from the recipients' domain index), their addresses from
+/// `recipients` by its key, and each address's attempts from `attempts`
+/// by its key; so the cost grows with the messages in the range (or the
+/// domain's), whatever the size of the store.
+pub fn top_recipients(conn: &Connection, q: &RecipientQuery) -> Result<Vec<RecipientCount>> {
+    let mut c = Conditions::default();
+    if let Some(t) = q.since {
+        c.push(
+            "l.cohort_ms >= ? AND r.cohort_ms >= ?",
+            [Value::Integer(ms(t)), Value::Integer(ms(t))],
+        );
+    }
+    if let Some(t) = q.until {
+        c.push(
+            "l.cohort_ms < ? AND r.cohort_ms < ?",
+            [Value::Integer(ms(t)), Value::Integer(ms(t))],
+        );
+    }
+    if let Some(h) = &q.host {
+        c.push("l.host = ?", [text(h)]);
+    }
+    if let Some(d) = q.domain_key() {
+        c.push("r.domain = ?", [Value::Text(d)]);
+    }
+    let sql = format!(
+        "SELECT r.address, count(DISTINCT r.lc),
+             sum(r.outcome = 'delivered'),
+             sum(r.outcome = 'deferred' OR EXISTS (SELECT 1 FROM attempts a
+                 WHERE a.lc = r.lc AND a.rcpt = r.idx AND a.result = 'defer')),
+             sum(r.outcome = 'deferred'),
+             sum(r.outcome = 'bounced'),
+             max((SELECT max(a.at_ms) FROM attempts a WHERE a.lc = r.lc AND a.rcpt = r.idx))
+         FROM lifecycles l JOIN recipients r ON r.lc = l.rowid {}
+         GROUP BY r.address
+         ORDER BY 2 DESC, r.address
+         LIMIT {}",
+        c.where_clause(),
+        q.limit()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(c.params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(RecipientCount {
+            address: row.get(0)?,
+            messages: row.get(1)?,
+            delivered: row.get(2)?,
+            deferred: row.get(3)?,
+            still_deferred: row.get(4)?,
+            bounced: row.get(5)?,
+            last_attempt_at: row.get::<_, Option<i64>>(6)?.map(from_ms),
+        });
+    }
+    Ok(out)
+}
+
 /// Full-text search over raw lines.
 pub fn search_lines(conn: &Connection, q: &LineQuery) -> Result<Vec<StoredRecord>> {
     let mut c = Conditions::default();
