@@ -125,6 +125,16 @@ pub struct ProcessSection {
     /// Address of /health, /ready and /metrics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Log records per store batch at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_records: Option<usize>,
+    /// Longest time spent filling a batch, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_wait_ms: Option<u64>,
+    /// Time between two saves of a partition's pipeline state, in
+    /// milliseconds (0: with every batch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_interval_ms: Option<u64>,
 }
 
 /// The `[clickhouse]` section.
@@ -184,6 +194,9 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("process", "timezone", Kind::Text),
     ("process", "syslog_year", Kind::Integer),
     ("process", "listen", Kind::Text),
+    ("process", "batch_records", Kind::Integer),
+    ("process", "batch_wait_ms", Kind::Integer),
+    ("process", "state_interval_ms", Kind::Integer),
     ("clickhouse", "url", Kind::Text),
     ("clickhouse", "database", Kind::Text),
 ];
@@ -235,6 +248,11 @@ impl Config {
             ("tail.max_batch_bytes", tail.max_batch_bytes),
             ("tail.max_batch_records", tail.max_batch_records),
             ("tail.max_in_flight_bytes", tail.max_in_flight_bytes),
+            ("process.batch_records", self.process.batch_records),
+            (
+                "process.batch_wait_ms",
+                self.process.batch_wait_ms.map(|v| v as usize),
+            ),
         ] {
             if value == Some(0) {
                 bail!("{name} must be at least 1");

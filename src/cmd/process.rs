@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use exim_pilot_processor::correlate::CorrelatorConfig;
@@ -122,6 +123,12 @@ pub struct Fleet {
     syslog_year: Option<i32>,
     /// The configuration's `process.listen`.
     pub listen: Option<SocketAddr>,
+    /// The configuration's `process.batch_records`.
+    pub batch_records: Option<usize>,
+    /// The configuration's `process.batch_wait_ms`.
+    pub batch_wait: Option<Duration>,
+    /// The configuration's `process.state_interval_ms`.
+    pub state_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +200,9 @@ impl FleetArgs {
             timezone,
             syslog_year: self.syslog_year.or(config.process.syslog_year),
             listen: config.process.listen,
+            batch_records: config.process.batch_records,
+            batch_wait: config.process.batch_wait_ms.map(Duration::from_millis),
+            state_interval: config.process.state_interval_ms.map(Duration::from_millis),
         })
     }
 }
@@ -200,6 +210,7 @@ impl FleetArgs {
 impl Fleet {
     /// The processor's configuration.
     pub fn config(&self) -> FleetConfig {
+        let defaults = FleetConfig::new(&self.brokers, &self.topic, &self.group);
         FleetConfig {
             client_options: self.kafka_options.clone(),
             zone: self.timezone,
@@ -207,7 +218,10 @@ impl Fleet {
                 syslog_year: self.syslog_year,
             },
             correlator: CorrelatorConfig::default(),
-            ..FleetConfig::new(&self.brokers, &self.topic, &self.group)
+            batch_records: self.batch_records.unwrap_or(defaults.batch_records),
+            batch_wait: self.batch_wait.unwrap_or(defaults.batch_wait),
+            state_interval: self.state_interval.unwrap_or(defaults.state_interval),
+            ..defaults
         }
     }
 
