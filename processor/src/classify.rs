@@ -328,7 +328,8 @@ pub fn classify_smtp_session(session: &SmtpSession<'_>) -> Option<ReasonClass> {
         SmtpKind::Connect
         | SmtpKind::Close
         | SmtpKind::NoMail
-        | SmtpKind::IncompleteTransaction => None,
+        | SmtpKind::IncompleteTransaction
+        | SmtpKind::Etrn => None,
     }
 }
 

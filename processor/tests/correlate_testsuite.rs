@@ -1,11 +1,14 @@
-//! The correlator on Exim's own test-suite logs, read from
-//! /work/shared/peer/exim-testsuite when that copy exists (the test is
-//! skipped otherwise). The logs cover far more features than our corpus
+//! The correlator on Exim's own test-suite logs (see
+//! `support/testsuite.rs` for where they are read from; the test is
+//! skipped without them). The logs cover far more features than our corpus
 //! but have no ground truth, so what is checked is consistency: for every
 //! message of every log, attempts match the attempt history, a completed
 //! or removed message has no address still waiting, `in_flight` agrees
 //! with the state, lifecycles survive JSON, and a checkpoint taken half
 //! way gives what one pass gives.
+
+#[path = "support/testsuite.rs"]
+mod testsuite;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -16,17 +19,10 @@ use exim_pilot_processor::parse::{parse_record_with, ParseOptions, RecordReader}
 use exim_pilot_schema::lifecycle::{Lifecycle, MessageState};
 use exim_pilot_schema::{LogFile, Zone};
 
-const TESTSUITE_LOGS: &str = "/work/shared/peer/exim-testsuite/log";
-
+/// The mainlogs: the correlator reads only those.
 fn logs() -> Option<Vec<PathBuf>> {
-    let dir = Path::new(TESTSUITE_LOGS);
-    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    all.sort();
-    Some(all)
+    let logs = testsuite::logs(&[LogFile::Main])?;
+    Some(logs.into_iter().map(|(path, _)| path).collect())
 }
 
 fn records(path: &Path) -> Vec<Vec<u8>> {
@@ -89,7 +85,7 @@ fn inconsistencies(lc: &Lifecycle) -> Vec<String> {
 #[test]
 fn testsuite_logs_correlate_consistently() {
     let Some(logs) = logs() else {
-        eprintln!("skipped: {TESTSUITE_LOGS} is not on this machine");
+        eprintln!("{}", testsuite::skipped());
         return;
     };
     let mut problems = Vec::new();

@@ -1,6 +1,5 @@
 //! The parser against real logs: every record of our lab corpus must be
-//! classified, and Exim's own test-suite logs (when present on the machine)
-//! must parse without panicking, with their unclassified records counted.
+//! classified. Exim's own test-suite logs are read by `parse_testsuite.rs`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -76,71 +75,5 @@ fn corpus_has_no_unparsed_record() {
         unparsed.is_empty(),
         "unparsed records:\n{}",
         unparsed.join("\n")
-    );
-}
-
-/// Exim's own regression-suite logs, read from the shared folder when it is
-/// there (they are GPL test data and never copied into this repository).
-fn exim_testsuite_logs() -> Vec<(PathBuf, LogFile)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peer/exim-testsuite");
-    let mut logs = Vec::new();
-    for (dir, log) in [
-        ("log", LogFile::Main),
-        ("rejectlog", LogFile::Reject),
-        ("paniclog", LogFile::Panic),
-    ] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
-        files.sort();
-        logs.extend(files.into_iter().map(|p| (p, log)));
-    }
-    logs
-}
-
-/// Records of Exim's test-suite logs that are not log records at all: blank
-/// lines and the `******** SERVER ********` separators the harness writes.
-fn is_harness_text(raw: &[u8]) -> bool {
-    raw.iter().all(u8::is_ascii_whitespace)
-        || raw.starts_with(b"******** SERVER")
-        || raw.starts_with(b"**NOTE:")
-}
-
-#[test]
-fn exim_testsuite_logs_parse_and_unparsed_records_are_counted() {
-    let logs = exim_testsuite_logs();
-    if logs.is_empty() {
-        eprintln!("Exim's test-suite logs are not on this machine: skipped");
-        return;
-    }
-    let (mut records, mut harness, mut unparsed) = (0, 0, Vec::new());
-    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-    for (path, log) in &logs {
-        records += each_event(path, *log, |raw, kind| {
-            *kinds.entry(kind.name()).or_default() += 1;
-            if let EventKind::Unparsed { .. } = kind {
-                if is_harness_text(raw) {
-                    harness += 1;
-                } else {
-                    unparsed.push(format!(
-                        "{}: {}",
-                        path.display(),
-                        String::from_utf8_lossy(raw)
-                    ));
-                }
-            }
-        });
-    }
-    eprintln!("{} files, {records} records: {kinds:#?}", logs.len());
-    eprintln!("unparsed harness text (blank lines, separators): {harness}");
-    eprintln!("other unparsed records: {}", unparsed.len());
-    for u in unparsed.iter().take(40) {
-        eprintln!("  {u}");
-    }
-    assert!(
-        unparsed.is_empty(),
-        "{} records of log text were not classified",
-        unparsed.len()
     );
 }

@@ -57,7 +57,8 @@ fn new_format_ids_on_arrival_delivery_and_completed() {
     assert!(matches!(
         events[2].kind,
         EventKind::Completed {
-            queue_time_ms: None
+            queue_time_ms: None,
+            ..
         }
     ));
 }

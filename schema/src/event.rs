@@ -11,9 +11,11 @@
 //! UTF-8 is replaced by U+FFFD in the event, and the raw record (which every
 //! caller keeps next to the event) holds the original bytes. A record that
 //! cannot be classified keeps its bytes in [`EventKind::Unparsed`].
-//! A value the parser could not read into its typed slot (a size of `sss`,
-//! a port of `PORT_D`) is kept as text in the event's `fields` under the
-//! name Exim gave it, so nothing written is dropped.
+//! A value the parser could not read into its typed slot (a size that is
+//! not a number, a port that is a service name, a duration in a unit Exim
+//! does not write) is kept as text in the event's `fields` under the name
+//! Exim gave it, marked [`Field::invalid`]: the record keeps its kind, the
+//! slot stays empty, and nothing written is dropped.
 
 use std::borrow::Cow;
 
@@ -65,8 +67,10 @@ pub struct Syslog<'a> {
 }
 
 /// A host as Exim logs it in `H=`: `name (helo) [ip]:port`, every part
-/// optional. IPs stay text so that odd values (test placeholders, scoped
-/// IPv6 addresses) are kept as written.
+/// optional. IPs stay text so that scoped IPv6 addresses and odd values
+/// are kept as written; when the address is not shaped like one, or the
+/// port is not a number, the event also keeps the whole `H=` text as an
+/// invalid [`Field`].
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct HostAddr<'a> {
     /// The host name (looked up, or the name a router chose).
@@ -115,6 +119,10 @@ pub struct Tls<'a> {
     /// The server name indication sent or received.
     #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
     pub sni: Option<Text<'a>>,
+    /// `CV=dane`: the peer certificate was verified through DANE (TLSA
+    /// records); `cert_verified` is then true as well.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub dane: bool,
 }
 
 impl Tls<'_> {
@@ -124,6 +132,7 @@ impl Tls<'_> {
             && self.cert_verified.is_none()
             && self.peer_dn.is_none()
             && self.sni.is_none()
+            && !self.dane
     }
 }
 
@@ -162,7 +171,8 @@ impl SmtpReply<'_> {
     }
 }
 
-/// A field Exim logged that the parser has no slot for; kept, never dropped.
+/// A field Exim logged that the parser has no slot for, or whose value
+/// it could not read into its slot; kept, never dropped.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Field<'a> {
     /// The field name before `=` (or the bare flag name).
@@ -171,6 +181,13 @@ pub struct Field<'a> {
     /// The value after `=`, decoded; empty for a bare flag.
     #[serde(borrow)]
     pub value: Text<'a>,
+    /// True when the field has a typed slot in the event but its value did
+    /// not read as that type (`S=` that is not a number, `H=` whose port
+    /// is not one, `QT=` that is not a duration): `value` is the text as
+    /// written and the slot is left empty, or holds the parts that did
+    /// read (the host name and address of such an `H=`).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub invalid: bool,
 }
 
 impl<'a> Field<'a> {
@@ -179,6 +196,16 @@ impl<'a> Field<'a> {
         Field {
             key: key.into(),
             value: value.into(),
+            invalid: false,
+        }
+    }
+
+    /// A field whose value did not read into its typed slot (see
+    /// [`Field::invalid`](Field#structfield.invalid)).
+    pub fn invalid(key: impl Into<Text<'a>>, value: impl Into<Text<'a>>) -> Field<'a> {
+        Field {
+            invalid: true,
+            ..Field::new(key, value)
         }
     }
 }
@@ -511,6 +538,10 @@ pub enum SmtpKind {
     Limit,
     /// `TLS error on connection from ...`: an inbound TLS failure.
     TlsError,
+    /// `ETRN #domain received from ...` or `ATRN 'domain' received from
+    /// ...`: a client asked for the mail queued for it; `command` holds the
+    /// command and its argument.
+    Etrn,
 }
 
 impl SmtpKind {
@@ -529,6 +560,7 @@ impl SmtpKind {
             SmtpKind::Dropped => "dropped",
             SmtpKind::Limit => "limit",
             SmtpKind::TlsError => "tls_error",
+            SmtpKind::Etrn => "etrn",
         }
     }
 }
@@ -623,6 +655,60 @@ pub struct Note<'a> {
     pub fields: Vec<Field<'a>>,
 }
 
+/// A recipient thrown away by an ACL's `discard` verb: `F=<sender> RCPT
+/// <rcpt>: discarded by RCPT ACL: reason`. The client was told the command
+/// succeeded, so this is no rejection; in the MAIL ACL every recipient of
+/// the transaction is discarded and each gets a line.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct Discard<'a> {
+    /// The ACL that discarded, as Exim names it (`RCPT`, `MAIL`...).
+    #[serde(borrow)]
+    pub acl: Text<'a>,
+    /// The client.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub host: Option<HostAddr<'a>>,
+    /// `I=`: the local interface.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub interface: Option<Interface<'a>>,
+    /// `F=<sender>`: the envelope sender.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub sender: Option<Text<'a>>,
+    /// The recipient discarded.
+    #[serde(borrow)]
+    pub recipient: Text<'a>,
+    /// The ACL's `log_message`, when it set one.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub reason: Option<Text<'a>>,
+    /// Other fields (`U=`, `A=`...).
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
+}
+
+/// A DNS lookup of a host that found nothing: `no host name found for IP
+/// address 192.0.2.9` (the reverse lookup of a client), `no IP address
+/// found for host mx.example.com (during SMTP connection from ...)`.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct HostLookup<'a> {
+    /// The address that has no name (a reverse lookup).
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub ip: Option<Text<'a>>,
+    /// The name that has no address (a forward lookup).
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub name: Option<Text<'a>>,
+    /// The client of the connection the lookup was made for.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub host: Option<HostAddr<'a>>,
+    /// `I=`: the local interface of that connection.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub interface: Option<Interface<'a>>,
+    /// The whole text.
+    #[serde(borrow)]
+    pub text: Text<'a>,
+    /// Other fields.
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
+}
+
 /// Serde for optional [`Bytes`]: a string when UTF-8, numbers otherwise.
 mod opt_bytes {
     use std::borrow::Cow;
@@ -670,6 +756,10 @@ pub enum EventKind<'a> {
         /// `QT=`: total time on queue, in milliseconds.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         queue_time_ms: Option<u64>,
+        /// A `QT=` that is not a duration, and anything else after
+        /// `Completed`.
+        #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+        fields: Vec<Field<'a>>,
     },
     /// The message was frozen (by an error, a filter, or an admin).
     Frozen(#[serde(borrow)] Actor<'a>),
@@ -742,16 +832,24 @@ pub enum EventKind<'a> {
     VerifyFailure(#[serde(borrow)] Box<VerifyFailure<'a>>),
     /// Connections, closes, protocol and syntax errors, limits.
     Smtp(#[serde(borrow)] Box<SmtpSession<'a>>),
-    /// `Start queue run` / `End queue run`.
+    /// `Start queue run` / `End queue run`, also of a named queue
+    /// (`Start 'slow' queue run`) or an ODMR run (`Start ODMR queue run`).
     QueueRun {
         /// True at the start, false at the end.
         start: bool,
         /// The queue runner's pid.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         runner_pid: Option<u32>,
+        /// The named queue being run; none for the default queue.
+        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+        queue: Option<Text<'a>>,
         /// Its arguments (`-qf`...).
         #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
         args: Option<Text<'a>>,
+        /// A `pid=` that is not a number, and the words between `Start`
+        /// and `queue run` other than the queue name (`ODMR`).
+        #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+        fields: Vec<Field<'a>>,
     },
     /// `exim x.yz daemon started`.
     DaemonStarted {
@@ -781,6 +879,33 @@ pub enum EventKind<'a> {
         #[serde(borrow)]
         fields: Vec<Field<'a>>,
         /// The text that is not a field.
+        #[serde(borrow)]
+        text: Text<'a>,
+    },
+    /// `Warning: text` after the connection's fields: the `log_message` of
+    /// an ACL `warn` verb, or a warning Exim writes itself. `text` is what
+    /// follows `Warning: `.
+    Warning(#[serde(borrow)] Box<Note<'a>>),
+    /// A recipient thrown away by an ACL `discard`.
+    Discard(#[serde(borrow)] Box<Discard<'a>>),
+    /// A DNS lookup of a host that found nothing.
+    HostLookup(#[serde(borrow)] Box<HostLookup<'a>>),
+    /// A TLS or DANE problem that is neither a delivery result nor a failed
+    /// inbound handshake (those are [`EventKind::Deferral`] and
+    /// [`SmtpKind::TlsError`]): a certificate that failed verification, a
+    /// DANE attempt that failed, a missing OCSP status, a session that
+    /// went on without encryption. `text` is the whole text.
+    TlsProblem(#[serde(borrow)] Box<Note<'a>>),
+    /// `<address>: <transport> transport output: <line>`: a line the
+    /// command of a pipe transport wrote (`log_output`).
+    TransportOutput {
+        /// The address delivered to (the pipe command for a pipe).
+        #[serde(borrow)]
+        address: Text<'a>,
+        /// The transport.
+        #[serde(borrow)]
+        transport: Text<'a>,
+        /// The line, as Exim printed it.
         #[serde(borrow)]
         text: Text<'a>,
     },
@@ -835,6 +960,11 @@ impl EventKind<'_> {
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::Arguments { .. } => "arguments",
             EventKind::Dkim { .. } => "dkim",
+            EventKind::Warning(_) => "warning",
+            EventKind::Discard(_) => "discard",
+            EventKind::HostLookup(_) => "host_lookup",
+            EventKind::TlsProblem(_) => "tls_problem",
+            EventKind::TransportOutput { .. } => "transport_output",
             EventKind::Panic { .. } => "panic",
             EventKind::Note(_) => "note",
             EventKind::Unparsed { .. } => "unparsed",

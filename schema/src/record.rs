@@ -143,6 +143,27 @@ pub fn is_record_start(line: &[u8]) -> bool {
     false
 }
 
+/// True when `line`, which does not start a record, is part of the record
+/// before it. Exim indents the lines after the first of a multi-line entry
+/// (folded header lines, the detail of a configuration error); after a
+/// rejectlog entry it writes the rejected message's envelope
+/// (`Envelope-from: <...>`, `Envelope-to: <...>`) and its headers, each
+/// after a one-character flag and a space (`P Received: ...`, `* X-Old:
+/// ...`), and `*** truncated ***` when the dump was cut. Any other line
+/// (blank, or text another program wrote into the log) is not part of a
+/// record and stands alone.
+pub fn is_continuation(line: &[u8]) -> bool {
+    match line {
+        [b' ' | b'\t', ..] => true,
+        [flag, b' ', ..] if flag.is_ascii_uppercase() || *flag == b'*' => true,
+        _ => {
+            line.starts_with(b"Envelope-from: ")
+                || line.starts_with(b"Envelope-to: ")
+                || line.starts_with(b"*** truncated ***")
+        }
+    }
+}
+
 /// True when `line` begins with one of the timestamps of
 /// [`is_record_start`].
 fn stamp_starts(line: &[u8]) -> bool {
@@ -201,6 +222,23 @@ mod tests {
             b"<22>1 2024-05-23T10:02:11Z mail exim 2210 - - x"
         ));
         assert!(!is_record_start(b"<22> not a stamp"));
+    }
+
+    #[test]
+    fn continuations() {
+        assert!(is_continuation(b"Envelope-from: <a@example.com>"));
+        assert!(is_continuation(b"Envelope-to: <b@example.org>"));
+        assert!(is_continuation(b"    <c@example.org>"));
+        assert!(is_continuation(b"P Received: from mx.example.net"));
+        assert!(is_continuation(b"\tby mx.example.com with esmtp"));
+        assert!(is_continuation(b"* X-Removed: yes"));
+        assert!(is_continuation(b"*** truncated ***"));
+        assert!(is_continuation(b"  main option \"frobnicate\" unknown"));
+        assert!(!is_continuation(b""));
+        assert!(!is_continuation(b"250 2.0.0 Ok: queued"));
+        assert!(!is_continuation(b"RCPT TO:<a@example.org>"));
+        assert!(!is_continuation(b"===== separator ====="));
+        assert!(!is_continuation(b"some script output"));
     }
 
     #[test]

@@ -335,7 +335,7 @@ impl Correlator {
                 let line = result_line(m, AttemptResult::Defer, "==", d, at, ev, epoch);
                 m.on_result(line);
             }
-            EventKind::Completed { queue_time_ms } => m.on_completed(at, *queue_time_ms),
+            EventKind::Completed { queue_time_ms, .. } => m.on_completed(at, *queue_time_ms),
             EventKind::Frozen(actor) => m.on_frozen(actor, at),
             EventKind::Unfrozen(actor) => m.on_unfrozen(actor, at),
             EventKind::SkippedFrozen => m.on_skipped_frozen(at),
@@ -356,6 +356,12 @@ impl Correlator {
                 m.on_note(at, "rewrite", Some(&text));
             }
             EventKind::Note(n) => m.on_note(at, "note", Some(&n.text)),
+            EventKind::Warning(n) => m.on_note(at, "warning", Some(&n.text)),
+            EventKind::TlsProblem(n) => m.on_note(at, "tls_problem", Some(&n.text)),
+            EventKind::HostLookup(h) => m.on_note(at, "host_lookup", Some(&h.text)),
+            EventKind::TransportOutput { text, .. } => {
+                m.on_note(at, "transport_output", Some(text))
+            }
             _ => {}
         }
 

@@ -28,22 +28,41 @@ pub(crate) fn strip_angles(b: &[u8]) -> &[u8] {
     }
 }
 
-/// Keeps a field the parser has no slot for (or could not read).
+/// Keeps a field the parser has no slot for.
 pub(crate) fn keep<'a>(fields: &mut Vec<Field<'a>>, key: &'a [u8], value: &'a [u8], quoted: bool) {
-    fields.push(Field {
-        key: text(key),
-        value: value_text(value, quoted),
-    });
+    fields.push(Field::new(text(key), value_text(value, quoted)));
 }
 
-/// Sets a TLS field; false when `key` is not one.
-pub(crate) fn tls_field<'a>(tls: &mut Tls<'a>, key: &[u8], value: &'a [u8], quoted: bool) -> bool {
+/// Keeps a field that has a slot but whose value did not read into it,
+/// marked [`Field::invalid`], so the record keeps its kind and the text.
+pub(crate) fn keep_invalid<'a>(
+    fields: &mut Vec<Field<'a>>,
+    key: &'a [u8],
+    value: &'a [u8],
+    quoted: bool,
+) {
+    fields.push(Field::invalid(text(key), value_text(value, quoted)));
+}
+
+/// Sets a TLS field; false when `key` is not one. A `CV=` that is none of
+/// the values Exim writes is kept in `fields` as invalid.
+pub(crate) fn tls_field<'a>(
+    tls: &mut Tls<'a>,
+    fields: &mut Vec<Field<'a>>,
+    key: &'a [u8],
+    value: &'a [u8],
+    quoted: bool,
+) -> bool {
     match key {
         b"X" => tls.cipher = Some(value_text(value, quoted)),
         b"CV" => match value {
             b"yes" => tls.cert_verified = Some(true),
             b"no" => tls.cert_verified = Some(false),
-            _ => return false,
+            b"dane" => {
+                tls.cert_verified = Some(true);
+                tls.dane = true;
+            }
+            _ => keep_invalid(fields, key, value, quoted),
         },
         b"DN" => tls.peer_dn = Some(value_text(value, quoted)),
         b"SNI" => tls.sni = Some(value_text(value, quoted)),
@@ -52,7 +71,7 @@ pub(crate) fn tls_field<'a>(tls: &mut Tls<'a>, key: &[u8], value: &'a [u8], quot
     true
 }
 
-/// Reads a number field, or keeps it as text when it is not a number.
+/// Reads a number field, or keeps it as invalid text when it is not one.
 fn num_or_keep<'a, T: TryFrom<u64>>(
     slot: &mut Option<T>,
     fields: &mut Vec<Field<'a>>,
@@ -61,11 +80,11 @@ fn num_or_keep<'a, T: TryFrom<u64>>(
 ) {
     match number(value) {
         Some(n) => *slot = Some(n),
-        None => keep(fields, key, value, false),
+        None => keep_invalid(fields, key, value, false),
     }
 }
 
-/// Reads a duration field, or keeps it as text.
+/// Reads a duration field, or keeps it as invalid text.
 fn ms_or_keep<'a>(
     slot: &mut Option<u64>,
     fields: &mut Vec<Field<'a>>,
@@ -74,7 +93,7 @@ fn ms_or_keep<'a>(
 ) {
     match duration_ms(value) {
         Some(n) => *slot = Some(n),
-        None => keep(fields, key, value, false),
+        None => keep_invalid(fields, key, value, false),
     }
 }
 
@@ -91,13 +110,15 @@ pub(crate) fn arrival(b: &[u8]) -> Box<Arrival<'_>> {
             Item::Field { key, value, quoted } => match key {
                 b"R" => match MessageId::parse_prefix(value) {
                     Some(id) if id.text_len() == value.len() => a.bounce_of = Some(id),
-                    _ => keep(&mut a.fields, key, value, quoted),
+                    _ => keep_invalid(&mut a.fields, key, value, quoted),
                 },
                 b"U" => a.user = Some(value_text(value, quoted)),
                 b"I" => match interface(value) {
                     Some((i, [], true)) => a.interface = Some(i),
-                    _ => keep(&mut a.fields, key, value, quoted),
+                    _ => keep_invalid(&mut a.fields, key, value, quoted),
                 },
+                // An `H=` the host reader could not take at all.
+                b"H" => keep_invalid(&mut a.fields, key, value, quoted),
                 b"P" => a.protocol = Some(value_text(value, quoted)),
                 b"A" => {
                     let v = value_text(value, quoted);
@@ -115,12 +136,12 @@ pub(crate) fn arrival(b: &[u8]) -> Box<Arrival<'_>> {
                     a.message_id_generated = true;
                 }
                 b"T" => a.subject = Some(value_text(value, quoted)),
-                _ if tls_field(&mut a.tls, key, value, quoted) => {}
+                _ if tls_field(&mut a.tls, &mut a.fields, key, value, quoted) => {}
                 _ => keep(&mut a.fields, key, value, quoted),
             },
             Item::Host(h) => {
                 if !h.clean {
-                    keep(&mut a.fields, b"H", h.raw, false);
+                    keep_invalid(&mut a.fields, b"H", h.raw, false);
                 }
                 a.host = Some(h.host);
             }
@@ -226,19 +247,20 @@ pub(crate) fn delivery(b: &[u8]) -> Box<Delivery<'_>> {
                 b"T" => d.transport = Some(value_text(value, quoted)),
                 b"I" => match interface(value) {
                     Some((i, [], true)) => d.interface = Some(i),
-                    _ => keep(&mut d.fields, key, value, quoted),
+                    _ => keep_invalid(&mut d.fields, key, value, quoted),
                 },
+                b"H" => keep_invalid(&mut d.fields, key, value, quoted),
                 b"A" => d.authenticator = Some(value_text(value, quoted)),
                 b"S" => num_or_keep(&mut d.size, &mut d.fields, key, value),
                 b"C" => d.confirmation = Some(value_text(value, quoted)),
                 b"QT" => ms_or_keep(&mut d.queue_time_ms, &mut d.fields, key, value),
                 b"DT" => ms_or_keep(&mut d.delivery_time_ms, &mut d.fields, key, value),
-                _ if tls_field(&mut d.tls, key, value, quoted) => {}
+                _ if tls_field(&mut d.tls, &mut d.fields, key, value, quoted) => {}
                 _ => keep(&mut d.fields, key, value, quoted),
             },
             Item::Host(h) => {
                 if !h.clean {
-                    keep(&mut d.fields, b"H", h.raw, false);
+                    keep_invalid(&mut d.fields, b"H", h.raw, false);
                 }
                 d.host = Some(h.host);
             }
@@ -428,12 +450,16 @@ pub(crate) fn other_message_line(b: &[u8]) -> Option<EventKind<'_>> {
         b'C' if b.starts_with(b"Completed") => {
             let rest = &b[9..];
             let mut queue_time_ms = None;
+            let mut fields = Vec::new();
             if let Some(v) = rest.strip_prefix(b" QT=") {
-                queue_time_ms = Some(duration_ms(v)?);
+                ms_or_keep(&mut queue_time_ms, &mut fields, b"QT", v);
             } else if !rest.is_empty() {
                 return None;
             }
-            EventKind::Completed { queue_time_ms }
+            EventKind::Completed {
+                queue_time_ms,
+                fields,
+            }
         }
         b'F' | b'f' if b[1..].starts_with(b"rozen") => EventKind::Frozen(actor(&b[6..])),
         b'U' | b'u' if b[1..].starts_with(b"nfrozen") => EventKind::Unfrozen(actor(&b[8..])),

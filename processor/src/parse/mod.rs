@@ -31,6 +31,7 @@
 mod fields;
 mod header;
 mod message;
+mod notice;
 pub mod records;
 mod scan;
 mod session;
@@ -231,6 +232,9 @@ fn body(b: &[u8], has_id: bool) -> EventKind<'_> {
     if let Some(kind) = session::connection_line(b) {
         return kind;
     }
+    if let Some(kind) = notice::line(b) {
+        return kind;
+    }
     session::note(b)
 }
 
@@ -252,33 +256,58 @@ fn attach<'a>(kind: EventKind<'a>, whole: &'a [u8], more: &'a [u8]) -> EventKind
         EventKind::AuthFailure(a) => a.fields.push(cont()),
         EventKind::VerifyFailure(v) => v.fields.push(cont()),
         EventKind::Dkim { fields, .. } => fields.push(cont()),
+        EventKind::Completed { fields, .. } | EventKind::QueueRun { fields, .. } => {
+            fields.push(cont())
+        }
+        EventKind::Warning(n) | EventKind::TlsProblem(n) => n.fields.push(cont()),
+        EventKind::Discard(d) => d.fields.push(cont()),
+        EventKind::HostLookup(h) => h.fields.push(cont()),
         _ => return session::note(whole),
     }
     kind
 }
 
-/// `Start queue run: pid=123 -qf` / `End queue run: pid=123`.
+/// `Start queue run: pid=123 -qf` / `End queue run: pid=123`, and the runs
+/// of a named queue (`Start 'slow' queue run: ...`) or of ODMR (`Start
+/// ODMR queue run: ...`).
 fn queue_run(b: &[u8], start: bool) -> Option<EventKind<'_>> {
-    let prefix: &[u8] = if start {
-        b"Start queue run"
-    } else {
-        b"End queue run"
-    };
+    let prefix: &[u8] = if start { b"Start " } else { b"End " };
     let rest = b.strip_prefix(prefix)?;
+    let at = scan::find(rest, b"queue run")?;
+
+    // Between `Start` and `queue run` only a quoted queue name and
+    // upper-case words (`ODMR`) may stand, so a sentence that happens to
+    // hold "queue run" stays a note.
+    let mut queue = None;
+    let mut fields = Vec::new();
+    for w in rest[..at].split(|c| *c == b' ').filter(|w| !w.is_empty()) {
+        match w.strip_prefix(b"'").and_then(|w| w.strip_suffix(b"'")) {
+            Some(name) if queue.is_none() => queue = Some(scan::text(name)),
+            _ if w.iter().all(u8::is_ascii_uppercase) => {
+                fields.push(Field::new(scan::text(w), ""));
+            }
+            _ => return None,
+        }
+    }
+
+    let rest = &rest[at + 9..];
     let rest = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
     let mut runner_pid = None;
     let mut args = rest;
     if let Some(p) = rest.strip_prefix(b"pid=") {
         let (pid, after) = scan::word(p);
-        if let Some(n) = scan::number(pid) {
-            runner_pid = Some(n);
-            args = after;
+        match scan::number(pid) {
+            Some(n) => runner_pid = Some(n),
+            None => message::keep_invalid(&mut fields, b"pid", pid, false),
         }
+        args = after;
     }
     Some(EventKind::QueueRun {
         start,
         runner_pid,
+        queue,
         args: (!args.is_empty()).then(|| scan::text(args)),
+        fields,
     })
 }
 
@@ -347,7 +376,10 @@ fn dkim(b: &[u8]) -> EventKind<'_> {
             Some(fields::Item::Field { key, value, quoted }) => {
                 message::keep(&mut fields, key, value, quoted)
             }
-            Some(fields::Item::Host(h)) => message::keep(&mut fields, b"H", h.raw, false),
+            Some(fields::Item::Host(h)) if h.clean => {
+                message::keep(&mut fields, b"H", h.raw, false)
+            }
+            Some(fields::Item::Host(h)) => message::keep_invalid(&mut fields, b"H", h.raw, false),
             Some(fields::Item::Word(_)) | Some(fields::Item::Message(_)) => {
                 text_start = Some(before.trim_ascii_start());
                 break;

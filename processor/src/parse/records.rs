@@ -1,10 +1,13 @@
 //! Cutting a log into records.
 //!
 //! A record starts with a line that begins with a timestamp (Exim's own,
-//! or a syslog stamp; see [`is_record_start`]). Lines that do not (a
-//! rejectlog entry's header dump, the rest of a multi-line paniclog entry)
-//! are joined to the record before them with `\n`. An empty line is a record
-//! of its own, so stray blank lines do not glue unrelated text together.
+//! or a syslog stamp; see [`is_record_start`]). Lines that continue it (a
+//! rejectlog entry's envelope and header dump, the indented rest of a
+//! multi-line entry; see [`is_continuation`]) are joined to it with `\n`.
+//! Any other line is a record of its own: an empty line, or text another
+//! program wrote into the log (a script's SMTP transcript, a separator),
+//! so stray text neither glues unrelated records together nor hides in
+//! one; the parser keeps it as [`Unparsed`](exim_pilot_schema::EventKind).
 //!
 //! Through syslog, Exim splits a long line into numbered parts, each a
 //! syslog line of its own whose message starts with `[n/m] ` or `[n\m] `:
@@ -21,7 +24,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use exim_pilot_schema::record::is_record_start;
+use exim_pilot_schema::record::{is_continuation, is_record_start};
 use flate2::read::MultiGzDecoder;
 use memchr::memchr;
 
@@ -264,7 +267,7 @@ impl<R: BufRead> RecordReader<R> {
         // An empty line stands alone.
         if !self.record.is_empty() {
             while self.read_line()? {
-                if self.line.is_empty() || is_start(&self.line) {
+                if !continues(&self.line) {
                     if self.continue_split() {
                         continue;
                     }
@@ -334,9 +337,10 @@ impl<R: BufRead> RecordReader<R> {
     }
 }
 
-/// A record starts with a timestamp (see [`is_record_start`]).
-fn is_start(line: &[u8]) -> bool {
-    is_record_start(line)
+/// True when `line` belongs to the record before it: it starts no record
+/// and has the shape of a continuation (see [`is_continuation`]).
+fn continues(line: &[u8]) -> bool {
+    !line.is_empty() && is_continuation(line) && !is_record_start(line)
 }
 
 impl<R: BufRead> Iterator for RecordReader<R> {
@@ -381,6 +385,25 @@ mod tests {
              Envelope-from: <a@example.com>\n\tfolded"
         );
         assert_eq!(r[1].0, input.find("2024-01-02 03:04:06").unwrap() as u64);
+    }
+
+    #[test]
+    fn text_that_is_no_continuation_stands_alone() {
+        let input = "2024-01-02 03:04:05 1tAbCd-000000001xY-0aBc <= a@example.com\n\
+                     250 2.0.0 Ok\n\
+                     RCPT TO:<b@example.org>\n\
+                     \tindented detail\n\
+                     2024-01-02 03:04:06 Completed\n";
+        let texts: Vec<_> = records(input).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            texts,
+            [
+                "2024-01-02 03:04:05 1tAbCd-000000001xY-0aBc <= a@example.com",
+                "250 2.0.0 Ok",
+                "RCPT TO:<b@example.org>\n\tindented detail",
+                "2024-01-02 03:04:06 Completed",
+            ]
+        );
     }
 
     #[test]

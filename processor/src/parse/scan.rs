@@ -239,8 +239,9 @@ pub(crate) fn duration_ms(b: &[u8]) -> Option<u64> {
 }
 
 /// The result of reading an `H=` host: the host, what follows it, and
-/// whether every part was read into a typed slot (a port of `PORT_D` is
-/// not, and the caller then keeps the whole text as a field).
+/// whether every part read as its type (a port that is not a number, or
+/// an address that is not shaped like one, does not; the caller then keeps
+/// the whole text as an invalid field next to the parts).
 pub(crate) struct HostRead<'a> {
     pub host: HostAddr<'a>,
     pub rest: &'a [u8],
@@ -294,7 +295,9 @@ pub(crate) fn host(b: &[u8]) -> Option<HostRead<'_>> {
     if at_ip {
         let open = if i == 0 { 0 } else { i + 1 };
         let close = memchr(b']', &b[open..])? + open;
-        h.ip = Some(text(&b[open + 1..close]));
+        let ip = &b[open + 1..close];
+        clean &= looks_like_ip(ip);
+        h.ip = Some(text(ip));
         i = close + 1;
         if b.get(i) == Some(&b':') {
             let pstart = i + 1;
@@ -326,6 +329,25 @@ pub(crate) fn host(b: &[u8]) -> Option<HostRead<'_>> {
     })
 }
 
+/// True for text shaped like an IP address: digits and dots (IPv4), or hex
+/// digits, colons and dots (IPv6, with an IPv4 tail), with an optional
+/// `%zone` after an IPv6 address. A cheap test of the characters, not a
+/// full check: it tells written addresses from placeholders and names.
+pub(crate) fn looks_like_ip(ip: &[u8]) -> bool {
+    if ip.is_empty() {
+        return false;
+    }
+    if memchr(b':', ip).is_none() {
+        return ip.iter().all(|c| c.is_ascii_digit() || *c == b'.');
+    }
+    let addr = match memchr(b'%', ip) {
+        Some(zone) => &ip[..zone],
+        None => ip,
+    };
+    addr.iter()
+        .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
+}
+
 /// The index of the parenthesis closing a helo name: the first `)` that is
 /// followed by a space, a colon or the end.
 fn helo_end(b: &[u8]) -> Option<usize> {
@@ -354,7 +376,7 @@ pub(crate) fn interface(b: &[u8]) -> Option<(Interface<'_>, &[u8], bool)> {
     }
     let (rest, (ip, port)) = parse(b).ok()?;
     let parsed_port = port.and_then(number::<u16>);
-    let clean = port.is_none() || parsed_port.is_some();
+    let clean = (port.is_none() || parsed_port.is_some()) && looks_like_ip(ip);
     Some((
         Interface {
             ip: text(ip),
@@ -507,13 +529,40 @@ mod tests {
         let h = host(b"192.0.2.1 [192.0.2.1]* X=").unwrap();
         assert!(h.host.reused);
 
-        let h = host(b"[192.0.2.1]:PORT_D x").unwrap();
+        let h = host(b"[192.0.2.1]:smtp x").unwrap();
         assert!(!h.clean);
-        assert_eq!(h.raw, b"[192.0.2.1]:PORT_D");
+        assert_eq!(h.raw, b"[192.0.2.1]:smtp");
+
+        let h = host(b"relay.example.net [relay-ip]:25 x").unwrap();
+        assert!(!h.clean);
+        assert_eq!(h.host.ip.as_deref(), Some("relay-ip"));
+        assert_eq!(h.host.port, Some(25));
 
         let h = host(b"localhost (my helo) [127.0.0.1]:25: error").unwrap();
         assert_eq!(h.host.helo.as_deref(), Some("my helo"));
         assert_eq!(h.rest, b": error");
+    }
+
+    #[test]
+    fn ip_shapes() {
+        for ip in [
+            "192.0.2.1",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "fe80::1%eth0",
+            "::1",
+        ] {
+            assert!(looks_like_ip(ip.as_bytes()), "{ip}");
+        }
+        for ip in [
+            "",
+            "mx.example.com",
+            "192.0.2.x",
+            "gateway:1",
+            "10.0.0.1%eth0",
+        ] {
+            assert!(!looks_like_ip(ip.as_bytes()), "{ip}");
+        }
     }
 
     #[test]

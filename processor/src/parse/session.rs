@@ -3,12 +3,12 @@
 //! verifications, and host problems seen while delivering.
 
 use exim_pilot_schema::event::{
-    AuthFailure, EventKind, Field, HostAddr, HostProblem, Interface, Note, Reject, RejectStage,
-    SmtpKind, SmtpSession, Text, Tls, VerifyFailure,
+    AuthFailure, Discard, EventKind, Field, HostAddr, HostProblem, Interface, Note, Reject,
+    RejectStage, SmtpKind, SmtpSession, Text, Tls, VerifyFailure,
 };
 
 use super::fields::{angle_end, Item, Scanner};
-use super::message::{keep, strip_angles, tls_field, value_text};
+use super::message::{keep, keep_invalid, strip_angles, tls_field, value_text};
 use super::scan::{
     duration_ms, find, host, interface, number, quoted_end, smtp_reply, text, unescape_bytes,
 };
@@ -32,23 +32,25 @@ impl<'a> Prefix<'a> {
         match key {
             b"I" => match interface(value) {
                 Some((i, [], true)) => self.interface = Some(i),
-                _ => keep(&mut self.fields, key, value, quoted),
+                _ => keep_invalid(&mut self.fields, key, value, quoted),
             },
+            // An `H=` the host reader could not take at all.
+            b"H" => keep_invalid(&mut self.fields, key, value, quoted),
             b"F" => self.sender = Some(text(strip_angles(value))),
             b"A" => self.authenticator = Some(value_text(value, quoted)),
             b"D" => match duration_ms(value) {
                 Some(ms) => self.duration_ms = Some(ms),
-                None => keep(&mut self.fields, key, value, quoted),
+                None => keep_invalid(&mut self.fields, key, value, quoted),
             },
             b"C" => self.commands = Some(value_text(value, quoted)),
-            _ if tls_field(&mut self.tls, key, value, quoted) => {}
+            _ if tls_field(&mut self.tls, &mut self.fields, key, value, quoted) => {}
             _ => keep(&mut self.fields, key, value, quoted),
         }
     }
 
-    fn set_host(&mut self, h: super::scan::HostRead<'a>) {
+    pub(crate) fn set_host(&mut self, h: super::scan::HostRead<'a>) {
         if !h.clean {
-            keep(&mut self.fields, b"H", h.raw, false);
+            keep_invalid(&mut self.fields, b"H", h.raw, false);
         }
         self.host = Some(h.host);
     }
@@ -89,7 +91,7 @@ fn trailing_fields<'a>(p: &mut Prefix<'a>, b: &'a [u8]) -> &'a [u8] {
 }
 
 /// Reads `host fields...` (after `from `), optionally written `H=host`.
-fn from_host<'a>(p: &mut Prefix<'a>, b: &'a [u8]) -> &'a [u8] {
+pub(crate) fn from_host<'a>(p: &mut Prefix<'a>, b: &'a [u8]) -> &'a [u8] {
     let b = b.strip_prefix(b"H=").unwrap_or(b);
     match host(b) {
         Some(h) => {
@@ -121,6 +123,21 @@ pub(crate) fn fielded_line<'a>(body: &'a [u8], has_id: bool) -> EventKind<'a> {
             if let Some(kind) = auth_failure(rest, Some(&mut p)) {
                 return kind;
             }
+        }
+        if let Some(kind) = discard(&mut p, rest) {
+            return kind;
+        }
+        if rest.starts_with(b"Warning: ") {
+            if let Some(kind) = super::notice::acl_warning(p, rest) {
+                return kind;
+            }
+            return note(body);
+        }
+        if rest.starts_with(b"dropped by ") {
+            // `H=[ip] dropped by 'connect' ACL: reason`: a `drop` verb.
+            let mut s = session(SmtpKind::Dropped, p);
+            s.text = Some(text(rest));
+            return EventKind::Smtp(Box::new(s));
         }
     }
 
@@ -193,6 +210,41 @@ fn reject<'a>(p: &mut Prefix<'a>, rest: &'a [u8]) -> Option<EventKind<'a>> {
     })))
 }
 
+/// `RCPT <rcpt>: discarded by RCPT ACL[: reason]`, after the leading
+/// fields (`F=<sender>` among them).
+fn discard<'a>(p: &mut Prefix<'a>, rest: &'a [u8]) -> Option<EventKind<'a>> {
+    let t = rest.strip_prefix(b"RCPT ")?;
+    let (addr, after) = address_then_reason(t);
+    let after = after.strip_prefix(b"discarded by ")?;
+    let at = find(after, b" ACL")?;
+    let reason = match &after[at + 4..] {
+        [] => None,
+        [b':', b' ', why @ ..] => Some(text(why)),
+        _ => return None,
+    };
+    Some(EventKind::Discard(Box::new(Discard {
+        acl: text(&after[..at]),
+        host: p.host.take(),
+        interface: p.interface.take(),
+        sender: p.sender.take(),
+        recipient: text(strip_angles(addr)),
+        reason,
+        fields: std::mem::take(&mut p.fields),
+    })))
+}
+
+/// The SMTP phase of a rejected command, from the command's name.
+fn stage_of_command(command: &[u8]) -> RejectStage {
+    match command {
+        b"MAIL" => RejectStage::Mail,
+        b"RCPT" => RejectStage::Rcpt,
+        b"HELO" | b"EHLO" => RejectStage::Helo,
+        b"DATA" | b"BDAT" => RejectStage::PreData,
+        b"AUTH" => RejectStage::Auth,
+        _ => RejectStage::Other,
+    }
+}
+
 /// `<addr>: reason` → (`<addr>`, `reason`).
 fn address_then_reason(t: &[u8]) -> (&[u8], &[u8]) {
     let end = if t.first() == Some(&b'<') {
@@ -220,12 +272,20 @@ fn verify_failure<'a>(p: &mut Prefix<'a>, rest: &'a [u8]) -> Option<EventKind<'a
     } else {
         (false, rest.strip_prefix(b"recipient verify ")?)
     };
-    let (temporary, r) = if let Some(r) = r.strip_prefix(b"fail for ") {
+    let (temporary, r) = if let Some(r) = r.strip_prefix(b"fail") {
         (false, r)
     } else {
-        (true, r.strip_prefix(b"defer for ")?)
+        (true, r.strip_prefix(b"defer")?)
     };
-    let (addr, reason) = address_then_reason(r);
+    // `for <address>: reason`, or `(making callout connection): reason`
+    // when the verification failed before it had an address to check.
+    let (addr, reason): (&[u8], &[u8]) = if let Some(r) = r.strip_prefix(b" for ") {
+        address_then_reason(r)
+    } else if r.starts_with(b" (") {
+        (&[], r.trim_ascii_start())
+    } else {
+        return None;
+    };
     Some(EventKind::VerifyFailure(Box::new(VerifyFailure {
         sender,
         temporary,
@@ -488,7 +548,40 @@ pub(crate) fn connection_line(b: &[u8]) -> Option<EventKind<'_>> {
                 let reason = trailing_fields(&mut p, after);
                 return Some(simple_reject(p, RejectStage::Data, reason));
             }
+            return rejected_command(p, t);
         }
+    }
+
+    if first == b's' || first == b'r' {
+        if let Some(kind) = verify_failure(&mut p, b) {
+            return Some(kind);
+        }
+    }
+
+    // `ETRN #domain received from host` and `ATRN 'domain' received from
+    // host`.
+    if (first == b'E' || first == b'A') && b[1..].starts_with(b"TRN ") {
+        let at = find(b, b" received from ")?;
+        from_host(&mut p, &b[at + 15..]);
+        let mut s = session(SmtpKind::Etrn, p);
+        s.command = Some(std::borrow::Cow::Borrowed(&b[..at]));
+        return Some(EventKind::Smtp(Box::new(s)));
+    }
+
+    // `VRFY failed for <address> H=...`: the client's VRFY was refused.
+    if let Some(t) = b.strip_prefix(b"VRFY failed for ") {
+        let mut sc = super::fields::Scanner::new(t);
+        let addr = sc.take_address();
+        trailing_fields(&mut p, sc.rest);
+        return Some(EventKind::VerifyFailure(Box::new(VerifyFailure {
+            sender: false,
+            temporary: false,
+            address: text(strip_angles(addr)),
+            host: p.host,
+            interface: p.interface,
+            reason: text(&b[..11]),
+            fields: p.fields,
+        })));
     }
 
     // `unqualified verify rejected: <alice> H=...` and the sender and
@@ -568,6 +661,29 @@ pub(crate) fn connection_line(b: &[u8]) -> Option<EventKind<'_>> {
         return auth_failure(b, None);
     }
     None
+}
+
+/// `rejected <COMMAND> ...: reason` after `rejected `: `MAIL from host:`,
+/// `MAIL FROM:<sender> fields:`, `MAIL command fields:`, `XCLIENT from
+/// host:`.
+fn rejected_command<'a>(mut p: Prefix<'a>, t: &'a [u8]) -> Option<EventKind<'a>> {
+    let (command, rest) = super::scan::word(t);
+    if command.is_empty() || !command.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    let stage = stage_of_command(command);
+    let reason = if let Some(h) = rest.strip_prefix(b"from ") {
+        from_host(&mut p, h)
+    } else if let Some(a) = rest.strip_prefix(b"FROM:") {
+        let end = super::fields::address_end(a);
+        p.sender = Some(text(strip_angles(&a[..end])));
+        trailing_fields(&mut p, &a[end..])
+    } else if let Some(f) = rest.strip_prefix(b"command") {
+        trailing_fields(&mut p, f)
+    } else {
+        return None;
+    };
+    Some(simple_reject(p, stage, reason))
 }
 
 fn simple_reject<'a>(p: Prefix<'a>, stage: RejectStage, reason: &'a [u8]) -> EventKind<'a> {
