@@ -655,6 +655,28 @@ pub struct Note<'a> {
     pub fields: Vec<Field<'a>>,
 }
 
+/// `Start queue run` / `End queue run`, also of a named queue (`Start
+/// 'slow' queue run`) or of ODMR (`Start ODMR queue run`). Boxed: queue
+/// runs are rare, and a small event is cheap to move.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct QueueRun<'a> {
+    /// True at the start, false at the end.
+    pub start: bool,
+    /// The queue runner's pid.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub runner_pid: Option<u32>,
+    /// The named queue being run; none for the default queue.
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub queue: Option<Text<'a>>,
+    /// Its arguments (`-qf`...).
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    pub args: Option<Text<'a>>,
+    /// A `pid=` that is not a number, and the words between `Start` and
+    /// `queue run` other than the queue name (`ODMR`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
+    pub fields: Vec<Field<'a>>,
+}
+
 /// A recipient thrown away by an ACL's `discard` verb: `F=<sender> RCPT
 /// <rcpt>: discarded by RCPT ACL: reason`. The client was told the command
 /// succeeded, so this is no rejection; in the MAIL ACL every recipient of
@@ -832,25 +854,8 @@ pub enum EventKind<'a> {
     VerifyFailure(#[serde(borrow)] Box<VerifyFailure<'a>>),
     /// Connections, closes, protocol and syntax errors, limits.
     Smtp(#[serde(borrow)] Box<SmtpSession<'a>>),
-    /// `Start queue run` / `End queue run`, also of a named queue
-    /// (`Start 'slow' queue run`) or an ODMR run (`Start ODMR queue run`).
-    QueueRun {
-        /// True at the start, false at the end.
-        start: bool,
-        /// The queue runner's pid.
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        runner_pid: Option<u32>,
-        /// The named queue being run; none for the default queue.
-        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-        queue: Option<Text<'a>>,
-        /// Its arguments (`-qf`...).
-        #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-        args: Option<Text<'a>>,
-        /// A `pid=` that is not a number, and the words between `Start`
-        /// and `queue run` other than the queue name (`ODMR`).
-        #[serde(skip_serializing_if = "Vec::is_empty", default, borrow)]
-        fields: Vec<Field<'a>>,
-    },
+    /// `Start queue run` / `End queue run`.
+    QueueRun(#[serde(borrow)] Box<QueueRun<'a>>),
     /// `exim x.yz daemon started`.
     DaemonStarted {
         /// Exim's version.
@@ -956,7 +961,7 @@ impl EventKind<'_> {
             EventKind::AuthFailure(_) => "auth_failure",
             EventKind::VerifyFailure(_) => "verify_failure",
             EventKind::Smtp(_) => "smtp",
-            EventKind::QueueRun { .. } => "queue_run",
+            EventKind::QueueRun(_) => "queue_run",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::Arguments { .. } => "arguments",
             EventKind::Dkim { .. } => "dkim",

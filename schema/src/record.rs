@@ -30,19 +30,25 @@ impl LogFile {
     }
 
     /// Guesses the log kind from a file name such as `mainlog.1.gz`,
-    /// `exim_rejectlog` or `paniclog-20240101`; unknown names are mainlogs.
+    /// `exim_rejectlog` or `paniclog-20240101`, or, when the file name
+    /// names no kind (`0042`, `today.log`), from the name of its folder
+    /// (`rejectlog/0042`); anything else is a mainlog.
     pub fn from_path(path: &std::path::Path) -> LogFile {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        if name.contains("reject") {
-            LogFile::Reject
-        } else if name.contains("panic") {
-            LogFile::Panic
-        } else {
-            LogFile::Main
-        }
+        let named = |name: Option<&std::ffi::OsStr>| {
+            let name = name?.to_string_lossy().to_ascii_lowercase();
+            if name.contains("reject") {
+                Some(LogFile::Reject)
+            } else if name.contains("panic") {
+                Some(LogFile::Panic)
+            } else if name.contains("main") {
+                Some(LogFile::Main)
+            } else {
+                None
+            }
+        };
+        named(path.file_name())
+            .or_else(|| named(path.parent().and_then(|p| p.file_name())))
+            .unwrap_or(LogFile::Main)
     }
 }
 
@@ -249,6 +255,18 @@ mod tests {
             LogFile::Main
         );
         assert_eq!(LogFile::from_path(Path::new("rejectlog")), LogFile::Reject);
+        assert_eq!(
+            LogFile::from_path(Path::new("/srv/logs/rejectlog/0042")),
+            LogFile::Reject
+        );
+        assert_eq!(
+            LogFile::from_path(Path::new("/srv/paniclogs/mainlog")),
+            LogFile::Main
+        );
+        assert_eq!(
+            LogFile::from_path(Path::new("/var/log/exim/0042")),
+            LogFile::Main
+        );
         assert_eq!(
             LogFile::from_path(Path::new("exim_paniclog-2024")),
             LogFile::Panic

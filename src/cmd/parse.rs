@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     pub format: Format,
     /// Which log the files are (main, reject or panic). By default it is
-    /// guessed from each file's name, and standard input is a mainlog.
+    /// guessed from each file's name (or its folder's, when the file's
+    /// names none), and standard input is a mainlog.
     #[arg(long)]
     pub log: Option<LogFile>,
     /// The year of syslog stamps without one (`Oct 22 05:12:48`); by

@@ -281,7 +281,7 @@ impl Correlator {
         let hid = self.host_id(host);
         let at = self.event_time(hid, event);
 
-        if let EventKind::QueueRun { .. } = event.kind {
+        if let EventKind::QueueRun(_) = event.kind {
             self.hosts[hid as usize].queue_epoch += 1;
         }
         if let Some(id) = event.id {

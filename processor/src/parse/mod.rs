@@ -9,10 +9,18 @@
 //! 2. the body, by its first bytes: `<=` arrivals, the delivery marks
 //!    (`=>`, `->`, `>>`, `*>`, `**`, `==`), the other message-level lines
 //!    (`Completed`, freezes, admin actions; module `message`), and the
-//!    connection-level lines (SMTP connections, rejections, failed
-//!    authentications, host problems; module `session`). Text the parser
-//!    has no kind for becomes an [`EventKind::Note`] that keeps the whole
-//!    text and the host fields in it.
+//!    connection-level lines (SMTP connections, rejections, discards,
+//!    failed authentications and verifications, host problems; module
+//!    `session`), and last the other lines Exim writes (warnings, TLS and
+//!    DANE problems, host lookups that found nothing, transport output;
+//!    module `notice`). Text the parser has no kind for (an ACL's
+//!    `logwrite`) becomes an [`EventKind::Note`] that keeps the whole text
+//!    and the host fields in it.
+//!
+//! A value that does not read into its typed slot (a size that is not a
+//! number, a port that is a name, an address in `[...]` that is no IP)
+//! never costs the record its kind: the value is kept as written in the
+//! event's `fields`, marked [`invalid`](exim_pilot_schema::event::Field).
 //!
 //! Only a record without a readable timestamp (blank lines, text that is
 //! not a log) becomes [`EventKind::Unparsed`], keeping its bytes; each one
@@ -40,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use chrono::Datelike;
-use exim_pilot_schema::event::{Event, EventKind, Field, Text};
+use exim_pilot_schema::event::{Event, EventKind, Field, QueueRun, Text};
 use exim_pilot_schema::LogFile;
 use memchr::memchr;
 
@@ -256,9 +264,8 @@ fn attach<'a>(kind: EventKind<'a>, whole: &'a [u8], more: &'a [u8]) -> EventKind
         EventKind::AuthFailure(a) => a.fields.push(cont()),
         EventKind::VerifyFailure(v) => v.fields.push(cont()),
         EventKind::Dkim { fields, .. } => fields.push(cont()),
-        EventKind::Completed { fields, .. } | EventKind::QueueRun { fields, .. } => {
-            fields.push(cont())
-        }
+        EventKind::Completed { fields, .. } => fields.push(cont()),
+        EventKind::QueueRun(q) => q.fields.push(cont()),
         EventKind::Warning(n) | EventKind::TlsProblem(n) => n.fields.push(cont()),
         EventKind::Discard(d) => d.fields.push(cont()),
         EventKind::HostLookup(h) => h.fields.push(cont()),
@@ -302,13 +309,13 @@ fn queue_run(b: &[u8], start: bool) -> Option<EventKind<'_>> {
         }
         args = after;
     }
-    Some(EventKind::QueueRun {
+    Some(EventKind::QueueRun(Box::new(QueueRun {
         start,
         runner_pid,
         queue,
         args: (!args.is_empty()).then(|| scan::text(args)),
         fields,
-    })
+    })))
 }
 
 /// `exim 4.96 daemon started: pid=..., ...`.

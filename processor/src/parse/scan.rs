@@ -334,18 +334,39 @@ pub(crate) fn host(b: &[u8]) -> Option<HostRead<'_>> {
 /// `%zone` after an IPv6 address. A cheap test of the characters, not a
 /// full check: it tells written addresses from placeholders and names.
 pub(crate) fn looks_like_ip(ip: &[u8]) -> bool {
-    if ip.is_empty() {
-        return false;
-    }
-    if memchr(b':', ip).is_none() {
-        return ip.iter().all(|c| c.is_ascii_digit() || *c == b'.');
-    }
-    let addr = match memchr(b'%', ip) {
+    // Every byte's class, or-ed together in one pass that the compiler
+    // can keep free of branches: this runs for every `H=` and `I=`.
+    const DIGIT: u8 = 1;
+    const HEX_LETTER: u8 = 2;
+    const COLON: u8 = 4;
+    const OTHER: u8 = 8;
+    const CLASS: [u8; 256] = {
+        let mut t = [OTHER; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            if b.is_ascii_digit() || b == b'.' {
+                t[c] = DIGIT;
+            } else if b.is_ascii_hexdigit() {
+                t[c] = HEX_LETTER;
+            } else if b == b':' {
+                t[c] = COLON;
+            }
+            c += 1;
+        }
+        t
+    };
+    let addr = match ip.iter().position(|c| *c == b'%') {
         Some(zone) => &ip[..zone],
         None => ip,
     };
-    addr.iter()
-        .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
+    let seen = addr.iter().fold(0, |acc, c| acc | CLASS[usize::from(*c)]);
+    let zoned = addr.len() < ip.len();
+    match (seen & OTHER == 0, seen & COLON != 0) {
+        (false, _) => false,
+        (true, true) => true,
+        (true, false) => !addr.is_empty() && !zoned && seen & HEX_LETTER == 0,
+    }
 }
 
 /// The index of the parenthesis closing a helo name: the first `)` that is
