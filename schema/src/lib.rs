@@ -19,6 +19,8 @@
 //!
 //! Beside the logs, each host's queue: [`QueueSnapshot`] lists what it
 //! holds, [`QueueJob`] is an operator's action on it (module [`queue`]).
+//! In fleet mode they cross Kafka as queue and command records
+//! ([`queue_wire`]).
 //!
 //! Around them: [`MessageId`] and [`LogTime`], the two values every record
 //! starts with, and [`ReasonClass`], the classification of every failure.
@@ -27,6 +29,7 @@ pub mod event;
 pub mod id;
 pub mod lifecycle;
 pub mod queue;
+pub mod queue_wire;
 pub mod reason;
 pub mod record;
 pub mod report;
