@@ -227,6 +227,21 @@ impl Exim {
         job: &QueueJob,
         now: DateTime<Utc>,
     ) -> Result<Vec<QueueActionResult>, EximError> {
+        let mut results = Vec::with_capacity(job.ids.len());
+        self.run_job_each(job, now, |result| results.push(result))
+            .await?;
+        Ok(results)
+    }
+
+    /// [`Exim::run_job`], handing each message's result to `each` as soon
+    /// as it is known, so that a long job's results can travel while it
+    /// runs.
+    pub async fn run_job_each(
+        &self,
+        job: &QueueJob,
+        now: DateTime<Utc>,
+        mut each: impl FnMut(QueueActionResult),
+    ) -> Result<(), EximError> {
         if job.host != self.host {
             let error = EximError::WrongHost {
                 job_id: job.job_id.clone(),
@@ -238,16 +253,14 @@ impl Exim {
         }
 
         if now > job.expires_at {
-            let results: Vec<_> = job
-                .ids
-                .iter()
-                .map(|id| self.expired(job, *id, now))
-                .collect();
-            results.iter().for_each(|r| self.events.action_finished(r));
-            return Ok(results);
+            for id in &job.ids {
+                let result = self.expired(job, *id, now);
+                self.events.action_finished(&result);
+                each(result);
+            }
+            return Ok(());
         }
 
-        let mut results = Vec::with_capacity(job.ids.len());
         for id in &job.ids {
             let result = match self.act(&job.job_id, job.action, id.as_str()).await {
                 Ok(result) => result,
@@ -257,9 +270,9 @@ impl Exim {
                     result
                 }
             };
-            results.push(result);
+            each(result);
         }
-        Ok(results)
+        Ok(())
     }
 
     fn expired(&self, job: &QueueJob, id: MessageId, now: DateTime<Utc>) -> QueueActionResult {

@@ -21,6 +21,11 @@
 //!   it logs.
 //! - `process` (internal) runs one command: no shell, no input, killed
 //!   with everything it started when out of time.
+//! - `fleet` (cargo feature `kafka`) is the node's Kafka side in fleet
+//!   mode: its `QueueNode` publishes the snapshots and serves the jobs and
+//!   view requests of the command topic; `control` (same feature) is the
+//!   other end, for the API: `KafkaQueueControl` publishes jobs and view
+//!   requests and waits for the replies.
 //!
 //! Wiring it up:
 //!
@@ -47,8 +52,12 @@
 //! what the snapshot needs; headers, logs and bodies are read one message
 //! at a time on request ([`Exim::view`]).
 
+#[cfg(feature = "kafka")]
+pub mod control;
 pub mod error;
 pub mod exim;
+#[cfg(feature = "kafka")]
+pub mod fleet;
 pub mod listing;
 pub mod metrics;
 mod process;
