@@ -17,6 +17,9 @@
 //!   until the store takes it.
 //! - [`metrics`]: what a processor reports, in logs and in Prometheus.
 //! - [`processor`]: the loop that ties them together.
+//! - [`queue`]: beside the raw topic, the queue topic's consumer: queue
+//!   snapshots (put together from their parts) and queue job results to
+//!   a [`QueueSink`](queue::QueueSink).
 //!
 //! # One round of the loop
 //!
@@ -98,6 +101,7 @@ mod decode;
 pub mod metrics;
 mod pending;
 pub mod processor;
+pub mod queue;
 
 use exim_pilot_store::Batch;
 
