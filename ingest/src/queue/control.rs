@@ -13,8 +13,8 @@
 //!   request id and waits for the reply carrying that id. Replies are read
 //!   by a background consumer that starts, when the control is created, at
 //!   the end of every partition of the queue topic, commits no offsets and
-//!   joins no group: every API process sees every reply and keeps those it
-//!   waits for. A request nobody answers in time (the node is down, or
+//!   joins no consumer group (its partitions are assigned by hand): every
+//!   API process sees every reply and keeps those it waits for. A request nobody answers in time (the node is down, or
 //!   not running its queue side) ends in [`ControlError::NoReply`]; the
 //!   request carries its deadline, so a node that reads it later answers
 //!   without running Exim.
@@ -333,10 +333,13 @@ fn reply_text(reply: ViewReply) -> Result<MessageText, ControlError> {
 /// A consumer of the queue topic assigned every partition at its current
 /// end.
 async fn reply_reader(config: &ControlConfig) -> Result<StreamConsumer<LoggedClient>, String> {
+    // librdkafka wants a group even for partitions assigned by hand; this
+    // one is never joined and holds no offsets.
+    let group = format!("exim-pilot-queue-control-{}", new_request_id());
     let consumer: StreamConsumer<LoggedClient> = consumer_config(
         &config.brokers,
         "exim-pilot-queue-control",
-        None,
+        &group,
         &config.consumer_options,
     )
     .create_with_context(LoggedClient::default())

@@ -45,12 +45,12 @@ pub(crate) fn producer_config(
     config
 }
 
-/// The settings of a consumer that commits its offsets itself, or not at
-/// all; `options` last.
+/// The settings of a consumer of `group` that commits its offsets itself,
+/// or not at all; `options` last.
 pub(crate) fn consumer_config(
     brokers: &str,
     client_id: &str,
-    group: Option<&str>,
+    group: &str,
     options: &[(String, String)],
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -60,10 +60,8 @@ pub(crate) fn consumer_config(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
-    if let Some(group) = group {
-        config.set("group.id", group);
-    }
+        .set("enable.partition.eof", "false")
+        .set("group.id", group);
     for (key, value) in options {
         config.set(key, value);
     }

@@ -159,7 +159,7 @@ impl NodeEvents {
     }
 
     pub(crate) fn snapshot_superseded(&self, host: &str, taken_at: DateTime<Utc>) {
-        tracing::info!(
+        tracing::debug!(
             host,
             taken_at = %taken_at.to_rfc3339(),
             "Queue snapshot not published: a newer one replaces it"

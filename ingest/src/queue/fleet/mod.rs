@@ -280,7 +280,7 @@ impl Node {
         let consumer: StreamConsumer<Logged> = consumer_config(
             &self.config.brokers,
             "exim-pilot-queue-node",
-            Some(&self.config.group),
+            &self.config.group,
             &self.config.consumer_options,
         )
         .create_with_context(Logged::default())

@@ -252,7 +252,7 @@ impl<S: QueueSink> QueueConsumer<S> {
         loop {
             let due = self.results_due;
             let step = tokio::select! {
-                _ = stop_wait.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop_wait) => return,
                 _ = sleep_until(due), if due.is_some() => self.flush_results(&stop).await,
                 received = self.consumer.recv() => {
                     let inbound = received.map(|m| Inbound {
@@ -472,10 +472,15 @@ where
         let wait = backoff.delay(failures);
         events.sink_failed(what, &error, failures, wait);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Err(Stopped),
+            _ = stopped(&mut stop) => return Err(Stopped),
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Completes once the stop signal is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn sleep_until(due: Option<Instant>) {
