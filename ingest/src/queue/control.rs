@@ -120,7 +120,7 @@ pub enum ControlError {
         /// The bootstrap servers.
         brokers: String,
         /// The cause.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// No reply came in time.
     #[error(
@@ -296,7 +296,7 @@ impl KafkaQueueControl {
                 what,
                 host: host.to_string(),
                 brokers: self.config.brokers.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 }

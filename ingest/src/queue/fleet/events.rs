@@ -297,9 +297,10 @@ impl NodeEvents {
     }
 
     pub(crate) fn producer_replaced(&self, reason: &str) {
-        tracing::error!(
+        tracing::warn!(
             reason,
-            "Kafka producer failed for good; replaced by a new one, undelivered records sent again"
+            "Kafka producer replaced by a new one after a failed delivery; undelivered records \
+             are sent again"
         );
     }
 

@@ -153,7 +153,7 @@ pub enum NodeError {
         /// The bootstrap servers.
         brokers: String,
         /// The cause.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The command topic cannot be consumed.
     #[error(
@@ -166,7 +166,7 @@ pub enum NodeError {
         /// The topic.
         topic: String,
         /// The cause.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
@@ -257,7 +257,7 @@ impl Node {
         let outbox =
             Outbox::new(producer, events.clone()).map_err(|source| NodeError::Producer {
                 brokers: config.brokers.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Node {
             exim,
@@ -275,7 +275,7 @@ impl Node {
         let error = |source| NodeError::Consumer {
             brokers: self.config.brokers.clone(),
             topic: self.config.command_topic.clone(),
-            source,
+            source: Box::new(source),
         };
         let consumer: StreamConsumer<Logged> = consumer_config(
             &self.config.brokers,

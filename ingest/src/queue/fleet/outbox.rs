@@ -12,8 +12,13 @@
 //! (`message.timeout.ms=0`): while the broker is away, records wait in
 //! librdkafka and their reports come when it is back. Reports of failure
 //! are therefore rare (a record too large for the broker, a fatal
-//! producer error); after a fatal error the producer is replaced by a new
-//! one, as a producer that failed for good accepts nothing more.
+//! producer error, a broker that lost its producer state in a restart and
+//! refuses the producer's sequence numbers); after any of them the
+//! producer is replaced by a new one, with a new producer id, as the raw
+//! records' publisher does: a producer that failed for good accepts
+//! nothing more, and one whose sequence the broker refuses would be
+//! refused for ever. Records still in the old producer are then reported
+//! failed and sent again by the new one.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -134,8 +139,10 @@ impl Outbox {
             flight.state = FlightState::Refused(error);
             failed.push(flight);
         }
-        if !failed.is_empty() {
-            self.replace_if_fatal();
+        if let Some(first) = failed.first() {
+            if let FlightState::Refused(error) = &first.state {
+                self.replace_producer(error);
+            }
         }
         failed
     }
@@ -193,24 +200,29 @@ impl Outbox {
             },
             FlightState::Refused(error) => Err(error),
         };
-        if result.is_err() {
-            self.replace_if_fatal();
+        if let Err(error) = &result {
+            self.replace_producer(error);
         }
         result
     }
 
-    /// Replaces a producer that failed for good by a new one (a new
+    /// Replaces the producer after a failed delivery by a new one (a new
     /// producer id, so the brokers hold no sequence numbers against it).
-    fn replace_if_fatal(&self) {
-        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((code, reason)) = producer.client().fatal_error() else {
+    /// A flight cancelled because its producer was replaced already
+    /// changes nothing.
+    fn replace_producer(&self, failure: &KafkaError) {
+        if matches!(failure, KafkaError::Canceled) {
             return;
+        }
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let reason = match producer.client().fatal_error() {
+            Some((code, reason)) => format!("{code:?}: {reason}"),
+            None => failure.to_string(),
         };
         match self.config.create_with_context(Logged::default()) {
             Ok(fresh) => {
                 *producer = fresh;
-                self.events
-                    .producer_replaced(&format!("{code:?}: {reason}"));
+                self.events.producer_replaced(&reason);
             }
             Err(error) => self.events.producer_not_replaced(&error),
         }

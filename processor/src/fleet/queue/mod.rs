@@ -150,7 +150,7 @@ pub struct QueueConsumerError {
     /// The topic.
     pub topic: String,
     /// The cause.
-    pub source: KafkaError,
+    pub source: Box<KafkaError>,
 }
 
 /// Notes revoked partitions for the loop, and logs client errors.
@@ -198,7 +198,7 @@ impl<S: QueueSink> QueueConsumer<S> {
         let error = |source| QueueConsumerError {
             brokers: config.brokers.clone(),
             topic: config.topic.clone(),
-            source,
+            source: Box::new(source),
         };
         let consumer: StreamConsumer<QueueContext> = client_config(&config)
             .create_with_context(QueueContext::default())
