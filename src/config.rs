@@ -17,9 +17,17 @@
 //! linger_ms = 5
 //! max_in_flight_bytes = 33554432
 //!
+//! [queue]                    # the queue side of exim-pilot tail
+//! enabled = true             # list the queue and run queue actions
+//! exim = "/usr/sbin/exim4"   # default: /usr/sbin/exim4, else exim on the PATH
+//! exim_config = "/etc/exim4/exim4.conf"  # passed as -C; default: Exim's own
+//! interval_s = 30            # seconds between two listings
+//!
 //! [kafka]                    # every command that talks to Kafka
 //! brokers = "kafka1:9092,kafka2:9092"
 //! topic = "exim-pilot-raw"
+//! queue_topic = "exim-pilot-queue"       # snapshots, results, replies
+//! command_topic = "exim-pilot-queue-commands"  # queue jobs, view requests
 //!
 //! [kafka.producer]           # further librdkafka properties, as strings
 //! "compression.type" = "lz4" # default none
@@ -71,6 +79,9 @@ pub struct Config {
     /// Fleet mode's ClickHouse store.
     #[serde(default)]
     pub clickhouse: ClickHouseSection,
+    /// The queue side of `exim-pilot tail`.
+    #[serde(default)]
+    pub queue: QueueSection,
     /// Reserved for `exim-pilot serve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<toml::Table>,
@@ -137,6 +148,25 @@ pub struct ProcessSection {
     pub state_interval_ms: Option<u64>,
 }
 
+/// The `[queue]` section.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// Watch the queue and run queue actions (default: when an Exim
+    /// binary is found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The Exim binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exim: Option<PathBuf>,
+    /// An Exim configuration file, passed as `-C`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exim_config: Option<PathBuf>,
+    /// Seconds between two listings of the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u64>,
+}
+
 /// The `[clickhouse]` section.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +189,12 @@ pub struct KafkaSection {
     /// The raw records' topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// The topic of queue snapshots, job results and view replies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_topic: Option<String>,
+    /// The topic of queue jobs and view requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_topic: Option<String>,
     /// Further librdkafka producer properties.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub producer: BTreeMap<String, String>,
@@ -190,6 +226,12 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("tail", "max_in_flight_bytes", Kind::Integer),
     ("kafka", "brokers", Kind::Text),
     ("kafka", "topic", Kind::Text),
+    ("kafka", "queue_topic", Kind::Text),
+    ("kafka", "command_topic", Kind::Text),
+    ("queue", "enabled", Kind::Boolean),
+    ("queue", "exim", Kind::Text),
+    ("queue", "exim_config", Kind::Text),
+    ("queue", "interval_s", Kind::Integer),
     ("process", "group", Kind::Text),
     ("process", "timezone", Kind::Text),
     ("process", "syslog_year", Kind::Integer),
@@ -203,7 +245,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
 
 /// The sections whose variables are read; another `EXIM_PILOT_*` variable
 /// (`EXIM_PILOT_DATA`, say) belongs to something else.
-const ENV_SECTIONS: &[&str] = &["tail", "kafka", "process", "clickhouse"];
+const ENV_SECTIONS: &[&str] = &["tail", "kafka", "process", "clickhouse", "queue"];
 
 /// Sections whose prefix other tools share (`EXIM_PILOT_CLICKHOUSE_SERVER`
 /// names the server binary for the test scripts): an unknown key there is
@@ -274,13 +316,17 @@ impl Config {
         {
             bail!("kafka.brokers is empty: give host:port[,host:port...]");
         }
-        if self
-            .kafka
-            .topic
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            bail!("kafka.topic is empty");
+        for (name, topic) in [
+            ("kafka.topic", &self.kafka.topic),
+            ("kafka.queue_topic", &self.kafka.queue_topic),
+            ("kafka.command_topic", &self.kafka.command_topic),
+        ] {
+            if topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                bail!("{name} is empty");
+            }
+        }
+        if self.queue.interval_s == Some(0) {
+            bail!("queue.interval_s must be at least 1");
         }
         if let Some(zone) = &self.process.timezone {
             crate::cmd::common::parse_zone(zone)
@@ -472,6 +518,31 @@ mod tests {
         assert!(load("[process]\ntimezone = \"mars\"\n", &[]).is_err());
         assert!(load("[clickhouse]\nurl = \"127.0.0.1:8123\"\n", &[]).is_err());
         assert!(load("[process]\ngruop = \"g\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn the_queue_section_and_topics_are_read() {
+        let config = load(
+            "[queue]\nenabled = false\nexim = \"/usr/sbin/exim4\"\ninterval_s = 10\n\
+             [kafka]\nqueue_topic = \"q\"\ncommand_topic = \"c\"\n",
+            &[
+                ("EXIM_PILOT_QUEUE_ENABLED", "true"),
+                ("EXIM_PILOT_QUEUE_EXIM_CONFIG", "/etc/exim4/exim4.conf"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.queue.enabled, Some(true));
+        assert_eq!(config.queue.interval_s, Some(10));
+        assert_eq!(
+            config.queue.exim_config.as_deref(),
+            Some(Path::new("/etc/exim4/exim4.conf"))
+        );
+        assert_eq!(config.kafka.queue_topic.as_deref(), Some("q"));
+        assert_eq!(config.kafka.command_topic.as_deref(), Some("c"));
+        assert!(load("[queue]\ninterval_s = 0\n", &[]).is_err());
+        assert!(load("[kafka]\ncommand_topic = \" \"\n", &[]).is_err());
+        assert!(load("[queue]\nenabeld = true\n", &[]).is_err());
+        assert!(load("", &[("EXIM_PILOT_QUEUE_ENABLED", "maybe")]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use exim_pilot_ingest::kafka::{KafkaConfig, DEFAULT_TOPIC};
+use exim_pilot_schema::queue_wire::{DEFAULT_COMMAND_TOPIC, DEFAULT_QUEUE_TOPIC};
 
 use super::common::DEFAULT_DATA_DIR;
 use crate::config::Config;
@@ -78,9 +79,17 @@ fn with_defaults(mut config: Config) -> Config {
         .get_or_insert(defaults.linger.as_millis() as u64);
     tail.max_in_flight_bytes
         .get_or_insert(defaults.max_in_flight_bytes);
+    let kafka = &mut config.kafka;
+    kafka.topic.get_or_insert_with(|| DEFAULT_TOPIC.to_string());
+    kafka
+        .queue_topic
+        .get_or_insert_with(|| DEFAULT_QUEUE_TOPIC.to_string());
+    kafka
+        .command_topic
+        .get_or_insert_with(|| DEFAULT_COMMAND_TOPIC.to_string());
     config
-        .kafka
-        .topic
-        .get_or_insert_with(|| DEFAULT_TOPIC.to_string());
+        .queue
+        .interval_s
+        .get_or_insert(super::queue::DEFAULT_INTERVAL_S);
     config
 }
