@@ -70,12 +70,12 @@ free_port() {
   python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"
 }
 process_metrics=127.0.0.1:$(free_port)
-"$bin" process --kafka "$brokers" --topic "$topic" --group bench \
+"$bin" process --no-queue --kafka "$brokers" --topic "$topic" --group bench \
   --clickhouse "$clickhouse" --database bench --timezone utc --quiet \
   --listen "$process_metrics" 2>"$work/process.log" &
 pids+=($!)
 tail_metrics=127.0.0.1:$(free_port)
-"$bin" tail --log "$work/logs/mainlog" --host mx1.bench.test --kafka "$brokers" \
+"$bin" tail --no-queue --log "$work/logs/mainlog" --host mx1.bench.test --kafka "$brokers" \
   --topic "$topic" --checkpoints "$work/checkpoints" \
   --listen "$tail_metrics" 2>"$work/tail.log" &
 pids+=($!)

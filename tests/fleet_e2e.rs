@@ -310,7 +310,7 @@ impl Host {
         host.write_chunk(0);
         let mut command = exim_pilot();
         command
-            .args(["tail", "--config"])
+            .args(["tail", "--no-queue", "--config"])
             .arg(&config)
             .args(["--listen", &host.metrics])
             .env("RUST_LOG", "info");
@@ -419,7 +419,14 @@ fn processor(
 }
 
 fn spawn_process(brokers: &str, topic: &str, group: &str, url: &str, log: &Path) -> Running {
-    let command = processor(&["process"], brokers, topic, group, url, "fleet");
+    let command = processor(
+        &["process", "--no-queue"],
+        brokers,
+        topic,
+        group,
+        url,
+        "fleet",
+    );
     Running::spawn(command, log)
 }
 

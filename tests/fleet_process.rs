@@ -342,7 +342,14 @@ fn spawn_process(brokers: &str, topic: &str, group: &str, data: &Path, log: &Pat
     let log = File::options().create(true).append(true).open(log).unwrap();
     let child = exim_pilot()
         .args([
-            "process", "--kafka", brokers, "--topic", topic, "--group", group,
+            "process",
+            "--no-queue",
+            "--kafka",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            group,
         ])
         .args(["--timezone", "utc", "--quiet", "--data"])
         .arg(data)

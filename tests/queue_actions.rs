@@ -1,8 +1,10 @@
-//! The queue in `exim-pilot standalone`, against a real Exim with a real
-//! queue (the test kit's: its own spool, deliveries deferred to a closed
-//! local port): the listing reaches the API, each action changes the
-//! queue Exim lists, the results and the audit trail say so, and what
-//! may not run does not.
+//! The queue against a real Exim with a real queue (the test kit's: its
+//! own spool, deliveries deferred to a closed local port), in both modes:
+//! `exim-pilot standalone` alone, and fleet mode's `tail`, `process` and
+//! `serve` with a real Kafka-protocol broker and a real ClickHouse server.
+//! The same scenario runs on both: the listing reaches the API, each
+//! action changes the queue Exim lists, the results and the audit trail
+//! say so, and what may not run does not.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -10,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use exim_pilot_testkit::exim::Exim;
+use exim_pilot_testkit::kafka::{create_topic, unique_topic};
+use exim_pilot_testkit::Server;
 use serde_json::{json, Value};
 
 const HOST: &str = "mx.queue.test";
@@ -19,14 +23,61 @@ fn exim_pilot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
 }
 
-fn add_user(data: &Path, name: &str, role: &str) {
-    let out = exim_pilot()
-        .args(["user", "add", name, "--role", role, "--data"])
-        .arg(data)
-        .env("EXIM_PILOT_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "user add: {out:?}");
+/// Adds the scenario's users with `store` (the options naming the store).
+fn add_users(store: &[&str]) {
+    for (name, role) in [("ops", "operator"), ("view", "viewer"), ("boss", "admin")] {
+        let out = exim_pilot()
+            .args(["user", "add", name, "--role", role])
+            .args(store)
+            .env("EXIM_PILOT_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "user add: {out:?}");
+    }
+}
+
+/// Starts `command` with its standard error read on a thread of its own;
+/// returns the child and the first address it prints after `http://` on
+/// a line that says `serving` (the API's), if `want_address`.
+fn spawn(mut command: Command, want_address: bool) -> (Child, String) {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = String::new();
+    if want_address {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stderr.read_line(&mut line).unwrap();
+            assert!(n > 0, "no address printed; the process said: {seen}");
+            seen.push_str(&line);
+            if let Some(rest) = line
+                .split("http://")
+                .nth(1)
+                .filter(|_| line.contains("serving"))
+            {
+                addr = rest.trim().trim_end_matches("/graphql").to_string();
+                break;
+            }
+        }
+    }
+    // Keep reading so the process never blocks on a full pipe; echo what
+    // it says so a failure shows it.
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            eprint!("{line}");
+            line.clear();
+        }
+    });
+    (child, addr)
+}
+
+/// Ends a child the test started, by its PID.
+fn terminate(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
 }
 
 /// A running `exim-pilot standalone` and its API address.
@@ -37,7 +88,8 @@ struct Standalone {
 
 impl Standalone {
     fn start(exim: &Exim, data: &Path) -> Standalone {
-        let mut child = exim_pilot()
+        let mut command = exim_pilot();
+        command
             .args(["standalone", "--quiet", "--host", HOST])
             .args(["--listen", "127.0.0.1:0", "--queue-interval", "1"])
             .arg("--log")
@@ -47,36 +99,126 @@ impl Standalone {
             .arg("--exim")
             .arg(exim.binary())
             .arg("--exim-config")
-            .arg(exim.config_file())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim()
-            .to_string();
-        // Keep reading so the process never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while stderr.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
+            .arg(exim.config_file());
+        let (child, addr) = spawn(command, true);
         Standalone { child, addr }
     }
 }
 
 impl Drop for Standalone {
     fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        terminate(&mut self.child);
+    }
+}
+
+/// Fleet mode on one machine: a broker, a ClickHouse server, and the
+/// mail server's `tail`, a `process` and a `serve`, all of the test's own.
+struct Fleet {
+    // Dropped first: the processes, then the servers.
+    children: Vec<Child>,
+    addr: String,
+    _dir: tempfile::TempDir,
+    _kafka: Server,
+    _clickhouse: Server,
+}
+
+impl Fleet {
+    fn start(exim: &Exim) -> Fleet {
+        let kafka = Server::kafka();
+        let clickhouse = Server::clickhouse();
+        let brokers = kafka.address().to_string();
+        let url = clickhouse.address().to_string();
+        let raw = unique_topic("queue-raw");
+        let queue = unique_topic("queue-queue");
+        let commands = unique_topic("queue-commands");
+        for topic in [&raw, &queue, &commands] {
+            create_topic(&brokers, topic, 2);
         }
-        let _ = self.child.wait();
+        let database = format!("queue_{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fleet.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{raw}\"\n\
+                 queue_topic = \"{queue}\"\ncommand_topic = \"{commands}\"\n\n\
+                 [clickhouse]\nurl = \"{url}\"\ndatabase = \"{database}\"\n"
+            ),
+        )
+        .unwrap();
+        let store = [
+            "--clickhouse",
+            url.as_str(),
+            "--database",
+            database.as_str(),
+        ];
+
+        // The processor creates the database; users come after it.
+        let mut process = exim_pilot();
+        process
+            .args(["process", "--config"])
+            .arg(&config)
+            .args(["--group", &unique_topic("queue-group")]);
+        let mut children = vec![spawn(process, false).0];
+        wait_for_database(&url, &database);
+        add_users(&store);
+
+        let mut tail = exim_pilot();
+        tail.args(["tail", "--host", HOST, "--config"])
+            .arg(&config)
+            .arg("--log")
+            .arg(exim.dir().join("log/mainlog"))
+            .arg("--checkpoints")
+            .arg(dir.path().join("checkpoints"))
+            .arg("--exim")
+            .arg(exim.binary())
+            .arg("--exim-config")
+            .arg(exim.config_file())
+            .args(["--queue-interval", "1"]);
+        children.push(spawn(tail, false).0);
+
+        let mut serve = exim_pilot();
+        serve
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .args(store);
+        let (child, addr) = spawn(serve, true);
+        children.push(child);
+        Fleet {
+            children,
+            addr,
+            _dir: dir,
+            _kafka: kafka,
+            _clickhouse: clickhouse,
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            terminate(child);
+        }
+    }
+}
+
+/// Waits until the processor has created the users table of `database`.
+fn wait_for_database(url: &str, database: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let query = format!("EXISTS TABLE {database}.users");
+    loop {
+        let answer = std::process::Command::new("curl")
+            .args(["-sS", "--data-binary", &query, url])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&answer.stdout).trim() == "1" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor never created {database}: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -215,8 +357,10 @@ fn listed_ids(bp: &str) -> Vec<String> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_actions_change_the_real_queue_and_are_audited() {
+/// A real queue: three messages to one recipient and one to two, of
+/// which one is delivered; every message has had a delivery attempt, so
+/// the log has deferrals. Returns Exim, the three and the one.
+fn real_queue() -> (Exim, Vec<String>, Vec<String>) {
     let exim = Exim::new();
     let ids = exim.submit_many(3, "alice@example.net", &["bob@example.com"]);
     let mixed = exim.submit_many(
@@ -224,19 +368,40 @@ async fn queue_actions_change_the_real_queue_and_are_audited() {
         "carol@example.net",
         &["done@example.org", "erin@example.org"],
     );
-    // Every message gets a delivery attempt: deferrals in the log, and
-    // the `done` recipient delivered.
     exim.queue_run();
+    (exim, ids, mixed)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_queue_actions_change_the_real_queue_and_are_audited() {
+    let (exim, ids, mixed) = real_queue();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    for (name, role) in [("ops", "operator"), ("view", "viewer"), ("boss", "admin")] {
-        add_user(&data, name, role);
-    }
+    add_users(&["--data", data.to_str().unwrap()]);
     let standalone = Standalone::start(&exim, &data);
-    let ops = Client::login(&standalone.addr, "ops").await;
-    let viewer = Client::login(&standalone.addr, "view").await;
-    let admin = Client::login(&standalone.addr, "boss").await;
+    queue_scenario(&exim, &standalone.addr, &ids, &mixed).await;
+    drop(standalone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_queue_actions_change_the_real_queue_and_are_audited() {
+    let (exim, ids, mixed) = real_queue();
+    let exim = std::sync::Arc::new(exim);
+    let fleet = {
+        let exim = exim.clone();
+        tokio::task::spawn_blocking(move || Fleet::start(&exim))
+            .await
+            .unwrap()
+    };
+    queue_scenario(&exim, &fleet.addr, &ids, &mixed).await;
+    drop(fleet);
+}
+
+/// What both modes must do, on the API at `addr`.
+async fn queue_scenario(exim: &Exim, addr: &str, ids: &[String], mixed: &[String]) {
+    let ops = Client::login(addr, "ops").await;
+    let viewer = Client::login(addr, "view").await;
+    let admin = Client::login(addr, "boss").await;
 
     // The listing reaches the API: the same messages as `exim -bp`, as
     // many as `exim -bpc`, with the lifecycle's last deferral.
@@ -384,5 +549,4 @@ async fn queue_actions_change_the_real_queue_and_are_audited() {
         assert_eq!(results, 1, "one result entry for {action}: {entries:?}");
     }
     assert!(has("view", "queue_view", "denied"), "{entries:?}");
-    drop(standalone);
 }

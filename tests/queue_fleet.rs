@@ -199,7 +199,9 @@ impl Fleet {
             .with_metrics(self.node_metrics.clone());
         let stopped = self.stopped();
         self.tasks.push(tokio::spawn(async move {
-            node.run(snapshots, stopped).await.expect("running the node");
+            node.run(snapshots, stopped)
+                .await
+                .expect("running the node");
         }));
     }
 
@@ -284,7 +286,10 @@ impl Fleet {
         tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
             for partition in 0..2 {
-                let records = read_partition(&brokers, &topic, partition, Duration::from_secs(5), |_| false);
+                let records =
+                    read_partition(&brokers, &topic, partition, Duration::from_secs(5), |_| {
+                        false
+                    });
                 all.extend(records.into_iter().map(|r| r.payload));
             }
             all
@@ -336,7 +341,10 @@ async fn snapshots_cross_in_parts_and_come_back_whole() {
     let snapshot = fleet.sink.last_snapshot().unwrap();
     assert_eq!(snapshot.host, HOST);
     let listed = parse_bp(&fleet.kit.bp());
-    assert_eq!(ids_of(&snapshot), listed.messages.iter().map(|m| m.id.to_string()).collect());
+    assert_eq!(
+        ids_of(&snapshot),
+        listed.messages.iter().map(|m| m.id.to_string()).collect()
+    );
     assert_eq!(ids_of(&snapshot), submitted.into_iter().collect());
     fleet.stop_all().await;
 
@@ -347,9 +355,7 @@ async fn snapshots_cross_in_parts_and_come_back_whole() {
         .await
         .iter()
         .filter_map(|bytes| match QueueRecord::decode(bytes) {
-            Ok(QueueRecord::SnapshotPart(part)) if part.taken_at == snapshot.taken_at => {
-                Some(part)
-            }
+            Ok(QueueRecord::SnapshotPart(part)) if part.taken_at == snapshot.taken_at => Some(part),
             _ => None,
         })
         .collect();
@@ -401,7 +407,11 @@ async fn a_job_submitted_runs_on_the_node_and_its_results_reach_the_sink() {
         .submit_many(3, "alice@example.net", &["bob@example.com"]);
     let job = fleet.job(QueueAction::Freeze, &[&ids[0], &ids[2]]);
 
-    fleet.control.submit(&job).await.expect("submitting the job");
+    fleet
+        .control
+        .submit(&job)
+        .await
+        .expect("submitting the job");
     let results = fleet.results(&job, 2).await;
 
     let done: Vec<(String, QueueActionStatus)> = results
@@ -415,7 +425,9 @@ async fn a_job_submitted_runs_on_the_node_and_its_results_reach_the_sink() {
             (ids[2].clone(), QueueActionStatus::Done),
         ]
     );
-    assert!(results.iter().all(|r| r.host == HOST && r.exit_code == Some(0)));
+    assert!(results
+        .iter()
+        .all(|r| r.host == HOST && r.exit_code == Some(0)));
     assert!(results[0].output.contains("is now frozen"), "{results:?}");
     let listing = fleet.kit.bp();
     assert_eq!(frozen(&listing), 2, "{listing}");
@@ -423,8 +435,7 @@ async fn a_job_submitted_runs_on_the_node_and_its_results_reach_the_sink() {
     // The next snapshots show them frozen.
     let sink = fleet.sink.clone();
     eventually("a snapshot with two frozen messages", || {
-        sink.last_snapshot()
-            .is_some_and(|s| s.totals().frozen == 2)
+        sink.last_snapshot().is_some_and(|s| s.totals().frozen == 2)
     })
     .await;
     fleet.stop_all().await;
@@ -520,9 +531,7 @@ async fn a_job_read_again_after_its_results_is_not_run_twice() {
 
     let results = fleet.sink.results_of(&job.job_id);
     assert!(
-        results
-            .iter()
-            .all(|r| r.status == QueueActionStatus::Done),
+        results.iter().all(|r| r.status == QueueActionStatus::Done),
         "{results:?}"
     );
     assert_eq!(fleet.node_metrics.jobs("run"), 2);
@@ -593,8 +602,12 @@ async fn garbage_on_either_topic_is_reported_and_skipped() {
         .submit_many(1, "alice@example.net", &["bob@example.com"]);
     let (queue_topic, command_topic) = (fleet.queue_topic.clone(), fleet.command_topic.clone());
 
-    fleet.produce(&command_topic, HOST, b"\xff\x00 not a command").await;
-    fleet.produce(&command_topic, HOST, b"EPC1J{\"job_id\":").await;
+    fleet
+        .produce(&command_topic, HOST, b"\xff\x00 not a command")
+        .await;
+    fleet
+        .produce(&command_topic, HOST, b"EPC1J{\"job_id\":")
+        .await;
     fleet.produce(&queue_topic, HOST, b"EPQ9S{}").await;
     let view = QueueCommand::View(ViewRequest {
         request_id: "r".into(),

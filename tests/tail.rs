@@ -40,7 +40,7 @@ impl Tail {
     fn start(config: &Path) -> Tail {
         let listen = format!("127.0.0.1:{}", free_port());
         let child = exim_pilot()
-            .args(["tail", "--config"])
+            .args(["tail", "--no-queue", "--config"])
             .arg(config)
             .args(["--listen", &listen])
             .env("RUST_LOG", "warn")

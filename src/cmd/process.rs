@@ -19,6 +19,12 @@
 //! (several instances may share one data directory: SQLite serialises
 //! their writes). `--listen` serves `/health`, `/ready` and `/metrics` as
 //! `standalone` does.
+//!
+//! Each processor also reads the queue topic, where the mail servers'
+//! queue nodes publish their queue listings and the results of queue
+//! jobs, as the consumer group `<group>-queue`, and stores them (results
+//! audited once each) unless `--no-queue` says otherwise (see
+//! `exim_pilot_processor::fleet::queue`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,11 +34,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use exim_pilot_processor::correlate::CorrelatorConfig;
+use exim_pilot_processor::fleet::queue::{
+    QueueConsumer, QueueConsumerConfig, QueueConsumerMetrics, QueueSink,
+};
 use exim_pilot_processor::fleet::{FleetConfig, FleetMetrics, Processor};
 use exim_pilot_processor::parse::ParseOptions;
+use exim_pilot_schema::queue::{QueueActionResult, QueueSnapshot};
+use exim_pilot_schema::queue_wire::DEFAULT_QUEUE_TOPIC;
 use exim_pilot_schema::Zone;
-use exim_pilot_store::{ClickHouseStore, Store};
+use exim_pilot_store::{ClickHouseStore, Store, StoreError};
 
 use super::common::{self, thousands};
 use crate::config::Config;
@@ -129,6 +141,8 @@ pub struct Fleet {
     pub batch_wait: Option<Duration>,
     /// The configuration's `process.state_interval_ms`.
     pub state_interval: Option<Duration>,
+    /// The topic of queue listings and job results.
+    queue_topic: String,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +217,11 @@ impl FleetArgs {
             batch_records: config.process.batch_records,
             batch_wait: config.process.batch_wait_ms.map(Duration::from_millis),
             state_interval: config.process.state_interval_ms.map(Duration::from_millis),
+            queue_topic: config
+                .kafka
+                .queue_topic
+                .clone()
+                .unwrap_or_else(|| DEFAULT_QUEUE_TOPIC.to_string()),
         })
     }
 }
@@ -240,6 +259,15 @@ impl Fleet {
         }
     }
 
+    /// The queue consumer's configuration.
+    pub fn queue_config(&self) -> QueueConsumerConfig {
+        QueueConsumerConfig {
+            topic: self.queue_topic.clone(),
+            client_options: self.kafka_options.clone(),
+            ..QueueConsumerConfig::new(&self.brokers, &self.group)
+        }
+    }
+
     /// The store, as messages name it.
     pub fn store_name(&self) -> String {
         match &self.store {
@@ -270,6 +298,11 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Do not read the queue topic (queue listings and job results are
+    /// then stored by no one unless another processor group reads them).
+    #[arg(long)]
+    no_queue: bool,
 }
 
 /// Runs the subcommand.
@@ -277,7 +310,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let fleet = args.fleet.resolve()?;
     let config = fleet.config();
     let listen = args.listen.or(fleet.listen);
-    run_processor(&fleet, config, listen, args.quiet)
+    let queue = (!args.no_queue).then(|| fleet.queue_config());
+    run_processor(&fleet, config, queue, listen, args.quiet)
 }
 
 /// Runs a processor until it is stopped (SIGINT, SIGTERM) or, when the
@@ -285,6 +319,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn run_processor(
     fleet: &Fleet,
     config: FleetConfig,
+    queue: Option<QueueConsumerConfig>,
     listen: Option<SocketAddr>,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -296,7 +331,13 @@ pub fn run_processor(
     let registry = prometheus::Registry::new();
     let metrics = FleetMetrics::new(&registry).context("cannot set up metrics")?;
     let server = match listen {
-        Some(addr) => Some(serve(&rt, addr, store.clone(), registry, stop.clone())?),
+        Some(addr) => Some(serve(
+            &rt,
+            addr,
+            store.clone(),
+            registry.clone(),
+            stop.clone(),
+        )?),
         None => None,
     };
 
@@ -309,11 +350,25 @@ pub fn run_processor(
             fleet.store_name()
         );
     }
+    let queue = match queue {
+        Some(queue) => Some(start_queue_consumer(
+            &rt,
+            queue,
+            store.clone(),
+            &registry,
+            stop.clone(),
+            quiet,
+        )?),
+        None => None,
+    };
     let mut processor = Processor::new(config, store, rt.handle().clone(), metrics.clone())?;
     let result = processor.run(&stop);
     drop(processor);
 
     stop.store(true, Ordering::Relaxed);
+    if let Some(queue) = queue {
+        rt.block_on(queue).context("the queue consumer stopped")?;
+    }
     if let Some(server) = server {
         rt.block_on(server)
             .context("the HTTP server stopped")?
@@ -328,6 +383,52 @@ pub fn run_processor(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stores queue listings and job results from the queue topic.
+struct StoreQueueSink(Arc<dyn Store>);
+
+#[async_trait]
+impl QueueSink for StoreQueueSink {
+    type Error = StoreError;
+
+    async fn snapshot(&self, snapshot: &QueueSnapshot) -> Result<(), StoreError> {
+        self.0.save_queue_snapshot(snapshot).await
+    }
+
+    async fn results(&self, results: &[QueueActionResult]) -> Result<(), StoreError> {
+        exim_pilot_api::queue::record_results(&*self.0, results).await
+    }
+}
+
+/// Starts reading the queue topic into the store; the task ends once
+/// `stop` is set.
+fn start_queue_consumer(
+    rt: &tokio::runtime::Runtime,
+    config: QueueConsumerConfig,
+    store: Arc<dyn Store>,
+    registry: &prometheus::Registry,
+    stop: Arc<AtomicBool>,
+    quiet: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let metrics = QueueConsumerMetrics::new(registry)
+        .context("cannot set up the queue consumer's metrics")?;
+    if !quiet {
+        eprintln!(
+            "exim-pilot: storing queue listings and job results from topic {} as group {}",
+            config.topic, config.group
+        );
+    }
+    let consumer = {
+        let _runtime = rt.enter();
+        QueueConsumer::new(config, StoreQueueSink(store))?.with_metrics(metrics)
+    };
+    let stopped = async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    Ok(rt.spawn(consumer.run(stopped)))
 }
 
 /// Starts the health, readiness and metrics endpoints; they stop once

@@ -8,6 +8,9 @@
 //!   audited) as soon as Exim answered, and a fresh listing is stored once
 //!   the job is done so the API shows its effect at once.
 //! - [`store_snapshots`]: the task that writes listings to the store.
+//! - [`FleetQueue`]: the API's [`QueueControl`] in fleet mode (`serve
+//!   --kafka`): jobs and view requests go to the command topic, for the
+//!   queue node of their host (see `exim_pilot_ingest::queue::control`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use exim_pilot_api::queue::{record_results, QueueControl, QueueControlError};
+use exim_pilot_ingest::queue::control::{ControlConfig, ControlError, KafkaQueueControl};
 use exim_pilot_ingest::queue::{Exim, EximConfig, EximError, QueueMetrics, Snapshotter};
 use exim_pilot_schema::queue::{
     MessageView, QueueActionResult, QueueActionStatus, QueueJob, QueueSnapshot,
@@ -24,11 +28,16 @@ use exim_pilot_schema::MessageId;
 use exim_pilot_store::Store;
 use tokio::sync::mpsc;
 
+use crate::config::QueueSection;
+
 /// Where Debian installs Exim.
 const DEFAULT_EXIM: &str = "/usr/sbin/exim4";
 
+/// Seconds between two listings of the queue, unless told otherwise.
+pub const DEFAULT_INTERVAL_S: u64 = 30;
+
 /// Options for the queue.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct QueueArgs {
     /// The Exim binary that lists the queue and runs queue actions
     /// (default: /usr/sbin/exim4, or `exim` on the PATH).
@@ -39,32 +48,60 @@ pub struct QueueArgs {
     #[arg(long, value_name = "FILE")]
     exim_config: Option<PathBuf>,
 
-    /// Seconds between two listings of the queue.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    queue_interval: u64,
+    /// Seconds between two listings of the queue [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    queue_interval: Option<u64>,
 
     /// Do not watch the queue and refuse queue actions.
     #[arg(long)]
     no_queue: bool,
+
+    /// The queue must be watched: fail when no Exim binary is found.
+    #[arg(skip)]
+    required: bool,
 }
 
 impl QueueArgs {
+    /// These options over the configuration's `[queue]` section, the
+    /// options winning.
+    pub fn with_config(&self, section: &QueueSection) -> QueueArgs {
+        QueueArgs {
+            exim: self.exim.clone().or_else(|| section.exim.clone()),
+            exim_config: self
+                .exim_config
+                .clone()
+                .or_else(|| section.exim_config.clone()),
+            queue_interval: self.queue_interval.or(section.interval_s),
+            no_queue: self.no_queue || section.enabled == Some(false),
+            required: !self.no_queue && section.enabled == Some(true),
+        }
+    }
+
     /// Exim as these options say, for `host`; `None` when the queue is
-    /// switched off or no Exim is installed (said on the terminal).
-    pub fn exim(&self, host: &str, metrics: Option<QueueMetrics>) -> Option<Arc<Exim>> {
+    /// switched off, or when no Exim is installed and the queue was not
+    /// asked for explicitly (said on the terminal).
+    pub fn exim(
+        &self,
+        host: &str,
+        metrics: Option<QueueMetrics>,
+    ) -> anyhow::Result<Option<Arc<Exim>>> {
         if self.no_queue {
-            return None;
+            return Ok(None);
         }
         let binary = match &self.exim {
             Some(path) => path.clone(),
             None => match default_exim() {
                 Some(path) => path,
+                None if self.required => anyhow::bail!(
+                    "queue.enabled is true but no Exim binary is found ({DEFAULT_EXIM}, exim \
+                     on the PATH): give one with --exim PATH or queue.exim"
+                ),
                 None => {
                     eprintln!(
                         "exim-pilot: no Exim binary found ({DEFAULT_EXIM}, exim on the PATH); \
                          the queue is not watched (give one with --exim PATH)"
                     );
-                    return None;
+                    return Ok(None);
                 }
             },
         };
@@ -74,15 +111,15 @@ impl QueueArgs {
             ..EximConfig::default()
         };
         let exim = Exim::new(host, config);
-        Some(Arc::new(match metrics {
+        Ok(Some(Arc::new(match metrics {
             Some(m) => exim.with_metrics(m),
             None => exim,
-        }))
+        })))
     }
 
     /// Time between two listings.
     pub fn interval(&self) -> Duration {
-        Duration::from_secs(self.queue_interval.max(1))
+        Duration::from_secs(self.queue_interval.unwrap_or(DEFAULT_INTERVAL_S).max(1))
     }
 }
 
@@ -261,5 +298,83 @@ fn control_error(host: &str, id: MessageId, error: EximError) -> QueueControlErr
         | EximError::Spawn { .. }
         | EximError::PermissionDenied { .. } => QueueControlError::Unavailable(error.to_string()),
         other => QueueControlError::Failed(other.to_string()),
+    }
+}
+
+/// Queue control through Kafka, for `exim-pilot serve`. It connects when
+/// first needed and again after a failed connection, so an API started
+/// while Kafka is away serves everything else and acts on the queue once
+/// Kafka is back.
+pub struct FleetQueue {
+    config: ControlConfig,
+    control: tokio::sync::Mutex<Option<Arc<KafkaQueueControl>>>,
+    view_timeout: Duration,
+}
+
+impl FleetQueue {
+    /// Queue control through the brokers of `config`; tries to connect at
+    /// once and says on the terminal when it cannot yet.
+    pub async fn start(config: ControlConfig, view_timeout: Duration) -> FleetQueue {
+        let queue = FleetQueue {
+            config,
+            control: tokio::sync::Mutex::new(None),
+            view_timeout,
+        };
+        if let Err(error) = queue.control().await {
+            eprintln!("exim-pilot: warning: {error}; queue actions are tried again when asked");
+        }
+        queue
+    }
+
+    async fn control(&self) -> Result<Arc<KafkaQueueControl>, QueueControlError> {
+        let mut control = self.control.lock().await;
+        if let Some(control) = &*control {
+            return Ok(control.clone());
+        }
+        let connected = Arc::new(
+            KafkaQueueControl::connect(self.config.clone())
+                .await
+                .map_err(fleet_error)?,
+        );
+        *control = Some(connected.clone());
+        Ok(connected)
+    }
+}
+
+#[async_trait]
+impl QueueControl for FleetQueue {
+    async fn submit(&self, job: &QueueJob) -> Result<(), QueueControlError> {
+        self.control().await?.submit(job).await.map_err(fleet_error)
+    }
+
+    async fn view(
+        &self,
+        host: &str,
+        id: MessageId,
+        view: MessageView,
+    ) -> Result<String, QueueControlError> {
+        let text = self
+            .control()
+            .await?
+            .view(host, id, view, self.view_timeout)
+            .await
+            .map_err(fleet_error)?;
+        let mut out = text.text;
+        if text.truncated {
+            out.push_str("\n[cut: longer than the configured limit]\n");
+        }
+        Ok(out)
+    }
+}
+
+/// The API's view of a failure to reach a node.
+fn fleet_error(error: ControlError) -> QueueControlError {
+    match error {
+        ControlError::NotQueued { host, id } => QueueControlError::NotQueued { host, id },
+        ControlError::Failed { message, .. } => QueueControlError::Failed(message),
+        ControlError::Encode(_) => QueueControlError::Failed(error.to_string()),
+        ControlError::Setup { .. }
+        | ControlError::Unavailable { .. }
+        | ControlError::NoReply { .. } => QueueControlError::Unavailable(error.to_string()),
     }
 }

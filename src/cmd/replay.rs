@@ -51,5 +51,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     config.stop_when_caught_up = true;
-    run_processor(&fleet, config, None, args.quiet)
+    run_processor(&fleet, config, None, None, args.quiet)
 }

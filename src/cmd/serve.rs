@@ -6,19 +6,36 @@
 //! `import` fills (`--data DIR`). Users, sessions and the audit trail live
 //! in the same store. Live subscriptions stay silent here: only the
 //! process running the pipeline publishes what it commits.
+//!
+//! With `--kafka` (or `kafka.brokers` in `--config`), queue actions and
+//! views of queued messages go to the command topic, where each mail
+//! server's `exim-pilot tail` takes those of its host; the results come
+//! back through `exim-pilot process` into the store. Without it, the API
+//! shows the queue but refuses to act on it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use exim_pilot_api::config::Network;
+use exim_pilot_api::queue::QueueControl;
 use exim_pilot_api::ApiConfig;
+use exim_pilot_ingest::queue::control::ControlConfig;
 use exim_pilot_store::{ClickHouseStore, Store};
 
 use super::common;
+use super::queue::FleetQueue;
+use crate::config::Config;
 use crate::metrics::Metrics;
+
+/// Configuration properties as librdkafka takes them.
+fn options(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
 
 /// The API's options, shared by `serve` and `standalone`.
 #[derive(clap::Args, Debug, Clone)]
@@ -80,6 +97,21 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
 
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]: queue actions
+    /// and message views are sent to the mail servers through them.
+    /// Default: the configuration's `kafka.brokers`.
+    #[arg(long = "kafka", value_name = "BROKERS", env = "EXIM_PILOT_KAFKA")]
+    brokers: Option<String>,
+
+    /// The configuration file (its [kafka] section).
+    #[arg(long, value_name = "FILE", env = "EXIM_PILOT_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Seconds a view of a queued message waits for the mail server's
+    /// answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    view_timeout: u64,
+
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -95,8 +127,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => common::open_existing_store(args.data.as_deref().unwrap_or(".".as_ref()))?,
     };
     let metrics = Metrics::new().context("cannot set up metrics")?;
+    let config = Config::load(args.config.as_deref())?;
+    let queue = match args.brokers.clone().or(config.kafka.brokers.clone()) {
+        Some(brokers) => {
+            let kafka = &config.kafka;
+            let mut control = ControlConfig::new(&brokers);
+            if let Some(topic) = &kafka.queue_topic {
+                control.queue_topic = topic.clone();
+            }
+            if let Some(topic) = &kafka.command_topic {
+                control.command_topic = topic.clone();
+            }
+            control.producer_options = options(&kafka.producer);
+            control.consumer_options = options(&kafka.consumer);
+            eprintln!(
+                "exim-pilot: queue actions go to topic {} at {brokers}",
+                control.command_topic
+            );
+            let timeout = Duration::from_secs(args.view_timeout.max(1));
+            let fleet = rt.block_on(FleetQueue::start(control, timeout));
+            Some(Arc::new(fleet) as Arc<dyn QueueControl>)
+        }
+        None => None,
+    };
     let state = exim_pilot_api::AppState {
         config: args.api.config(),
+        queue,
         ..exim_pilot_api::AppState::new(store, metrics.registry.clone())
     };
     rt.block_on(async {

@@ -149,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // with --once), acted on through the API.
     let queue_metrics =
         QueueMetrics::new(&metrics.registry).context("cannot set up the queue's metrics")?;
-    let exim = args.queue.exim(&host, Some(queue_metrics));
+    let exim = args.queue.exim(&host, Some(queue_metrics))?;
     let dyn_store: Arc<dyn Store> = store.clone();
     if let (Some(exim), false) = (&exim, args.once) {
         queue::watch_queue(

@@ -12,6 +12,15 @@
 //! below, the last winning (see `crate::config`). With `--listen`, the
 //! process serves `/health`, `/ready` (503 while the broker leaves records
 //! unacknowledged for more than [`READY_LAG`]) and `/metrics`.
+//!
+//! The queue side runs next to it when an Exim binary is found (or the
+//! `[queue]` section asks for it; `--no-queue` switches it off): the
+//! host's queue is listed every `--queue-interval` seconds and published
+//! to the queue topic, and the queue jobs and view requests the API
+//! writes to the command topic for this host are run with the local Exim,
+//! their results published to the queue topic (see
+//! `exim_pilot_ingest::queue::fleet`). The node notes the jobs it finished
+//! next to the checkpoints, so a restart runs none twice.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,9 +31,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use exim_pilot_ingest::kafka::{KafkaConfig, PublishStats, Publisher, DEFAULT_TOPIC};
+use exim_pilot_ingest::queue::fleet::{NodeConfig, NodeMetrics, QueueNode};
+use exim_pilot_ingest::queue::{Exim, QueueMetrics, Snapshotter};
 use exim_pilot_ingest::{FollowConfig, LogSpec, Tailer, TailerConfig};
+use exim_pilot_schema::queue_wire::{DEFAULT_COMMAND_TOPIC, DEFAULT_QUEUE_TOPIC};
+use tokio::sync::mpsc;
 
 use super::common::{self, DEFAULT_DATA_DIR};
+use super::queue::QueueArgs;
 use super::standalone::{resolve_logs, watch_signals};
 use crate::config::Config;
 use crate::metrics::TailMetrics;
@@ -72,6 +86,9 @@ pub struct Args {
     /// 127.0.0.1:9466.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
 }
 
 /// Everything `tail` runs with, defaults applied.
@@ -89,6 +106,14 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// The publisher's settings.
     pub kafka: KafkaConfig,
+    /// The queue side's options, the configuration's applied.
+    pub queue: QueueArgs,
+    /// Where the queue side publishes and reads.
+    pub queue_topic: String,
+    /// Where queue jobs and view requests come from.
+    pub command_topic: String,
+    /// Further librdkafka consumer properties (the command topic's).
+    pub consumer_options: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -146,6 +171,23 @@ impl Settings {
             backfill: args.backfill || tail.backfill.unwrap_or(false),
             listen: args.listen.or(tail.listen),
             kafka,
+            queue: args.queue.with_config(&config.queue),
+            queue_topic: config
+                .kafka
+                .queue_topic
+                .clone()
+                .unwrap_or_else(|| DEFAULT_QUEUE_TOPIC.to_string()),
+            command_topic: config
+                .kafka
+                .command_topic
+                .clone()
+                .unwrap_or_else(|| DEFAULT_COMMAND_TOPIC.to_string()),
+            consumer_options: config
+                .kafka
+                .consumer
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
@@ -197,6 +239,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(addr) => Some(serve(&rt, addr, &metrics, publisher.stats(), stop.clone())?),
         None => None,
     };
+    let queue_metrics =
+        QueueMetrics::new(&metrics.registry).context("cannot set up the queue's metrics")?;
+    let queue_node = match settings.queue.exim(&host, Some(queue_metrics))? {
+        Some(exim) => Some(start_queue_node(
+            &rt,
+            exim,
+            &settings,
+            &metrics.registry,
+            stop.clone(),
+        )?),
+        None => None,
+    };
 
     eprintln!(
         "exim-pilot: following {} as host {host}, publishing to topic {} at {}",
@@ -212,6 +266,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
 
     stop.store(true, Ordering::Relaxed);
+    let queue_failed = match queue_node {
+        Some(node) => rt.block_on(node).unwrap_or(true),
+        None => false,
+    };
     if let Some(server) = server {
         rt.block_on(server)
             .context("the HTTP server stopped")?
@@ -221,7 +279,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tailer
         .close()
         .context("cannot write the final checkpoints")?;
+    if queue_failed {
+        bail!("the queue side could not run (see above)");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the queue side: listings every interval, published with the
+/// results of the jobs run. The task ends once `stop` is set, and says
+/// whether the node failed; a node that cannot start sets `stop`, so the
+/// whole process ends with the error.
+fn start_queue_node(
+    rt: &tokio::runtime::Runtime,
+    exim: Arc<Exim>,
+    settings: &Settings,
+    registry: &prometheus::Registry,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<bool>> {
+    let mut config = NodeConfig::new(&settings.kafka.brokers, exim.host());
+    config.queue_topic = settings.queue_topic.clone();
+    config.command_topic = settings.command_topic.clone();
+    config.producer_options = settings.kafka.properties.clone();
+    config.consumer_options = settings.consumer_options.clone();
+    config.state_dir = Some(settings.checkpoints.clone());
+    let node = QueueNode::new(exim.clone(), config).with_metrics(
+        NodeMetrics::new(registry).context("cannot set up the queue node's metrics")?,
+    );
+    eprintln!(
+        "exim-pilot: listing the queue with {} every {} s, to topic {}; running queue jobs \
+         from topic {}",
+        exim.config().binary.display(),
+        settings.queue.interval().as_secs(),
+        settings.queue_topic,
+        settings.command_topic
+    );
+
+    let (sender, receiver) = mpsc::channel(2);
+    let snapshotter = Snapshotter::new(exim, settings.queue.interval());
+    rt.spawn(snapshotter.run(sender, stopped(stop.clone())));
+    Ok(rt.spawn(async move {
+        match node.run(receiver, stopped(stop.clone())).await {
+            Ok(()) => false,
+            Err(error) => {
+                eprintln!("exim-pilot: error: {error}");
+                stop.store(true, Ordering::Relaxed);
+                true
+            }
+        }
+    }))
+}
+
+/// Completes once `stop` is set.
+async fn stopped(stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Starts the health, readiness and metrics endpoints; they stop once
