@@ -95,6 +95,10 @@ pub struct ApiConfig {
     /// How often the `queueJobResults` subscription looks for new results
     /// in the store (default 1 s).
     pub queue_results_poll: Duration,
+    /// Rows one CSV export may hold at most; a longer one is cut off
+    /// there with an aborted transfer, never silently short (see
+    /// `export`). Default 1,000,000.
+    pub export_max_rows: usize,
 }
 
 impl Default for ApiConfig {
@@ -116,6 +120,7 @@ impl Default for ApiConfig {
             queue_job_ttl: Duration::from_secs(10 * 60),
             queue_max_ids: 10_000,
             queue_results_poll: Duration::from_secs(1),
+            export_max_rows: 1_000_000,
         }
     }
 }

@@ -35,7 +35,8 @@ pub fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn errors(status: StatusCode, message: &str, code: &str) -> Response {
+/// A GraphQL-shaped error answer with `status`.
+pub(crate) fn errors(status: StatusCode, message: &str, code: &str) -> Response {
     let body = serde_json::json!({
         "errors": [{ "message": message, "extensions": { "code": code } }]
     });
@@ -57,32 +58,9 @@ pub async fn post(
     let ip = client_ip(&served, peer, &headers);
 
     // The caller, if a token came.
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| bearer(v).unwrap_or(""));
-    let principal = match token {
-        None => None,
-        Some(token) => match served.api.auth.authenticate(token).await {
-            Ok(p) => Some(p),
-            // The token may be fine: the store that knows its session
-            // did not answer. Logging in again would not help.
-            Err(AuthError::Store(e)) => {
-                tracing::warn!(error = %e, "Cannot check a token: the store failed");
-                return errors(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the store is unavailable, so the token cannot be checked; try again later",
-                    "STORE_UNAVAILABLE",
-                );
-            }
-            Err(_) => {
-                return errors(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid or expired token; log in again",
-                    "UNAUTHENTICATED",
-                )
-            }
-        },
+    let principal = match principal(&served, &headers).await {
+        Ok(p) => p,
+        Err(refusal) => return refusal,
     };
 
     // The request, within the batch limits.
@@ -120,6 +98,39 @@ pub async fn post(
             &format!("cannot encode the response: {e}"),
             "INTERNAL",
         ),
+    }
+}
+
+/// The caller of a request: `None` without an `Authorization` header; a
+/// 401 answer for a bad token, a 503 when the store cannot check it.
+pub(crate) async fn principal(
+    served: &Served,
+    headers: &HeaderMap,
+) -> Result<Option<crate::auth::Principal>, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| bearer(v).unwrap_or(""));
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    match served.api.auth.authenticate(token).await {
+        Ok(p) => Ok(Some(p)),
+        // The token may be fine: the store that knows its session did
+        // not answer. Logging in again would not help.
+        Err(AuthError::Store(e)) => {
+            tracing::warn!(error = %e, "Cannot check a token: the store failed");
+            Err(errors(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is unavailable, so the token cannot be checked; try again later",
+                "STORE_UNAVAILABLE",
+            ))
+        }
+        Err(_) => Err(errors(
+            StatusCode::UNAUTHORIZED,
+            "invalid or expired token; log in again",
+            "UNAUTHENTICATED",
+        )),
     }
 }
 

@@ -10,7 +10,8 @@
 //! - `GET /metrics`: the process's Prometheus metrics, text format;
 //! - `POST /graphql`: queries and mutations (see [`http`]);
 //! - `GET /graphql`: the GraphiQL explorer (can be switched off);
-//! - `/graphql/ws`: subscriptions over WebSocket (see [`ws`]).
+//! - `/graphql/ws`: subscriptions over WebSocket (see [`ws`]);
+//! - `POST /export.csv`: one query's rows as CSV, streamed (see [`export`]).
 //!
 //! Input: the process's [`Store`], its Prometheus [`Registry`], where the
 //! pipeline runs the broadcast of committed batches ([`live`]), and where
@@ -42,6 +43,7 @@ use tokio::sync::broadcast;
 
 pub mod auth;
 pub mod config;
+pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod live;
@@ -151,6 +153,7 @@ pub fn router(served: Arc<Served>) -> Router {
         .route("/metrics", get(metrics))
         .route("/graphql", get(http::graphiql).post(http::post))
         .route("/graphql/ws", get(ws::upgrade))
+        .route("/export.csv", axum::routing::post(export::post))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(served)
