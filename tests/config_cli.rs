@@ -69,3 +69,34 @@ fn process_refuses_a_bad_zone_from_the_file() {
     assert!(!out.status.success());
     assert!(stderr.contains("process.timezone"), "{stderr}");
 }
+
+#[test]
+fn config_check_reports_every_problem_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tail.toml");
+    std::fs::write(
+        &file,
+        "[tail]\nhots = \"mx1\"\nbackfill = \"yes\"\n[kafak]\nx = 1\n\
+         [kafka]\nbrokers = \"\"\n[queue]\ninterval_s = 0\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = exim_pilot(&["config", "check", "--config", path], &[]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no settings printed for a bad file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for place in [
+        "2:1: unknown key tail.hots",
+        "3:12: tail.backfill",
+        "4:2: unknown section",
+    ]
+    .iter()
+    .chain(&["7:11: kafka.brokers is empty", "9:14: queue.interval_s"])
+    {
+        assert!(
+            stderr.contains(&format!("{path}:{place}")),
+            "{place} missing in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("5 problems"), "{stderr}");
+}

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use exim_pilot_ingest::kafka::{KafkaConfig, DEFAULT_TOPIC};
 use exim_pilot_schema::queue_wire::{DEFAULT_COMMAND_TOPIC, DEFAULT_QUEUE_TOPIC};
 
@@ -40,6 +41,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read the configuration {}", args.config.display()))?;
+    let problems = crate::config::problems(&text);
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!(
+                "{}:{}:{}: {}",
+                args.config.display(),
+                problem.line,
+                problem.column,
+                problem.message
+            );
+        }
+        eprintln!(
+            "exim-pilot: {} problem{} in {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            args.config.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let config = Config::load(Some(&args.config))?;
     let effective = with_defaults(config);
     if effective.kafka.brokers.is_none() {

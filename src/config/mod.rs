@@ -53,8 +53,9 @@
 //! list, `EXIM_PILOT_TAIL_BACKFILL=true`), and the command's options.
 //! Unknown sections and keys are refused, so a typo is reported rather than
 //! ignored; the reserved `[serve]` section is accepted as it is until its
-//! command reads it. `exim-pilot config check --config FILE` validates
-//! a file and prints the settings in effect.
+//! command reads it. `exim-pilot config check --config FILE` reports
+//! every problem of a file at once, each with its line and column
+//! ([`problems`]), and prints the settings in effect when there is none.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,6 +63,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+mod check;
+
+pub use check::problems;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
