@@ -20,6 +20,8 @@
 #    one line in EVERY, the time from its write to the moment a ClickHouse
 #    query sees it (the largest stored offset reaching it, polled every
 #    20 ms), reported as p50/p99/max.
+# 3. Disk: ClickHouse's bytes on disk for all of it once merged, per million
+#    messages and per log line, and the largest tables.
 #
 # Everything runs on this machine, servers on loopback ports, started with
 # scripts/services.sh in a temporary folder that is removed at the end.
@@ -222,4 +224,24 @@ spent = after.get("exim_pilot_store_commit_seconds_sum", 0) - before.get(
 if batches:
     print(f"  process: {batches:.0f} store batches of {len(steady) / batches:,.0f} lines, "
           f"{spent / batches * 1000:.0f} ms per ClickHouse commit on average")
+
+# 3. Disk: what ClickHouse keeps for these messages, once its parts are
+# merged (copies of redelivered rows dropped), per million messages.
+tables = query("SELECT name FROM system.tables WHERE database = 'bench' "
+               "AND engine LIKE '%MergeTree%'").split()
+for table in tables:
+    query(f"OPTIMIZE TABLE {table} FINAL")
+messages = int(query("SELECT count() FROM lifecycles FINAL"))
+disk = query("SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
+             "WHERE database = 'bench' AND active GROUP BY table "
+             "ORDER BY sum(bytes_on_disk) DESC")
+rows = [line.split("\t") for line in disk.splitlines() if line]
+total_bytes = sum(int(r[1]) for r in rows)
+lines_total = records + len(steady)
+print(f"disk: {messages:,} messages from {lines_total:,} lines take "
+      f"{total_bytes / 1e6:.1f} MB in ClickHouse: "
+      f"{total_bytes / max(messages, 1) * 1e6 / 1e9:.2f} GB per million messages, "
+      f"{total_bytes / lines_total:.0f} bytes per log line")
+for table, size, count in rows[:6]:
+    print(f"  {table}: {int(size) / 1e6:.1f} MB, {int(count):,} rows")
 EOF
