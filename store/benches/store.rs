@@ -19,92 +19,12 @@
 
 use std::time::{Duration as StdDuration, Instant};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
 use exim_pilot_schema::report::{Dimension, ReportOptions};
-use exim_pilot_schema::{AttemptResult, Lifecycle, Outcome, ReasonClass};
-use exim_pilot_store::conformance::fixtures::{
-    attempt, base, id, message, now_delivered, recipient, record,
-};
-use exim_pilot_store::{Batch, Bucket, CellQuery, Retention, SqliteStore, Store};
-
-/// A small deterministic generator, so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Skewed towards small numbers: a few keys get most of the traffic.
-    fn skewed(&mut self, n: u64) -> u64 {
-        let a = self.below(n);
-        self.below(a + 1)
-    }
-}
-
-const DAYS: i64 = 90;
-const HOSTS: [&str; 2] = ["mx1.example.org", "mx2.example.org"];
-
-fn synthetic(n: u32, rng: &mut Rng, start: DateTime<Utc>, per_ms: f64) -> Lifecycle {
-    let received = start + Duration::milliseconds((n as f64 * per_ms) as i64);
-    let host = HOSTS[(n % 2) as usize];
-    let s = rng.skewed(5_000);
-    let sender = format!("user{s}@sender{}.example.org", s % 300);
-    let rcpts = 1 + rng.skewed(4);
-    let mut recipients = Vec::new();
-    for r in 0..rcpts {
-        let to = format!("rcpt{}{}@domain{}.example.com", n, r, rng.skewed(500));
-        let soon = received + Duration::milliseconds(200 + rng.below(5_000) as i64);
-        let roll = rng.below(100);
-        let rc = if roll < 85 {
-            recipient(
-                &to,
-                Outcome::Delivered,
-                vec![attempt(soon, AttemptResult::Ok, None)],
-            )
-        } else if roll < 93 {
-            let later = soon + Duration::minutes(5 + rng.below(120) as i64);
-            recipient(
-                &to,
-                Outcome::Delivered,
-                vec![
-                    attempt(soon, AttemptResult::Defer, Some(ReasonClass::Greylisting)),
-                    attempt(later, AttemptResult::Ok, None),
-                ],
-            )
-        } else if roll < 98 {
-            recipient(
-                &to,
-                Outcome::Bounced,
-                vec![attempt(
-                    soon,
-                    AttemptResult::Fail,
-                    Some(ReasonClass::UnknownRecipient),
-                )],
-            )
-        } else {
-            recipient(
-                &to,
-                Outcome::Deferred,
-                vec![attempt(
-                    soon,
-                    AttemptResult::Defer,
-                    Some(ReasonClass::Timeout),
-                )],
-            )
-        };
-        recipients.push(rc);
-    }
-    message(host, n, received, &sender, recipients)
-}
+use exim_pilot_store::conformance::fixtures::{base, id};
+use exim_pilot_store::conformance::synthetic::{fill, Rng, DAYS, HOSTS};
+use exim_pilot_store::{Bucket, CellQuery, Retention, SqliteStore, Store};
 
 fn percentile(times: &mut [StdDuration], p: f64) -> StdDuration {
     times.sort();
@@ -148,53 +68,15 @@ async fn main() {
     let store = SqliteStore::open_dir(&dir).expect("open store");
     println!("opened (and migrated) in {:.1?}", t.elapsed());
 
-    let start = base() - Duration::days(DAYS);
-    let per_ms = (DAYS * 86_400_000) as f64 / total as f64;
     let existing = store
         .report(&ReportOptions::default())
         .await
         .expect("report");
     if existing.totals.messages == 0 {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let t = Instant::now();
-        let mut batch = Batch::default();
-        let mut written = 0u64;
-        for n in 0..total {
-            let lc = synthetic(n, &mut rng, start, per_ms);
-            let t0 = lc.received_at.unwrap_or_else(base);
-            batch
-                .records
-                .push(record(&lc.host, n as u64 * 300, t0, Some(lc.id), "<= x"));
-            batch.records.push(record(
-                &lc.host,
-                n as u64 * 300 + 150,
-                t0,
-                Some(lc.id),
-                &format!("=> {}", lc.recipients[0].address),
-            ));
-            // Every tenth message is seen twice: first still deferred.
-            if n % 10 == 0 {
-                let mut first = lc.clone();
-                for r in &mut first.recipients {
-                    r.outcome = Outcome::Deferred;
-                }
-                batch.lifecycles.push(first);
-            }
-            batch.lifecycles.push(if n % 10 == 0 {
-                now_delivered(&lc, t0)
-            } else {
-                lc
-            });
-            if batch.lifecycles.len() >= 1000 {
-                written += batch.lifecycles.len() as u64;
-                store
-                    .commit_batch(std::mem::take(&mut batch))
-                    .await
-                    .expect("commit");
-            }
-        }
-        written += batch.lifecycles.len() as u64;
-        store.commit_batch(batch).await.expect("commit");
+        let written = fill(&store, total, 1000)
+            .await
+            .expect("writing the messages");
         let secs = t.elapsed().as_secs_f64();
         println!(
             "wrote {total} messages ({written} lifecycle writes, {} raw records) in {secs:.1} s: \

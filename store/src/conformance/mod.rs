@@ -28,6 +28,7 @@ use crate::{Result, Store};
 
 pub mod fixtures;
 mod queue;
+pub mod synthetic;
 
 use fixtures::*;
 pub use queue::*;
