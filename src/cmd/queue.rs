@@ -20,7 +20,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use exim_pilot_api::queue::{record_results, QueueControl, QueueControlError};
 use exim_pilot_ingest::queue::control::{ControlConfig, ControlError, KafkaQueueControl};
-use exim_pilot_ingest::queue::{Exim, EximConfig, EximError, QueueMetrics, Snapshotter};
+use exim_pilot_ingest::queue::{
+    Exim, EximConfig, EximError, MessageText, QueueMetrics, Snapshotter,
+};
 use exim_pilot_schema::queue::{
     MessageView, QueueActionResult, QueueActionStatus, QueueJob, QueueSnapshot,
 };
@@ -235,11 +237,7 @@ impl QueueControl for LocalQueue {
             .view(id.as_str(), view)
             .await
             .map_err(|e| control_error(host, id, e))?;
-        let mut out = text.text;
-        if text.truncated {
-            out.push_str("\n[cut: longer than the configured limit]\n");
-        }
-        Ok(out)
+        Ok(shown(text))
     }
 }
 
@@ -359,12 +357,17 @@ impl QueueControl for FleetQueue {
             .view(host, id, view, self.view_timeout)
             .await
             .map_err(fleet_error)?;
-        let mut out = text.text;
-        if text.truncated {
-            out.push_str("\n[cut: longer than the configured limit]\n");
-        }
-        Ok(out)
+        Ok(shown(text))
     }
+}
+
+/// A view's text as the API shows it, its cut said.
+fn shown(text: MessageText) -> String {
+    let mut out = text.text;
+    if text.truncated {
+        out.push_str("\n[cut: longer than the configured limit]\n");
+    }
+    out
 }
 
 /// The API's view of a failure to reach a node.
