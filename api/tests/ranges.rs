@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 
 use common::*;
 
+/// A report's range: since, until.
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// Per group: messages, addresses, delivered, bounced.
 type Sums = BTreeMap<String, [i64; 4]>;
 
@@ -46,7 +49,7 @@ async fn day_and_hour_cells_agree(store: Arc<dyn Store>) {
         )
     };
     let end = base();
-    let ranges: [(Option<DateTime<Utc>>, Option<DateTime<Utc>>); 5] = [
+    let ranges: [Range; 5] = [
         // Ends inside days, on day boundaries, open, and within one day.
         (
             Some(end - Duration::hours(30 * 24 + 7)),
