@@ -218,10 +218,13 @@ async fn bench_store(name: &str, store: Arc<dyn Store>, total: u32, batch: usize
     };
     health.print(None);
 
-    // Message traces: 1,000 random messages, one at a time and four at once.
+    // Message traces: random messages, one at a time and four at once.
     let mut rng = Rng(42);
-    let picks: Arc<Vec<u32>> =
-        Arc::new((0..1000).map(|_| rng.below(total as u64) as u32).collect());
+    let picks: Arc<Vec<u32>> = Arc::new(
+        (0..traces)
+            .map(|_| rng.below(total as u64) as u32)
+            .collect(),
+    );
     let direct = {
         let (store, picks) = (store.clone(), picks.clone());
         measure("store: lifecycle + raw records", picks.len(), 1, move |i| {
