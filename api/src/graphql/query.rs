@@ -227,24 +227,34 @@ async fn range_cells(
             .await?;
         return Ok(cells.cells.into_iter().collect());
     }
-    let mut out = Vec::new();
-    if let (Some(since), Some(first)) = (query.since, first_day) {
-        if since < first {
-            let head = with(Some(since), Some(first), Bucket::Hour);
-            out.extend(store.cells(&head).await?.cells);
+    // The three reads run at once: each costs a round trip, and on
+    // ClickHouse a scan, whatever its length.
+    let head = match (query.since, first_day) {
+        (Some(since), Some(first)) if since < first => {
+            Some(with(Some(since), Some(first), Bucket::Hour))
         }
-    }
-    let days = store.cells(&with(first_day, last_day, Bucket::Day)).await?;
+        _ => None,
+    };
+    let tail = match (query.until, last_day) {
+        (Some(until), Some(last)) if last < until => {
+            Some(with(Some(last), Some(until), Bucket::Hour))
+        }
+        _ => None,
+    };
+    let days = with(first_day, last_day, Bucket::Day);
+    let read = |q: Option<CellQuery>| async move {
+        match q {
+            Some(q) => store.cells(&q).await.map(|c| c.cells),
+            None => Ok(Default::default()),
+        }
+    };
+    let (head, days, tail) = tokio::try_join!(read(head), store.cells(&days), read(tail))?;
+    let mut out: Vec<(CellKey, Cell)> = head.into_iter().collect();
     out.extend(days.cells.into_iter().map(|(mut key, cell)| {
         key.hour *= DAY_HOURS;
         (key, cell)
     }));
-    if let (Some(until), Some(last)) = (query.until, last_day) {
-        if last < until {
-            let tail = with(Some(last), Some(until), Bucket::Hour);
-            out.extend(store.cells(&tail).await?.cells);
-        }
-    }
+    out.extend(tail);
     Ok(out)
 }
 
