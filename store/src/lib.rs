@@ -182,6 +182,15 @@ pub trait Store: Send + Sync {
     /// Rollup cells over a range, per hour or day.
     async fn cells(&self, query: &CellQuery) -> Result<ReportCells>;
 
+    /// Whether a long range is read faster as day cells for its whole
+    /// days and hour cells for the partial days at its ends (three reads)
+    /// than as hour cells alone (one read): true where a read costs by
+    /// the cells it returns (SQLite's indexed tables), false where each
+    /// read costs a scan whatever its range (ClickHouse).
+    fn splits_ranges_into_days(&self) -> bool {
+        true
+    }
+
     /// Final addresses of the messages of a range, most messages first
     /// (then by address), with what became of them.
     async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>>;

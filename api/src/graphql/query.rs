@@ -193,10 +193,11 @@ const DAY_HOURS: i64 = 24;
 
 /// The rollup cells of `query`'s range (its bucket aside), each keyed by
 /// its hour number, a day cell by the first hour of its day. Unless
-/// `hourly`, the whole UTC days of the range are read from day cells and
-/// only the partial days at its ends from hour cells: a month is then
-/// some thirty cells per group to read and sum rather than seven hundred.
-/// The sums are the same either way.
+/// `hourly`, on a store that gains by it
+/// ([`Store::splits_ranges_into_days`]), the whole UTC days of the range
+/// are read from day cells and only the partial days at its ends from
+/// hour cells: a month is then some thirty cells per group to read and
+/// sum rather than seven hundred. The sums are the same either way.
 async fn range_cells(
     store: &dyn Store,
     query: &CellQuery,
@@ -221,7 +222,7 @@ async fn range_cells(
         (Some(first), Some(last)) => first < last,
         _ => true,
     };
-    if hourly || !whole_days {
+    if hourly || !whole_days || !store.splits_ranges_into_days() {
         let cells = store
             .cells(&with(query.since, query.until, Bucket::Hour))
             .await?;
