@@ -249,22 +249,25 @@ struct Reports {
     last_error: Mutex<Option<String>>,
 }
 
+/// Logs a librdkafka message at its level. Errors go to debug: the error
+/// callback reports the same failures, counted.
+pub(crate) fn log_client_message(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::debug!(facility, message, "Kafka client error"),
+        RDKafkaLogLevel::Warning => tracing::warn!(facility, message, "Kafka client warning"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(facility, message, "Kafka client notice")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(facility, message, "Kafka client debug"),
+    }
+}
+
 impl ClientContext for Reports {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                // The error callback reports the same failures, counted.
-                tracing::debug!(facility, message, "Kafka client error")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(facility, message, "Kafka client warning"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, message, "Kafka client notice")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(facility, message, "Kafka client debug"),
-        }
+        log_client_message(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -10,6 +10,8 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::kafka::log_client_message;
+
 /// How long the same client error is not logged again at warning level.
 /// While a broker is down librdkafka reports it every few seconds.
 const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(30);
@@ -92,20 +94,7 @@ impl Logged {
 
 impl ClientContext for Logged {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                // The error callback reports the same failures.
-                tracing::debug!(facility, message, "Kafka client error")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(facility, message, "Kafka client warning"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, message, "Kafka client notice")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(facility, message, "Kafka client debug"),
-        }
+        log_client_message(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
