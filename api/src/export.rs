@@ -113,35 +113,28 @@ pub async fn post(
     });
 
     let variables = request.variables.clone().unwrap_or(Value::Null);
-    let first = match run(&served, &request, variables.clone(), &principal, ip).await {
-        Ok(data) => data,
-        Err(answer) => {
-            audit(
-                &*served.store,
-                &actor,
-                "export",
-                Some(&plan.key),
-                Some(params),
-                "failed",
-            )
-            .await;
-            return (
-                StatusCode::BAD_REQUEST,
-                [(header::CONTENT_TYPE, "application/json")],
-                answer.to_string(),
-            )
-                .into_response();
-        }
-    };
+    let first = run(&served, &request, variables.clone(), &principal, ip).await;
+    let outcome = if first.is_ok() { "ok" } else { "failed" };
     audit(
         &*served.store,
         &actor,
         "export",
         Some(&plan.key),
         Some(params),
-        "ok",
+        outcome,
     )
     .await;
+    let first = match first {
+        Ok(data) => data,
+        Err(answer) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                answer.to_string(),
+            )
+                .into_response()
+        }
+    };
 
     let page = Page::of(field(&first, &plan.key), &plan.key);
     let columns = columns(&page.rows);
