@@ -20,11 +20,12 @@
 //! Beside the logs, each host's queue: [`QueueSnapshot`] lists what it
 //! holds, [`QueueJob`] is an operator's action on it (module [`queue`]).
 //! In fleet mode they cross Kafka as queue and command records
-//! ([`queue_wire`]).
+//! ([`queue_wire`]), whose readers commit offsets as [`commit`] says.
 //!
 //! Around them: [`MessageId`] and [`LogTime`], the two values every record
 //! starts with, and [`ReasonClass`], the classification of every failure.
 
+pub mod commit;
 pub mod event;
 pub mod id;
 pub mod lifecycle;

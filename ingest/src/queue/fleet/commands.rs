@@ -20,7 +20,6 @@
 //!
 //! [`node_group`]: super::node_group
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use exim_pilot_schema::queue::QueueJob;
@@ -39,12 +38,9 @@ use super::{jobs, views, Node};
 /// the command topic pauses.
 const JOB_BACKLOG: usize = 64;
 
-/// Where a record sits in the command topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Position {
-    pub partition: i32,
-    pub offset: i64,
-}
+/// Where a record sits in the command topic, and which offsets may be
+/// committed: a command's offset once its work is done.
+pub(super) use exim_pilot_schema::commit::{CommitPoints as Offsets, Position};
 
 /// A record of the command topic, detached from the consumer.
 struct Inbound {
@@ -205,56 +201,6 @@ fn commit(node: &Node, consumer: &StreamConsumer<Logged>, offsets: &mut Offsets,
     match consumer.commit(&list, mode) {
         Ok(()) => offsets.committed(&moved),
         Err(error) => node.events.offset_commit_failed(&error),
-    }
-}
-
-/// Per partition: the commands read whose work is not done, and how far
-/// reading and committing got.
-#[derive(Default)]
-struct Offsets {
-    partitions: BTreeMap<i32, Partition>,
-}
-
-#[derive(Default)]
-struct Partition {
-    open: BTreeSet<i64>,
-    /// Just past the last record read.
-    next: i64,
-    /// The last offset committed, if any.
-    committed: Option<i64>,
-}
-
-impl Offsets {
-    fn received(&mut self, position: Position) {
-        let partition = self.partitions.entry(position.partition).or_default();
-        partition.open.insert(position.offset);
-        partition.next = partition.next.max(position.offset + 1);
-    }
-
-    fn done(&mut self, position: Position) {
-        if let Some(partition) = self.partitions.get_mut(&position.partition) {
-            partition.open.remove(&position.offset);
-        }
-    }
-
-    /// The offset to commit in each partition whose commit point moved:
-    /// its oldest command not done, or just past the last one read.
-    fn to_commit(&self) -> Vec<(i32, i64)> {
-        self.partitions
-            .iter()
-            .filter_map(|(&number, partition)| {
-                let point = partition.open.first().copied().unwrap_or(partition.next);
-                (partition.committed != Some(point)).then_some((number, point))
-            })
-            .collect()
-    }
-
-    fn committed(&mut self, moved: &[(i32, i64)]) {
-        for &(number, offset) in moved {
-            if let Some(partition) = self.partitions.get_mut(&number) {
-                partition.committed = Some(offset);
-            }
-        }
     }
 }
 
