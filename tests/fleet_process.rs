@@ -886,3 +886,111 @@ fn an_undecodable_kafka_record_is_stored_whole() {
         BTreeMap::from([(origin_host, 1), ("mx1".to_string(), 1)])
     );
 }
+
+#[test]
+fn a_partition_revoked_while_paused_is_read_again_once_assigned_back() {
+    let kafka = Server::kafka();
+    let brokers = kafka.address().to_string();
+    let rt = runtime();
+    let (topic, group) = (unique("raw"), unique("group"));
+    create_topic(&rt, &brokers, &topic, 2);
+    let producer = producer(&brokers);
+    for p in 0..2 {
+        publish(
+            &producer,
+            &topic,
+            p,
+            "mx1",
+            &one_line_batch(&format!("p{p}"), 0),
+        );
+    }
+    flush(&producer);
+
+    // The first commit fails, and the processor waits 10 s with its
+    // partitions paused.
+    let data = tempfile::tempdir().unwrap();
+    let inner = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = {
+        let attempts = attempts.clone();
+        move |attempt: u32, _: &Batch| attempts.store(attempt, Ordering::SeqCst)
+    };
+    let store = Arc::new(FlakyStore {
+        inner: inner.clone(),
+        failures: 1,
+        attempts: AtomicU32::new(0),
+        seen: Box::new(seen),
+    });
+    let mut config = config(&brokers, &topic, &group);
+    config.retry = exim_pilot_processor::fleet::Backoff {
+        first: Duration::from_secs(10),
+        max: Duration::from_secs(10),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let metrics = FleetMetrics::new(&prometheus::Registry::new()).unwrap();
+    let processor = {
+        let (stop, handle) = (stop.clone(), rt.handle().clone());
+        std::thread::spawn(move || {
+            let mut processor = Processor::new(config, store, handle, metrics).unwrap();
+            processor.run(&stop)
+        })
+    };
+    wait_until("the first commit failed", || {
+        attempts.load(Ordering::SeqCst) >= 1
+    });
+
+    // Another member joins during the wait and takes one partition away;
+    // it leaves only after the wait is over, when the processor has
+    // resumed what it still had.
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .unwrap();
+    other.subscribe(&[&topic]).unwrap();
+    let mut taken = None;
+    wait_until("the other member holds a partition", || {
+        let _ = other.poll(Duration::from_millis(100));
+        taken = other
+            .assignment()
+            .ok()
+            .and_then(|a| a.elements().first().map(|e| e.partition()));
+        taken.is_some()
+    });
+    wait_until("the processor's wait is over", || {
+        let _ = other.poll(Duration::from_millis(100));
+        attempts.load(Ordering::SeqCst) >= 2
+    });
+    drop(other);
+
+    // Both partitions are the processor's again: new records in either
+    // are stored.
+    for p in 0..2 {
+        publish(
+            &producer,
+            &topic,
+            p,
+            "mx1",
+            &one_line_batch(&format!("p{p}"), 100),
+        );
+    }
+    flush(&producer);
+    wait_until_or(
+        "new records of both partitions are stored",
+        || {
+            eprintln!(
+                "partition {taken:?} was taken; stored: {:?}",
+                records_per_host(&rt, &*inner)
+            )
+        },
+        || {
+            let stored = records_per_host(&rt, &*inner);
+            (0..2).all(|p| stored.get(&format!("p{p}")) == Some(&2))
+        },
+    );
+    stop.store(true, Ordering::SeqCst);
+    processor.join().unwrap().unwrap();
+}

@@ -266,6 +266,7 @@ impl Processor {
             match change {
                 Assignment::Assigned(partitions) => {
                     tracing::info!(?partitions, "Partitions assigned");
+                    self.resume(&partitions);
                     for p in partitions {
                         self.partitions.entry(p).or_insert(None);
                     }
@@ -469,6 +470,27 @@ impl Processor {
         };
         self.set_paused(false);
         go_on
+    }
+
+    /// Resumes partitions just assigned.
+    ///
+    /// librdkafka keeps a partition's pause across rebalances: a partition
+    /// paused while the store was failing, revoked before the wait ended
+    /// (so not resumed with the rest) and assigned back later would
+    /// otherwise stay paused for good, its records never fetched. A
+    /// partition assigned during a wait is not paused either way (see
+    /// [`Processor::wait_serving_group`]).
+    fn resume(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for &p in partitions {
+            list.add_partition(&self.config.topic, p);
+        }
+        if let Err(e) = self.consumer.resume(&list) {
+            self.metrics.consumer_error(&e);
+        }
     }
 
     fn set_paused(&self, paused: bool) {
