@@ -31,7 +31,7 @@ const PREFLIGHT_MAX_AGE: &str = "600";
 
 /// Why an origin cannot be allowed.
 #[derive(Debug, thiserror::Error)]
-#[error("--cors-origin {origin:?}: {problem}")]
+#[error("cannot allow {origin:?} cross-origin requests: {problem}")]
 pub struct CorsError {
     /// The origin as given.
     pub origin: String,
