@@ -30,8 +30,10 @@
 //! (`=> alice <alice@example.com>`, `/var/mail/alice`); local parts of
 //! three or more characters seen anywhere in an answer are therefore
 //! masked wherever they stand alone in it, and the bare address that
-//! follows a delivery mark (`=>`, `->`, `**`, `==`, `>>`, `*>`) is masked
-//! whatever its length. A quoted local part with spaces
+//! follows a delivery mark (`=>`, `->`, `**`, `==`, `>>`, `*>`) or stands
+//! alone in angle brackets (`<alice>`, unqualified) or names a mailbox
+//! in a path (`/var/mail/alice`, `/home/alice/`) is masked whatever its
+//! length. A quoted local part with spaces
 //! (`"john doe"@example.com`) is masked only from its last word on; a
 //! word equal to a masked local part is masked even where it meant
 //! something else (a router named like a mailbox).
@@ -60,6 +62,10 @@ const MIN_BARE: usize = 3;
 
 /// The marks of delivery lines, before a final address.
 const DELIVERY_MARKS: [&str; 6] = ["=>", "->", "**", "==", ">>", "*>"];
+
+/// Directories whose entries are named after users: the word after them
+/// in a path is a local part (`/var/mail/alice`, `/home/alice/Maildir`).
+const MAILBOX_PARENTS: [&str; 4] = ["/mail/", "/home/", "/vmail/", "/mailboxes/"];
 
 /// Object keys whose values are not shown to people and must survive.
 const UNTOUCHED_KEYS: [&str; 2] = ["cursor", "endCursor"];
@@ -93,7 +99,7 @@ impl Masker {
     /// `text` with its addresses masked, and the bare local parts of
     /// `known` (lowercased) too.
     pub fn text(&self, text: &str, known: &HashSet<String>) -> String {
-        let bare = bare_after_marks(text);
+        let bare = bare_words(text);
         let mut out = String::with_capacity(text.len() + 16);
         for piece in pieces(text) {
             match piece {
@@ -161,7 +167,7 @@ fn collect(value: &Value, known: &mut HashSet<String>) {
 
 /// Adds the lowercased local parts of `text`'s addresses to `known`.
 fn local_parts(text: &str, known: &mut HashSet<String>) {
-    let bare = bare_after_marks(text);
+    let bare = bare_words(text);
     for piece in pieces(text) {
         if let Piece::Word {
             text: w,
@@ -258,10 +264,24 @@ fn domain_of(s: &str) -> Option<&str> {
         .map(|_| domain)
 }
 
-/// Where the bare final addresses of delivery marks start in `text`
-/// (`=> alice <alice@example.com>`).
-fn bare_after_marks(text: &str) -> Vec<usize> {
+/// Where the bare local parts of `text` start: the final address after
+/// a delivery mark (`=> alice <alice@example.com>`), an unqualified
+/// address alone in angle brackets (`<alice>`), and a mailbox's name in
+/// a path (`/var/mail/alice`).
+fn bare_words(text: &str) -> Vec<usize> {
     let mut found = Vec::new();
+    for parent in MAILBOX_PARENTS {
+        for (i, _) in text.match_indices(parent) {
+            found.push(i + parent.len());
+        }
+    }
+    for (i, _) in text.match_indices('<') {
+        let word = &text[i + 1..];
+        let len = word.find(|c| !local_char(c)).unwrap_or(word.len());
+        if len > 0 && word[len..].starts_with('>') {
+            found.push(i + 1);
+        }
+    }
     for mark in DELIVERY_MARKS {
         let needle = format!(" {mark} ");
         let mut from = 0;
@@ -385,6 +405,16 @@ mod tests {
         ] {
             assert!(out.contains(kept), "{kept} not in {out}");
         }
+        let bare = mask("unqualified verify rejected: <al> H=(chatty.example)");
+        assert!(
+            !bare.contains("<al>") && bare.contains("chatty.example"),
+            "{bare}"
+        );
+        let path = mask("mailbox is full (quota exceeded while writing to /var/mail/al)");
+        assert!(
+            path.contains("/var/mail/*") && !path.contains("/al)"),
+            "{path}"
+        );
         let file = mask("1xZVcO-0007B8-1C => /var/mail/grace <grace@lab.test> R=local");
         assert!(!file.contains("grace"), "{file}");
         assert!(file.contains("/var/mail/*"), "{file}");
