@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
     NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 use futures_util::stream::{BoxStream, StreamExt};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -117,6 +117,8 @@ impl ApiMetrics {
 /// What one request's operation turned out to be.
 #[derive(Default)]
 struct Seen {
+    /// The operation the request names, if it names one.
+    name: Option<String>,
     /// Each operation of the document: its name, type and root fields.
     operations: Vec<(Option<String>, &'static str, Vec<String>)>,
     /// The operation's type, once chosen.
@@ -136,9 +138,10 @@ impl Seen {
         self.fields.iter().map(String::as_str).collect()
     }
 
-    /// Picks the operation run (`name`, or the document's only one).
-    fn choose(&mut self, name: Option<&str>) {
-        let chosen = match name {
+    /// Picks the operation run (the one named, or the document's only
+    /// one).
+    fn choose(&mut self) {
+        let chosen = match self.name.as_deref() {
             Some(n) => self
                 .operations
                 .iter()
@@ -230,6 +233,16 @@ impl Extension for Observer {
             .boxed()
     }
 
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        self.seen().name = request.operation_name.clone();
+        next.run(ctx, request).await
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -238,7 +251,10 @@ impl Extension for Observer {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
-        self.seen().operations = operations(&document);
+        let mut seen = self.seen();
+        seen.operations = operations(&document);
+        seen.choose();
+        drop(seen);
         Ok(document)
     }
 
@@ -250,16 +266,6 @@ impl Extension for Observer {
         let result = next.run(ctx).await?;
         self.seen().valid = true;
         Ok(result)
-    }
-
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        self.seen().choose(operation_name);
-        next.run(ctx, operation_name).await
     }
 }
 
