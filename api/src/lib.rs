@@ -16,18 +16,25 @@
 //! Input: the process's [`Store`], its Prometheus [`Registry`], where the
 //! pipeline runs the broadcast of committed batches ([`live`]), and where
 //! Exim can be reached its [`QueueControl`].
-//! Output: HTTP.
+//! Output: HTTP/1.1, or HTTPS with a certificate and key given ([`tls`]).
 //!
+//! - [`server`]: the listener and each connection's time limits (headers
+//!   and body within the read limit, writes that stall, idle kept-alive
+//!   connections).
+//! - [`cors`]: which other origins' pages may call the API.
 //! - [`auth`]: users, passwords, tokens, login limits, the audit of it all.
-//! - [`graphql`]: the schema and its resolvers.
+//! - [`graphql`]: the schema and its resolvers; [`metrics`] measures its
+//!   operations and [`mask`] masks viewers' addresses, both as schema
+//!   extensions.
 //! - [`queue`]: the interface to whatever acts on Exim's queues
 //!   ([`QueueControl`]), and the audit of queue jobs' results.
 //! - [`config`]: the settings.
 //!
-//! Known gaps: TLS is left to a reverse proxy; there is no CORS support
-//! (browsers may only use the API from the same origin); read and idle
-//! timeouts are not set (each request has a time limit); metrics are not
-//! broken down by GraphQL operation yet; viewers see full addresses.
+//! Known gaps: HTTP/2 is not served (put a proxy in front for it); the
+//! certificate is read once at start, so a renewed one takes a restart;
+//! TLS runs on ring, which has no post-quantum key exchange; masking
+//! hides the local parts of addresses, not names written elsewhere (a
+//! subject or an SMTP reply that quotes a person's name stays as logged).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
