@@ -262,3 +262,75 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        api: ApiArgs,
+    }
+
+    fn api(args: &[&str], file: &ServeSection) -> anyhow::Result<ApiConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        cli.api.config(file)
+    }
+
+    #[test]
+    fn options_win_over_the_serve_section() {
+        let file = ServeSection {
+            cors_origins: vec!["https://file.example".into()],
+            read_timeout_s: Some(5),
+            idle_timeout_s: Some(90),
+            tls_cert: Some("/file.crt".into()),
+            tls_key: Some("/file.key".into()),
+            mask_viewer_addresses: Some(true),
+            graphiql: Some(false),
+            ..ServeSection::default()
+        };
+        let config = api(&[], &file).unwrap();
+        assert_eq!(config.cors_origins, ["https://file.example"]);
+        assert_eq!(config.read_timeout, Duration::from_secs(5));
+        assert_eq!(config.write_timeout, Duration::from_secs(15));
+        assert_eq!(config.idle_timeout, Duration::from_secs(90));
+        assert_eq!(
+            config.tls.as_ref().unwrap().cert,
+            PathBuf::from("/file.crt")
+        );
+        assert!(config.mask_viewer_addresses && !config.graphiql);
+
+        let config = api(
+            &[
+                "--cors-origin",
+                "https://a.example",
+                "--cors-origin",
+                "https://b.example",
+                "--read-timeout",
+                "2",
+                "--tls-cert",
+                "/opt.crt",
+                "--tls-key",
+                "/opt.key",
+            ],
+            &file,
+        )
+        .unwrap();
+        assert_eq!(
+            config.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(config.read_timeout, Duration::from_secs(2));
+        assert_eq!(config.tls.unwrap().key, PathBuf::from("/opt.key"));
+
+        let defaults = api(&[], &ServeSection::default()).unwrap();
+        assert!(defaults.cors_origins.is_empty() && defaults.tls.is_none());
+        assert!(!defaults.mask_viewer_addresses);
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+        assert!(api(&["--read-timeout", "0"], &ServeSection::default()).is_err());
+        assert!(api(&["--tls-key", "/k"], &ServeSection::default()).is_err());
+    }
+}

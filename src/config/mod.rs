@@ -639,6 +639,35 @@ mod tests {
     }
 
     #[test]
+    fn the_serve_section_is_read_and_checked() {
+        let config = load(
+            "[serve]\nlisten = \"127.0.0.1:8080\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n\
+             idle_timeout_s = 30\n",
+            &[
+                (
+                    "EXIM_PILOT_SERVE_CORS_ORIGINS",
+                    "https://a.example, http://b.example:8080",
+                ),
+                ("EXIM_PILOT_SERVE_MASK_VIEWER_ADDRESSES", "yes"),
+            ],
+        )
+        .unwrap();
+        let serve = &config.serve;
+        assert_eq!(serve.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            serve.cors_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
+        assert_eq!(serve.mask_viewer_addresses, Some(true));
+        assert_eq!(serve.idle_timeout_s, Some(30));
+        assert!(load("[serve]\ntls_cert = \"/c.pem\"\n", &[]).is_err());
+        assert!(load("[serve]\nread_timeout_s = 0\n", &[]).is_err());
+        assert!(load("[serve]\ncors_origins = [\"*\"]\n", &[]).is_err());
+        assert!(load("[serve]\ntrusted_proxies = [\"nope\"]\n", &[]).is_err());
+        assert!(load("[serve]\nanything = 1\n", &[]).is_err());
+    }
+
+    #[test]
     fn typos_are_refused() {
         let error = load("[tail]\nhots = \"mx1\"\n", &[]).unwrap_err();
         assert!(format!("{error:#}").contains("hots"), "{error:#}");
