@@ -19,7 +19,8 @@
 //! `deliverability`, `queueAction`...), a set fixed at build time, and
 //! they say what the server was asked to do. An operation selecting
 //! several root fields counts once under each; one that fails to parse or
-//! validate counts under `invalid`, as its fields may be anything.
+//! validate counts under `invalid` (of type `unknown` when not even its
+//! type could be read), as its fields may be anything.
 //! Subscriptions are counted when they end; their duration says nothing
 //! of the server's speed and is not observed.
 
