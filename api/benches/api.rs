@@ -18,6 +18,10 @@
 //! what the API adds (the report's baseline is the hour cells of the
 //! range, which the API read before it read whole days from day cells).
 //! Goals: trace p99 under 50 ms, 30-day report p99 under 500 ms.
+//! Traces are also asked of a second server on the same store that masks
+//! viewers' addresses (`mask_viewer_addresses`), against the plain one,
+//! and of the same routes served by `axum::serve` instead of the API's
+//! own server (no time limits, no TLS), against the API's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,29 +128,38 @@ struct Api {
 }
 
 impl Api {
-    async fn start(store: Arc<dyn Store>) -> Api {
-        auth::add_user(
-            &*store,
-            &Actor::command_line(),
-            "bench",
-            Role::Viewer,
-            PASSWORD,
-            Vec::new(),
-        )
-        .await
-        .expect("adding the benchmark's user");
+    /// A server on `store`, masking viewers' addresses or not, and its
+    /// client logged in as the benchmark's viewer.
+    async fn start(store: Arc<dyn Store>, mask: bool) -> Api {
+        Api::start_with(store, mask, false).await
+    }
+
+    /// [`Api::start`], served by `axum::serve` when `axum` is true.
+    async fn start_with(store: Arc<dyn Store>, mask: bool, axum: bool) -> Api {
         let state = AppState {
             config: ApiConfig {
                 jwt_secret: Some(b"a benchmark secret that is long enough".to_vec()),
+                mask_viewer_addresses: mask,
                 ..ApiConfig::default()
             },
             ..AppState::new(store, prometheus::Registry::new())
         };
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-        let (addr, serving) = exim_pilot_api::bind(addr, state, std::future::pending())
-            .await
-            .expect("binding the API");
-        tokio::spawn(serving);
+        let addr = if axum {
+            let served = exim_pilot_api::prepare(state).await.expect("the API");
+            let app =
+                exim_pilot_api::router(served).into_make_service_with_connect_info::<SocketAddr>();
+            let listener = tokio::net::TcpListener::bind(addr).await.expect("binding");
+            let addr = listener.local_addr().expect("an address");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            addr
+        } else {
+            let (addr, serving) = exim_pilot_api::bind(addr, state, std::future::pending())
+                .await
+                .expect("binding the API");
+            tokio::spawn(serving);
+            addr
+        };
         let mut api = Api {
             url: format!("http://{addr}/graphql"),
             health: format!("http://{addr}/health"),
@@ -196,7 +209,17 @@ async fn bench_store(name: &str, store: Arc<dyn Store>, total: u32, batch: usize
         "  wrote {total} messages ({written} lifecycle writes) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let api = Arc::new(Api::start(store.clone()).await);
+    auth::add_user(
+        &*store,
+        &Actor::command_line(),
+        "bench",
+        Role::Viewer,
+        PASSWORD,
+        Vec::new(),
+    )
+    .await
+    .expect("adding the benchmark's user");
+    let api = Arc::new(Api::start(store.clone(), false).await);
 
     // Baseline of HTTP itself.
     let health = {
@@ -239,21 +262,25 @@ async fn bench_store(name: &str, store: Arc<dyn Store>, total: u32, batch: usize
         .await
     };
     direct.print(None);
+    let mut plain = None;
     for concurrency in [1, 4] {
-        let (api, picks) = (api.clone(), picks.clone());
         let label = format!("HTTP message(host, id), {concurrency} at a time");
-        let timings = measure(&label, picks.len(), concurrency, move |i| {
-            let (api, n) = (api.clone(), picks[i]);
-            async move {
-                let host = HOSTS[(n % 2) as usize];
-                let answer = api
-                    .post(TRACE, json!({ "h": host, "i": id(n).to_string() }))
-                    .await;
-                assert!(!answer["data"]["message"].is_null(), "message {n} missing");
-            }
-        })
-        .await;
+        let timings = traced(&label, &api, &picks, concurrency).await;
         timings.print(Some(&direct));
+        plain.get_or_insert(timings);
+    }
+    let masking = Arc::new(Api::start(store.clone(), true).await);
+    let label = "HTTP message(host, id), masked for a viewer";
+    let masked = traced(label, &masking, &picks, 1).await;
+    masked.print(plain.as_ref());
+    let axum = Arc::new(Api::start_with(store.clone(), false, true).await);
+    for concurrency in [1, 4] {
+        let ours = format!("HTTP message(host, id), {concurrency} at a time, again");
+        let ours = traced(&ours, &api, &picks, concurrency).await;
+        let label = format!("  the same through axum::serve, {concurrency} at a time");
+        let theirs = traced(&label, &axum, &picks, concurrency).await;
+        theirs.print(None);
+        ours.print(Some(&theirs));
     }
 
     // The 30-day report by destination domain.
@@ -295,6 +322,22 @@ async fn bench_store(name: &str, store: Arc<dyn Store>, total: u32, batch: usize
         .await;
         timings.print(Some(&direct));
     }
+}
+
+/// Traces the picked messages through `api`, `concurrency` at a time.
+async fn traced(label: &str, api: &Arc<Api>, picks: &Arc<Vec<u32>>, concurrency: usize) -> Timings {
+    let (api, picks) = (api.clone(), picks.clone());
+    measure(label, picks.len(), concurrency, move |i| {
+        let (api, n) = (api.clone(), picks[i]);
+        async move {
+            let host = HOSTS[(n % 2) as usize];
+            let answer = api
+                .post(TRACE, json!({ "h": host, "i": id(n).to_string() }))
+                .await;
+            assert!(!answer["data"]["message"].is_null(), "message {n} missing");
+        }
+    })
+    .await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The API's settings.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use exim_pilot_store::Role;
@@ -99,6 +100,36 @@ pub struct ApiConfig {
     /// there with an aborted transfer, never silently short (see
     /// `export`). Default 1,000,000.
     pub export_max_rows: usize,
+    /// Origins (`https://console.example.com`) whose pages may call
+    /// `POST /graphql` and `POST /export.csv` from a browser (CORS), with
+    /// an `Authorization` and a `Content-Type` header and without
+    /// cookies. None by default: other origins get no CORS headers at
+    /// all, so browsers keep their pages out (see `cors`).
+    pub cors_origins: Vec<String>,
+    /// The certificate chain and private key to serve HTTPS with;
+    /// plain HTTP without (see `tls`).
+    pub tls: Option<TlsFiles>,
+    /// Longest time a client may take to send a request's headers, and
+    /// then its body (default 15 s); see `server`.
+    pub read_timeout: Duration,
+    /// Longest time writing to a client may stay stalled (default 15 s).
+    pub write_timeout: Duration,
+    /// Longest time a kept-alive connection may wait for its next
+    /// request (default 60 s).
+    pub idle_timeout: Duration,
+    /// Show viewers addresses with their local parts masked (see
+    /// `mask`); operators and admins still see them whole. Off by
+    /// default.
+    pub mask_viewer_addresses: bool,
+}
+
+/// Where the HTTPS certificate and key are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -121,6 +152,12 @@ impl Default for ApiConfig {
             queue_max_ids: 10_000,
             queue_results_poll: Duration::from_secs(1),
             export_max_rows: 1_000_000,
+            cors_origins: Vec::new(),
+            tls: None,
+            read_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            mask_viewer_addresses: false,
         }
     }
 }

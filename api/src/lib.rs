@@ -16,18 +16,25 @@
 //! Input: the process's [`Store`], its Prometheus [`Registry`], where the
 //! pipeline runs the broadcast of committed batches ([`live`]), and where
 //! Exim can be reached its [`QueueControl`].
-//! Output: HTTP.
+//! Output: HTTP/1.1, or HTTPS with a certificate and key given ([`tls`]).
 //!
+//! - [`server`]: the listener and each connection's time limits (headers
+//!   and body within the read limit, writes that stall, idle kept-alive
+//!   connections).
+//! - [`cors`]: which other origins' pages may call the API.
 //! - [`auth`]: users, passwords, tokens, login limits, the audit of it all.
-//! - [`graphql`]: the schema and its resolvers.
+//! - [`graphql`]: the schema and its resolvers; [`metrics`] measures its
+//!   operations and [`mask`] masks viewers' addresses, both as schema
+//!   extensions.
 //! - [`queue`]: the interface to whatever acts on Exim's queues
 //!   ([`QueueControl`]), and the audit of queue jobs' results.
 //! - [`config`]: the settings.
 //!
-//! Known gaps: TLS is left to a reverse proxy; there is no CORS support
-//! (browsers may only use the API from the same origin); read and idle
-//! timeouts are not set (each request has a time limit); metrics are not
-//! broken down by GraphQL operation yet; viewers see full addresses.
+//! Known gaps: HTTP/2 is not served (put a proxy in front for it); the
+//! certificate is read once at start, so a renewed one takes a restart;
+//! TLS runs on ring, which has no post-quantum key exchange; masking
+//! hides the local parts of addresses, not names written elsewhere (a
+//! subject or an SMTP reply that quotes a person's name stays as logged).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,11 +50,16 @@ use tokio::sync::broadcast;
 
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod live;
+pub mod mask;
+pub mod metrics;
 pub mod queue;
+pub mod server;
+pub mod tls;
 pub mod ws;
 
 pub use config::ApiConfig;
@@ -96,6 +108,8 @@ pub struct Served {
     pub api: Arc<graphql::Api>,
     /// The schema.
     pub schema: graphql::ApiSchema,
+    /// The origins allowed cross-origin requests.
+    pub origins: Arc<cors::Origins>,
 }
 
 /// Why the server could not start.
@@ -112,27 +126,39 @@ pub enum ServeError {
     /// The token signing keys could not be loaded from the store.
     #[error("cannot load the token signing keys: {0}")]
     Keys(#[source] auth::TokenError),
-    /// The server stopped with an error.
-    #[error("HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// An origin allowed for CORS is malformed.
+    #[error(transparent)]
+    Cors(#[from] cors::CorsError),
+    /// The API's metrics could not be registered.
+    #[error("cannot register the API's metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
 }
 
-/// Sets up authentication and the schema over the state's store.
+/// Sets up authentication, metrics and the schema over the state's
+/// store.
 pub async fn prepare(state: AppState) -> Result<Arc<Served>, ServeError> {
+    let origins = Arc::new(cors::Origins::parse(&state.config.cors_origins)?);
+    let metrics = metrics::ApiMetrics::register(&state.registry).map_err(ServeError::Metrics)?;
     let keys = auth::Keyring::load(&*state.store, state.config.jwt_secret.as_deref())
         .await
         .map_err(ServeError::Keys)?;
-    let auth = Arc::new(auth::Auth::new(
-        Arc::clone(&state.store),
-        keys,
-        state.config.auth.clone(),
-    ));
+    let masker = state
+        .config
+        .mask_viewer_addresses
+        .then(|| Arc::new(mask::Masker::new(&keys.root_secret())));
+    let auth = auth::Auth::new(Arc::clone(&state.store), keys, state.config.auth.clone())
+        .with_metrics(metrics.clone());
     let api = Arc::new(graphql::Api {
         store: Arc::clone(&state.store),
-        auth,
+        auth: Arc::new(auth),
         live: state.live.clone(),
         queue: state.queue.clone(),
         config: state.config.clone(),
+        metrics,
+        masker,
     });
     let schema = graphql::schema(Arc::clone(&api), state.config.introspection);
     Ok(Arc::new(Served {
@@ -141,20 +167,35 @@ pub async fn prepare(state: AppState) -> Result<Arc<Served>, ServeError> {
         config: state.config,
         api,
         schema,
+        origins,
     }))
 }
 
-/// The routes.
+/// The routes. Request bodies are read whole first, within the read
+/// time limit and the size limit ([`server::read_body`]); `/graphql` and
+/// `/export.csv` answer the configured origins' cross-origin requests
+/// ([`cors`]).
 pub fn router(served: Arc<Served>) -> Router {
     let limit = served.config.max_body_bytes;
+    let body = (served.config.read_timeout, limit);
+    let mut api = Router::new()
+        .route("/graphql", get(http::graphiql).post(http::post))
+        .route("/export.csv", axum::routing::post(export::post));
+    if !served.origins.is_empty() {
+        let cors = axum::middleware::from_fn_with_state(served.origins.clone(), cors::cors);
+        api = api.layer(cors);
+    }
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/graphql", get(http::graphiql).post(http::post))
         .route("/graphql/ws", get(ws::upgrade))
-        .route("/export.csv", axum::routing::post(export::post))
+        .merge(api)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body,
+            server::read_body,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(served)
 }
@@ -203,8 +244,20 @@ pub fn probe_router(registry: Registry, ready: ReadyCheck) -> Router {
         )
 }
 
+/// The transport settings of `config`, its TLS files read and checked.
+pub fn transport(config: &ApiConfig) -> Result<server::Transport, ServeError> {
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
+    Ok(server::Transport {
+        tls,
+        read_timeout: config.read_timeout,
+        write_timeout: config.write_timeout,
+        idle_timeout: config.idle_timeout,
+    })
+}
+
 /// Binds `addr` and returns the bound address (useful with port 0) and a
-/// future that serves until `shutdown` completes.
+/// future that serves until `shutdown` completes. The TLS files and the
+/// CORS origins are checked first: nothing listens if they are wrong.
 pub async fn bind(
     addr: SocketAddr,
     state: AppState,
@@ -216,14 +269,32 @@ pub async fn bind(
     ),
     ServeError,
 > {
+    let transport = transport(&state.config)?;
     let served = prepare(state).await?;
-    bind_router(addr, router(served), shutdown).await
+    bind_with(addr, router(served), transport, shutdown).await
 }
 
-/// [`bind`] for any router, such as [`probe_router`]'s.
+/// [`bind`] for any router, such as [`probe_router`]'s, over plain HTTP
+/// with the default time limits.
 pub async fn bind_router(
     addr: SocketAddr,
     app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = Result<(), ServeError>>,
+    ),
+    ServeError,
+> {
+    bind_with(addr, app, server::Transport::default(), shutdown).await
+}
+
+/// [`bind_router`] with the transport given.
+pub async fn bind_with(
+    addr: SocketAddr,
+    app: Router,
+    transport: server::Transport,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<
     (
@@ -238,13 +309,15 @@ pub async fn bind_router(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
-    tracing::info!(addr = %local, "Serving HTTP");
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(addr = %local, scheme, "Serving HTTP");
     let serve = async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServeError::Serve)
+        server::serve(listener, app, transport, shutdown).await;
+        Ok(())
     };
     Ok((local, serve))
 }

@@ -749,3 +749,35 @@ async fn job_results_stream_over_the_subscription_as_they_arrive() {
     let msg = next(&mut ws).await.expect("an answer");
     assert!(msg["payload"]["errors"].is_array(), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_viewers_see_queues_without_local_parts_and_still_filter_by_address() {
+    let config = ApiConfig {
+        mask_viewer_addresses: true,
+        ..test_config()
+    };
+    let (server, _control, _dir) = server_with(config, Some(true)).await;
+    let viewer = server.token("val", VIEWER_PASSWORD).await;
+    let otto = server.token("otto", OPERATOR_PASSWORD).await;
+    let all = json!({ "f": { "recipientScope": "ANY" }, "first": 50 });
+    let locals = [
+        "alice", "done", "wait", "carol", "bob", "erin", "news", "x@", "y@",
+    ];
+
+    let seen = server.data(&viewer, QUEUE, all.clone()).await;
+    assert_eq!(edge_ids(&seen).len(), 5, "{seen}");
+    let text = seen.to_string();
+    for local in locals {
+        assert!(!text.contains(local), "a viewer sees {local}: {text}");
+    }
+    assert!(text.contains("@example.org") && text.contains("@example.net"));
+
+    // Whole for an operator; a viewer's filter takes the whole address.
+    let whole = server.data(&otto, QUEUE, all).await.to_string();
+    for local in locals {
+        assert!(whole.contains(local), "an operator misses {local}");
+    }
+    let by_sender = json!({ "host": MX1, "f": { "sender": "alice@example.org" } });
+    let found = server.data(&viewer, QUEUE, by_sender).await;
+    assert_eq!(edge_ids(&found), ids(&[1]), "{found}");
+}

@@ -124,6 +124,7 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let logs = resolve_logs(&args.logs)?;
+    let api = args.api.config(&crate::config::ServeSection::default())?;
     let (store, _lock) = common::open_store_exclusive(&args.data.data)?;
     let rt = common::runtime()?;
     let host = rt.block_on(args.log_args.store_host(&*store, false))?;
@@ -170,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 store: store.clone(),
                 registry: metrics.registry.clone(),
                 live: live.clone(),
-                config: args.api.config(),
+                config: api,
                 queue: control,
             };
             Some(serve(&rt, addr, state, stop.clone())?)
@@ -242,9 +243,14 @@ fn serve(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let (local, serving) = rt.block_on(exim_pilot_api::bind(addr, state, shutdown))?;
     eprintln!(
-        "exim-pilot: serving the GraphQL API, /health, /ready and /metrics on http://{local}"
+        "exim-pilot: serving the GraphQL API, /health, /ready and /metrics on {scheme}://{local}"
     );
     Ok(rt.spawn(serving))
 }

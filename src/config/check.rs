@@ -15,7 +15,7 @@ use toml_edit::{ImDocument, Item, Key, TableLike, Value};
 
 use super::{Kind, OVERRIDABLE};
 
-/// The sections of the file, and those read as they are.
+/// The sections of the file.
 const SECTIONS: &[&str] = &["tail", "queue", "kafka", "process", "clickhouse", "serve"];
 
 /// Tables of free-form librdkafka properties.
@@ -60,9 +60,7 @@ pub fn problems(text: &str) -> Vec<Problem> {
             found.add(span, format!("{name} must be a section ([{name}])"));
             continue;
         };
-        if name != "serve" {
-            found.section(name, table);
-        }
+        found.section(name, table);
     }
     found.problems.sort_by_key(|p| (p.line, p.column));
     found.problems
@@ -163,6 +161,17 @@ impl Found<'_> {
                 .and_then(Item::as_value)
                 .and_then(Value::as_integer)
         };
+        if section == "serve" {
+            let (cert, key) = (table.get("tls_cert"), table.get("tls_key"));
+            if cert.is_some() != key.is_some() {
+                let span = cert.or(key).and_then(Item::span);
+                self.add(
+                    span,
+                    "serve.tls_cert and serve.tls_key go together: give both, or neither"
+                        .to_string(),
+                );
+            }
+        }
         if section == "tail" {
             if let (Some(batch), Some(flight)) =
                 (integer("max_batch_bytes"), integer("max_in_flight_bytes"))
@@ -203,7 +212,10 @@ fn check_value(name: &str, kind: Kind, value: &Value) -> Result<(), String> {
             None => Err(format!("{name} must be true or false, not {shown}")),
         },
         Kind::List => match value.as_array() {
-            Some(items) if items.iter().all(|i| i.as_str().is_some()) => Ok(()),
+            Some(items) if items.iter().all(|i| i.as_str().is_some()) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .try_for_each(|item| check_item(name, item)),
             _ => Err(format!("{name} must be a list of strings, not {shown}")),
         },
     }
@@ -217,14 +229,33 @@ const AT_LEAST_ONE: &[&str] = &[
     "process.batch_records",
     "process.batch_wait_ms",
     "queue.interval_s",
+    "serve.read_timeout_s",
+    "serve.write_timeout_s",
+    "serve.idle_timeout_s",
 ];
+
+/// Items of list settings with a form of their own.
+fn check_item(name: &str, item: &str) -> Result<(), String> {
+    match name {
+        "serve.cors_origins" => exim_pilot_api::cors::Origins::parse(&[item.to_string()])
+            .map(|_| ())
+            .map_err(|e| format!("{name}: {e}")),
+        "serve.trusted_proxies" => item
+            .parse::<exim_pilot_api::config::Network>()
+            .map(|_| ())
+            .map_err(|e| format!("{name}: {e}")),
+        _ => Ok(()),
+    }
+}
 
 /// Text settings with a form of their own.
 fn check_text(name: &str, text: &str) -> Result<(), String> {
     match name {
-        "tail.listen" | "process.listen" => text.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
-            format!("{name} {text:?} is no address: give IP:PORT, e.g. 127.0.0.1:9466")
-        }),
+        "tail.listen" | "process.listen" | "serve.listen" => {
+            text.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+                format!("{name} {text:?} is no address: give IP:PORT, e.g. 127.0.0.1:9466")
+            })
+        }
         "kafka.brokers" if text.trim().is_empty() => {
             Err(format!("{name} is empty: give host:port[,host:port...]"))
         }
@@ -260,7 +291,8 @@ mod tests {
                     [queue]\nenabled = true\ninterval_s = 30\n\
                     [kafka]\nbrokers = \"k:9092\"\n[kafka.producer]\n\"compression.type\" = \"lz4\"\n\
                     [process]\ntimezone = \"+0100\"\n[clickhouse]\nurl = \"http://c:8123\"\n\
-                    [serve]\nanything = 1\n";
+                    [serve]\nlisten = \"127.0.0.1:8080\"\ncors_origins = [\"https://c.example\"]\n\
+                    tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nidle_timeout_s = 30\n";
         assert_eq!(messages(text), Vec::<String>::new());
     }
 
@@ -283,6 +315,29 @@ mod tests {
             ("13:12:", "process.timezone"),
             ("14:17:", "process.batch_records must be at least 1"),
             ("16:7:", "must start with http://"),
+        ];
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+        for ((place, text), got) in expect.iter().zip(&found) {
+            assert!(
+                got.starts_with(place) && got.contains(text),
+                "{got} vs {place} {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_settings_are_checked() {
+        let found = messages(
+            "[serve]\ncors_origins = [\"https://ok.example\", \"*\"]\ntls_cert = \"/c.pem\"\n\
+             read_timeout_s = 0\nlisten = \"x\"\nmask = true\ntrusted_proxies = [\"10.0.0.0/99\"]\n",
+        );
+        let expect = [
+            ("2:16:", "serve.cors_origins: cannot allow \"*\""),
+            ("3:12:", "serve.tls_cert and serve.tls_key go together"),
+            ("4:18:", "serve.read_timeout_s must be at least 1"),
+            ("5:10:", "serve.listen \"x\" is no address"),
+            ("6:1:", "unknown key serve.mask"),
+            ("7:19:", "serve.trusted_proxies"),
         ];
         assert_eq!(found.len(), expect.len(), "{found:#?}");
         for ((place, text), got) in expect.iter().zip(&found) {

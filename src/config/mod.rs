@@ -44,7 +44,18 @@
 //! url = "http://127.0.0.1:8123"
 //! database = "exim_pilot"
 //!
-//! [serve]                    # reserved for exim-pilot serve
+//! [serve]                    # exim-pilot serve's API
+//! listen = "127.0.0.1:8080"  # what --listen gives
+//! trusted_proxies = ["127.0.0.1"]        # X-Forwarded-For believed from these
+//! graphiql = true            # the explorer at GET /graphql
+//! introspection = true
+//! cors_origins = ["https://console.example.com"]  # none by default
+//! tls_cert = "/etc/exim-pilot/tls/cert.pem"      # both or neither: HTTPS
+//! tls_key = "/etc/exim-pilot/tls/key.pem"
+//! read_timeout_s = 15        # to receive a request's headers, then its body
+//! write_timeout_s = 15       # longest stall of a write to a client
+//! idle_timeout_s = 60        # a kept-alive connection between requests
+//! mask_viewer_addresses = false
 //! ```
 //!
 //! Settings are taken from, last one winning: the defaults, the file,
@@ -52,8 +63,7 @@
 //! (`EXIM_PILOT_KAFKA_BROKERS`, `EXIM_PILOT_TAIL_LOGS` as a comma-separated
 //! list, `EXIM_PILOT_TAIL_BACKFILL=true`), and the command's options.
 //! Unknown sections and keys are refused, so a typo is reported rather than
-//! ignored; the reserved `[serve]` section is accepted as it is until its
-//! command reads it. `exim-pilot config check --config FILE` reports
+//! ignored. `exim-pilot config check --config FILE` reports
 //! every problem of a file at once, each with its line and column
 //! ([`problems`]), and prints the settings in effect when there is none.
 
@@ -87,9 +97,49 @@ pub struct Config {
     /// The queue side of `exim-pilot tail`.
     #[serde(default)]
     pub queue: QueueSection,
-    /// Reserved for `exim-pilot serve`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serve: Option<toml::Table>,
+    /// `exim-pilot serve`'s API.
+    #[serde(default)]
+    pub serve: ServeSection,
+}
+
+/// The `[serve]` section: the API of `exim-pilot serve`. Its command
+/// options, where given, win.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// The address to serve on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// Serve GraphiQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphiql: Option<bool>,
+    /// Answer introspection queries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<bool>,
+    /// Origins allowed cross-origin requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
+    /// The HTTPS certificate chain, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds to receive a request's headers, and then its body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_timeout_s: Option<u64>,
+    /// Seconds a write to a client may stall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_timeout_s: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+    /// Mask the local parts of addresses for viewers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_viewer_addresses: Option<bool>,
 }
 
 /// The `[tail]` section.
@@ -246,11 +296,22 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("process", "state_interval_ms", Kind::Integer),
     ("clickhouse", "url", Kind::Text),
     ("clickhouse", "database", Kind::Text),
+    ("serve", "listen", Kind::Text),
+    ("serve", "trusted_proxies", Kind::List),
+    ("serve", "graphiql", Kind::Boolean),
+    ("serve", "introspection", Kind::Boolean),
+    ("serve", "cors_origins", Kind::List),
+    ("serve", "tls_cert", Kind::Text),
+    ("serve", "tls_key", Kind::Text),
+    ("serve", "read_timeout_s", Kind::Integer),
+    ("serve", "write_timeout_s", Kind::Integer),
+    ("serve", "idle_timeout_s", Kind::Integer),
+    ("serve", "mask_viewer_addresses", Kind::Boolean),
 ];
 
 /// The sections whose variables are read; another `EXIM_PILOT_*` variable
 /// (`EXIM_PILOT_DATA`, say) belongs to something else.
-const ENV_SECTIONS: &[&str] = &["tail", "kafka", "process", "clickhouse", "queue"];
+const ENV_SECTIONS: &[&str] = &["tail", "kafka", "process", "clickhouse", "queue", "serve"];
 
 /// Sections whose prefix other tools share (`EXIM_PILOT_CLICKHOUSE_SERVER`
 /// names the server binary for the test scripts): an unknown key there is
@@ -333,6 +394,7 @@ impl Config {
         if self.queue.interval_s == Some(0) {
             bail!("queue.interval_s must be at least 1");
         }
+        self.serve.validate()?;
         if let Some(zone) = &self.process.timezone {
             crate::cmd::common::parse_zone(zone)
                 .map_err(|e| anyhow::anyhow!("process.timezone: {e}"))?;
@@ -348,6 +410,32 @@ impl Config {
     /// The settings as TOML, as `config check` prints them.
     pub fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string(self).context("cannot print the configuration")
+    }
+}
+
+impl ServeSection {
+    /// Refuses values that parse but cannot work.
+    fn validate(&self) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("serve.read_timeout_s", self.read_timeout_s),
+            ("serve.write_timeout_s", self.write_timeout_s),
+            ("serve.idle_timeout_s", self.idle_timeout_s),
+        ] {
+            if value == Some(0) {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("serve.tls_cert and serve.tls_key go together: give both, or neither");
+        }
+        for proxy in &self.trusted_proxies {
+            proxy
+                .parse::<exim_pilot_api::config::Network>()
+                .map_err(|e| anyhow::anyhow!("serve.trusted_proxies: {e}"))?;
+        }
+        exim_pilot_api::cors::Origins::parse(&self.cors_origins)
+            .map_err(|e| anyhow::anyhow!("serve.cors_origins: {e}"))?;
+        Ok(())
     }
 }
 
@@ -548,6 +636,35 @@ mod tests {
         assert!(load("[kafka]\ncommand_topic = \" \"\n", &[]).is_err());
         assert!(load("[queue]\nenabeld = true\n", &[]).is_err());
         assert!(load("", &[("EXIM_PILOT_QUEUE_ENABLED", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn the_serve_section_is_read_and_checked() {
+        let config = load(
+            "[serve]\nlisten = \"127.0.0.1:8080\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n\
+             idle_timeout_s = 30\n",
+            &[
+                (
+                    "EXIM_PILOT_SERVE_CORS_ORIGINS",
+                    "https://a.example, http://b.example:8080",
+                ),
+                ("EXIM_PILOT_SERVE_MASK_VIEWER_ADDRESSES", "yes"),
+            ],
+        )
+        .unwrap();
+        let serve = &config.serve;
+        assert_eq!(serve.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            serve.cors_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
+        assert_eq!(serve.mask_viewer_addresses, Some(true));
+        assert_eq!(serve.idle_timeout_s, Some(30));
+        assert!(load("[serve]\ntls_cert = \"/c.pem\"\n", &[]).is_err());
+        assert!(load("[serve]\nread_timeout_s = 0\n", &[]).is_err());
+        assert!(load("[serve]\ncors_origins = [\"*\"]\n", &[]).is_err());
+        assert!(load("[serve]\ntrusted_proxies = [\"nope\"]\n", &[]).is_err());
+        assert!(load("[serve]\nanything = 1\n", &[]).is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@ use serde_json::json;
 
 use exim_pilot_store::{AuditEntry, Role, Session, Store, StoreError, User};
 
+use crate::metrics::ApiMetrics;
+
 pub mod password;
 pub mod throttle;
 pub mod tokens;
@@ -122,6 +124,7 @@ pub struct Auth {
     keys: Keyring,
     config: AuthConfig,
     throttle: Throttle,
+    metrics: Option<ApiMetrics>,
 }
 
 /// Who did something, for the audit trail.
@@ -279,7 +282,28 @@ impl Auth {
             keys,
             config,
             throttle,
+            metrics: None,
         }
+    }
+
+    /// Counts refused logins and tokens in `metrics`.
+    pub fn with_metrics(mut self, metrics: ApiMetrics) -> Auth {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a refusal, if it is one.
+    fn count<T>(&self, outcome: Result<T, AuthError>) -> Result<T, AuthError> {
+        let reason = match &outcome {
+            Err(AuthError::InvalidCredentials) => "credentials",
+            Err(AuthError::Throttled(_)) => "throttled",
+            Err(AuthError::InvalidToken) => "token",
+            _ => return outcome,
+        };
+        if let Some(m) = &self.metrics {
+            m.auth_failure(reason);
+        }
+        outcome
     }
 
     /// The settings.
@@ -299,6 +323,11 @@ impl Auth {
     /// Logs in: checks the throttle, then the password, and opens a
     /// session.
     pub async fn login(&self, name: &str, password: &str, ip: IpAddr) -> Result<Tokens, AuthError> {
+        let outcome = self.try_login(name, password, ip).await;
+        self.count(outcome)
+    }
+
+    async fn try_login(&self, name: &str, password: &str, ip: IpAddr) -> Result<Tokens, AuthError> {
         let anonymous = Actor {
             name: name.to_string(),
             role: None,
@@ -391,7 +420,7 @@ impl Auth {
         let outcome = self.try_refresh(refresh, &mut actor).await;
         self.audit(&actor, "token_refresh", None, result_word(&outcome))
             .await;
-        outcome
+        self.count(outcome)
     }
 
     async fn try_refresh(&self, refresh: &str, actor: &mut Actor) -> Result<Tokens, AuthError> {
@@ -428,6 +457,11 @@ impl Auth {
     /// session be live and its user enabled. The role and hosts are the
     /// user's current ones.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let outcome = self.try_authenticate(token).await;
+        self.count(outcome)
+    }
+
+    async fn try_authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = self
             .keys
             .verify(token, &self.config.issuer, &self.config.audience)

@@ -101,6 +101,12 @@ pub enum TokenError {
 }
 
 impl Keyring {
+    /// The secret other keys of the API are derived from: the oldest
+    /// signing key's, which outlives rotations as long as it is kept.
+    pub fn root_secret(&self) -> Vec<u8> {
+        self.keys.first().map(Key::bytes).unwrap_or_default()
+    }
+
     /// The keyring to use: the secret given (configuration or
     /// environment) if any, else the keys kept in the store, generating
     /// and saving one on first use.

@@ -28,6 +28,8 @@ use exim_pilot_store::{Role, Store};
 
 use crate::auth::{Actor, Auth, AuthError, Principal};
 use crate::live::LiveBatch;
+use crate::mask::{MaskViewers, Masker};
+use crate::metrics::{ApiMetrics, Observe};
 use crate::{ApiConfig, QueueControl};
 
 mod mutation;
@@ -70,6 +72,10 @@ pub struct Api {
     pub queue: Option<Arc<dyn QueueControl>>,
     /// The API's settings.
     pub config: ApiConfig,
+    /// The API's metrics.
+    pub metrics: ApiMetrics,
+    /// What masks viewers' addresses, when they are masked.
+    pub masker: Option<Arc<Masker>>,
 }
 
 /// Who sent the request and from where.
@@ -92,9 +98,15 @@ pub fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// The schema serving `api`.
+/// The schema serving `api`: its operations measured (see
+/// [`crate::metrics`]), and viewers' addresses masked when configured
+/// (see [`crate::mask`]).
 pub fn schema(api: Arc<Api>, introspection: bool) -> ApiSchema {
-    let mut b = builder().data(api);
+    let mut b = builder().extension(Observe(api.metrics.clone()));
+    if let Some(masker) = &api.masker {
+        b = b.extension(MaskViewers(masker.clone()));
+    }
+    let mut b = b.data(api);
     if !introspection {
         b = b.disable_introspection();
     }
@@ -134,11 +146,13 @@ pub fn coded(e: AuthError) -> async_graphql::Error {
 pub async fn caller<'a>(ctx: &'a Context<'_>, role: Role) -> async_graphql::Result<&'a Principal> {
     let c = request_caller(ctx)?;
     let Some(p) = &c.principal else {
+        api(ctx)?.metrics.auth_failure("no_token");
         return Err(coded(AuthError::InvalidToken));
     };
     if p.role >= role {
         return Ok(p);
     }
+    api(ctx)?.metrics.auth_failure("forbidden");
     let field = ctx.field().name().to_string();
     crate::auth::audit(
         &*api(ctx)?.store,
