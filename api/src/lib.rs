@@ -13,12 +13,15 @@
 //! - `/graphql/ws`: subscriptions over WebSocket (see [`ws`]);
 //! - `POST /export.csv`: one query's rows as CSV, streamed (see [`export`]).
 //!
-//! Input: the process's [`Store`], its Prometheus [`Registry`], where the
-//! pipeline runs the broadcast of committed batches ([`live`]), and where
-//! Exim can be reached its [`QueueControl`].
+//! Input: the process's [`Store`], its Prometheus [`Registry`], the
+//! broadcast of committed batches ([`live`]: sent by the pipeline where
+//! it runs, by a poller of the store's live feed ([`feed`]) in `serve`),
+//! and where Exim can be reached its [`QueueControl`].
 //! Output: HTTP.
 //!
-//! - [`auth`]: users, passwords, tokens, login limits, the audit of it all.
+//! - [`auth`]: users, passwords, tokens, login limits (counted in the
+//!   store, shared by every API process of a fleet), the audit of it all.
+//! - [`feed`]: live data for processes that do not run the pipeline.
 //! - [`graphql`]: the schema and its resolvers.
 //! - [`queue`]: the interface to whatever acts on Exim's queues
 //!   ([`QueueControl`]), and the audit of queue jobs' results.
@@ -44,6 +47,7 @@ use tokio::sync::broadcast;
 pub mod auth;
 pub mod config;
 pub mod export;
+pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod live;

@@ -385,3 +385,113 @@ async fn fetch_changes(db: &Db, keys: &[ChangeKey]) -> Result<Vec<Lifecycle>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+    use crate::clickhouse::tests::{fresh_database, url};
+    use crate::conformance::fixtures;
+    use crate::types::Batch;
+    use crate::{ClickHouseStore, Store};
+
+    /// A note written by hand, with the stamp a test chooses.
+    #[derive(clickhouse::Row, Serialize)]
+    #[clickhouse(crate = "::clickhouse")]
+    struct NoteRow {
+        stored_at: u32,
+        day: u16,
+        host: String,
+        file_id: u64,
+        offset: u64,
+    }
+
+    /// Stores records at `offsets` (unnoted: the view is gone) and notes
+    /// them as stamped at `second`.
+    async fn store_and_note(store: &ClickHouseStore, offsets: &[u64], second: i64) {
+        let records: Vec<StoredRecord> = offsets
+            .iter()
+            .map(|&o| fixtures::record("mx1", o, fixtures::at(0), None, "note"))
+            .collect();
+        store
+            .commit_batch(Batch {
+                records,
+                ..Batch::default()
+            })
+            .await
+            .expect("commit");
+        note(store, offsets, second).await;
+    }
+
+    async fn note(store: &ClickHouseStore, offsets: &[u64], second: i64) {
+        let notes: Vec<NoteRow> = offsets
+            .iter()
+            .map(|&offset| NoteRow {
+                stored_at: second as u32,
+                day: (second / 86_400) as u16,
+                host: "mx1".into(),
+                file_id: 4242,
+                offset,
+            })
+            .collect();
+        store
+            .db
+            .insert("live_events", &notes, "note by hand")
+            .await
+            .expect("notes");
+    }
+
+    fn offsets(page: &LivePage) -> Vec<u64> {
+        page.records.iter().map(|r| r.origin.offset).collect()
+    }
+
+    /// Processors' inserts become visible out of order: one stamped
+    /// before rows the feed has already returned is still returned, once;
+    /// a row noted twice is returned once; a second holding more rows
+    /// than a page is read a page at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_visible_late_within_the_window_are_returned_once() {
+        let store = ClickHouseStore::connect(url(), &fresh_database())
+            .await
+            .expect("connect");
+        let db = store.db.clone();
+        db.execute(db.query("DROP TABLE live_events_mv"), "drop the view")
+            .await
+            .expect("drop the view");
+        let mut feed = ClickHouseFeed::open(db.clone()).await.expect("feed");
+        let now = feed.records.floor + LOOKBACK_SECONDS;
+
+        store_and_note(&store, &[1, 2], now + 2).await;
+        assert_eq!(offsets(&feed.next(100).await.expect("next")), [1, 2]);
+
+        // Stamped before what was returned, visible after it.
+        store_and_note(&store, &[3], now - 3).await;
+        let page = feed.next(100).await.expect("next");
+        assert_eq!(offsets(&page), [3]);
+        assert!(!page.more);
+
+        // Noted again, by a retried insert.
+        note(&store, &[1, 3], now + 2).await;
+        assert_eq!(offsets(&feed.next(100).await.expect("next")), [] as [u64; 0]);
+
+        // Many rows in one second, read ten at a time.
+        let many: Vec<u64> = (100..125).collect();
+        store_and_note(&store, &many, now + 4).await;
+        let mut got = Vec::new();
+        loop {
+            let page = feed.next(10).await.expect("next");
+            assert!(page.records.len() <= 10);
+            got.extend(offsets(&page));
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(got, many);
+
+        // Past the window, the feed has moved on: a row stamped that far
+        // back is not looked for (the documented limit).
+        store_and_note(&store, &[7], now + 4 - LOOKBACK_SECONDS - 5).await;
+        assert!(feed.next(100).await.expect("next").records.is_empty());
+    }
+}
