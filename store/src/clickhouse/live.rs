@@ -17,11 +17,11 @@
 //! first may become visible after one stamped later. A feed that only
 //! moved past the latest time it saw would skip the slower insert. So the
 //! feed keeps looking at the last [`LOOKBACK_SECONDS`] before the latest
-//! stamp it saw, and remembers, for each second of that window, how many
-//! rows it read and their identities: each poll first counts the rows of
-//! every second of the window (one small grouped query), reads again only
-//! the seconds whose count grew, and returns only the identities it had
-//! not seen. Nothing is returned twice, and nothing is skipped unless an
+//! stamp it saw, and remembers how many rows it read of each second of
+//! that window and every identity it read there: each poll first counts
+//! the rows of every second of the window (one small grouped query),
+//! reads again only the seconds whose count changed, and returns only the
+//! identities it had not seen in the window. Nothing is returned twice, and nothing is skipped unless an
 //! insert became visible more than [`LOOKBACK_SECONDS`] after the server
 //! stamped it (an insert of a processor's batch takes well under a
 //! second) or the server's clock went back by more than that.
@@ -118,22 +118,17 @@ impl LiveKey for ChangeKey {
     }
 }
 
-/// What the feed read of one second.
-struct Second<K> {
-    /// Rows read, duplicates included: the count the server gave when
-    /// they were read.
-    rows: u64,
-    /// Their identities.
-    keys: HashSet<K>,
-}
-
 /// The window over one view, and the identities found but not returned
 /// yet.
 struct Window<K> {
     /// Rows stamped before this second are passed.
     floor: i64,
-    /// The seconds from `floor` on.
-    seconds: BTreeMap<i64, Second<K>>,
+    /// The rows read of each second from `floor` on, duplicates included.
+    seconds: BTreeMap<i64, u64>,
+    /// Every identity read in the window, with the latest second it was
+    /// noted in: an identity noted again in another second (a retried
+    /// insert) is not new.
+    seen: HashMap<K, i64>,
     /// Found, in the order found, not returned yet.
     pending: VecDeque<K>,
 }
@@ -143,6 +138,7 @@ impl<K: LiveKey> Window<K> {
         Window {
             floor: now - LOOKBACK_SECONDS,
             seconds: BTreeMap::new(),
+            seen: HashMap::new(),
             pending: VecDeque::new(),
         }
     }
@@ -161,7 +157,7 @@ impl<K: LiveKey> Window<K> {
 
         let mut found = Vec::new();
         for &(second, count) in &counts {
-            let known = self.seconds.get(&second).map_or(0, |s| s.rows);
+            let known = self.seconds.get(&second).copied().unwrap_or(0);
             if count != known {
                 self.read_second(db, second, limit, &mut found).await?;
             }
@@ -172,6 +168,7 @@ impl<K: LiveKey> Window<K> {
         }
         let floor = self.floor;
         self.seconds.retain(|&s, _| s >= floor);
+        self.seen.retain(|_, s| *s >= floor);
         Ok(found)
     }
 
@@ -184,10 +181,6 @@ impl<K: LiveKey> Window<K> {
         limit: usize,
         found: &mut Vec<K>,
     ) -> Result<()> {
-        let entry = self.seconds.entry(second).or_insert_with(|| Second {
-            rows: 0,
-            keys: HashSet::new(),
-        });
         let mut after: Option<K> = None;
         let mut rows = 0;
         loop {
@@ -211,15 +204,19 @@ impl<K: LiveKey> Window<K> {
             let full = page.len() == limit;
             after = page.last().cloned();
             for key in page {
-                if entry.keys.insert(key.clone()) {
-                    found.push(key);
+                match self.seen.get_mut(&key) {
+                    Some(latest) => *latest = (*latest).max(second),
+                    None => {
+                        self.seen.insert(key.clone(), second);
+                        found.push(key);
+                    }
                 }
             }
             if !full {
                 break;
             }
         }
-        entry.rows = rows;
+        self.seconds.insert(second, rows);
         Ok(())
     }
 
