@@ -83,13 +83,7 @@ impl Serve {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let v: Value = req
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("JSON");
+        let v: Value = req.send().await.expect("send").json().await.expect("JSON");
         assert!(v["errors"].is_null(), "{query}: {v}");
         v["data"].clone()
     }
@@ -158,8 +152,9 @@ async fn subscribe(serve: &Serve) -> Ws {
     let lines = format!(
         "subscription {{ logRecords(filter: {{ messageId: \"{MESSAGE}\" }}) {{ messageId text }} }}"
     );
-    let changes =
-        format!("subscription {{ messageChanges(filter: {{ id: \"{MESSAGE}\" }}) {{ id state }} }}");
+    let changes = format!(
+        "subscription {{ messageChanges(filter: {{ id: \"{MESSAGE}\" }}) {{ id state }} }}"
+    );
     send(
         &mut ws,
         json!({ "type": "subscribe", "id": "lines", "payload": { "query": lines } }),
@@ -179,7 +174,9 @@ async fn subscribe(serve: &Serve) -> Ws {
 /// its final state: only that message's lines and changes, each line once.
 async fn receive_the_message(serve: &Serve, ws: &mut Ws) {
     let token = serve.token().await;
-    let q = format!("{{ message(host: \"{HOST}\", id: \"{MESSAGE}\") {{ state rawLines {{ text }} }} }}");
+    let q = format!(
+        "{{ message(host: \"{HOST}\", id: \"{MESSAGE}\") {{ state rawLines {{ text }} }} }}"
+    );
     let stored = serve.graphql(Some(&token), &q).await;
     let mut expected: Vec<String> = stored["message"]["rawLines"]
         .as_array()
@@ -224,7 +221,16 @@ async fn serve_over_a_data_directory_streams_what_import_adds() {
 
     let log = mainlog();
     let log = log.to_str().expect("UTF-8 path");
-    exim_pilot(&["import", "--data", dir, "--host", HOST, "--timezone", "utc", log]);
+    exim_pilot(&[
+        "import",
+        "--data",
+        dir,
+        "--host",
+        HOST,
+        "--timezone",
+        "utc",
+        log,
+    ]);
     receive_the_message(&serve, &mut ws).await;
 }
 

@@ -31,6 +31,10 @@
 //! (browsers may only use the API from the same origin); read and idle
 //! timeouts are not set (each request has a time limit); metrics are not
 //! broken down by GraphQL operation yet; viewers see full addresses.
+//!
+//! A process that does not run the pipeline (`serve`) learns what was
+//! committed by polling the store ([`feed`]): its subscriptions see a
+//! commit up to one poll interval late.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -81,11 +81,8 @@ fn corpus_batches() -> Vec<Batch> {
 /// each once, and only changes of messages of `address`.
 async fn subscriptions_receive_what_another_writer_commits(store: TwoHandles) {
     let server = start(Arc::clone(&store.api), test_config()).await;
-    let feed = exim_pilot_api::feed::spawn(
-        Arc::clone(&store.api),
-        server.state.live.clone(),
-        INTERVAL,
-    );
+    let feed =
+        exim_pilot_api::feed::spawn(Arc::clone(&store.api), server.state.live.clone(), INTERVAL);
     let token = server.token("val", VIEWER_PASSWORD).await;
     let mut ws = connect(&server).await;
     send(
@@ -174,9 +171,10 @@ fn involves(message: &Value, address: &str) -> bool {
             .into_iter()
             .flatten()
             .any(|r| {
-                ["address", "original"]
-                    .iter()
-                    .any(|f| r[f].as_str().is_some_and(|a| a.eq_ignore_ascii_case(address)))
+                ["address", "original"].iter().any(|f| {
+                    r[f].as_str()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(address))
+                })
             })
 }
 
@@ -187,8 +185,7 @@ async fn subscriptions_receive_what_another_process_commits_to_a_data_directory(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_receive_what_processors_commit_to_clickhouse() {
-    subscriptions_receive_what_another_writer_commits(clickhouse("live_subscriptions").await)
-        .await;
+    subscriptions_receive_what_another_writer_commits(clickhouse("live_subscriptions").await).await;
 }
 
 /// A second API server over the same store, without adding users.

@@ -192,7 +192,7 @@ impl Throttle {
         let keys = Keys::new(account, ip);
         let trusted = self
             .store
-            .login_marks(&[keys.trusted.clone()], trusted_since(now), 1)
+            .login_marks(std::slice::from_ref(&keys.trusted), trusted_since(now), 1)
             .await?;
         let counted = self.counted(&keys, &trusted);
         self.store
@@ -287,9 +287,14 @@ impl Throttle {
     /// The failures of a key that still count, and the latest one: newest
     /// first, back to a reset or to a quiet gap of `forget_after` (the
     /// first one counted from `now`).
-    fn run(&self, marks: &[LoginMark], key: &str, now: DateTime<Utc>) -> Option<(u32, DateTime<Utc>)> {
+    fn run(
+        &self,
+        marks: &[LoginMark],
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(u32, DateTime<Utc>)> {
         let mut of_key: Vec<&LoginMark> = marks.iter().filter(|m| m.key == key).collect();
-        of_key.sort_by(|a, b| b.at.cmp(&a.at));
+        of_key.sort_by_key(|m| std::cmp::Reverse(m.at));
         let forget = chrono::Duration::from_std(self.config.forget_after).ok()?;
         let (mut count, mut latest, mut previous) = (0u32, None, now);
         for m in of_key {

@@ -110,8 +110,7 @@ struct ChangeKey {
 impl LiveKey for ChangeKey {
     const TABLE: &'static str = "live_lifecycles";
     const COLUMNS: &'static str = "host, id, version";
-    const AFTER: &'static str =
-        "(host > ? OR (host = ? AND (id > ? OR (id = ? AND version > ?))))";
+    const AFTER: &'static str = "(host > ? OR (host = ? AND (id > ? OR (id = ? AND version > ?))))";
     fn bind_after(&self, q: Query) -> Query {
         let (h, id) = (self.host.as_str(), self.id.as_str());
         q.bind(h).bind(h).bind(id).bind(id).bind(self.version)
@@ -304,7 +303,8 @@ async fn fetch_records(db: &Db, keys: &[RecordKey]) -> Result<Vec<StoredRecord>>
     let wanted: HashSet<&RecordKey> = keys.iter().collect();
     let mut found: HashMap<RecordKey, StoredRecord> = HashMap::new();
     for chunk in ranges.chunks(GROUPS_PER_QUERY) {
-        let conditions = vec!["(host = ? AND file_id = ? AND offset >= ? AND offset <= ?)"; chunk.len()];
+        let conditions =
+            vec!["(host = ? AND file_id = ? AND offset >= ? AND offset <= ?)"; chunk.len()];
         let sql = format!(
             "SELECT {} FROM events WHERE {}",
             rows::columns::<EventRow>(),
@@ -340,7 +340,10 @@ async fn fetch_records(db: &Db, keys: &[RecordKey]) -> Result<Vec<StoredRecord>>
 async fn fetch_changes(db: &Db, keys: &[ChangeKey]) -> Result<Vec<Lifecycle>> {
     let mut by_host: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for k in keys {
-        by_host.entry(k.host.as_str()).or_default().push(k.id.as_str());
+        by_host
+            .entry(k.host.as_str())
+            .or_default()
+            .push(k.id.as_str());
     }
     let wanted: HashSet<&ChangeKey> = keys.iter().collect();
     let mut found: HashMap<ChangeKey, String> = HashMap::new();
@@ -470,7 +473,10 @@ mod tests {
 
         // Noted again, by a retried insert.
         note(&store, &[1, 3], now + 2).await;
-        assert_eq!(offsets(&feed.next(100).await.expect("next")), [] as [u64; 0]);
+        assert_eq!(
+            offsets(&feed.next(100).await.expect("next")),
+            [] as [u64; 0]
+        );
 
         // Many rows in one second, read ten at a time.
         let many: Vec<u64> = (100..125).collect();

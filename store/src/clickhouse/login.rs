@@ -56,7 +56,9 @@ pub async fn marks(
     let day = from_ms(since_ms.div_euclid(DAY_MS) * DAY_MS)
         .format("%Y-%m-%d")
         .to_string();
-    let rows: Vec<MarkRow> = db.fetch(q.bind(day).bind(since_ms), "read login marks").await?;
+    let rows: Vec<MarkRow> = db
+        .fetch(q.bind(day).bind(since_ms), "read login marks")
+        .await?;
     rows.into_iter()
         .map(|r| {
             Ok(LoginMark {

@@ -67,7 +67,12 @@ fn assert_exactly(what: &str, got: &(Vec<StoredRecord>, Vec<Lifecycle>), batch: 
     let by_record: BTreeMap<Origin, &StoredRecord> = got
         .0
         .iter()
-        .map(|r| ((r.origin.host.clone(), r.origin.file_id, r.origin.offset), r))
+        .map(|r| {
+            (
+                (r.origin.host.clone(), r.origin.file_id, r.origin.offset),
+                r,
+            )
+        })
         .collect();
     for r in &batch.records {
         let key = (r.origin.host.clone(), r.origin.file_id, r.origin.offset);
@@ -102,12 +107,19 @@ pub async fn live_feed_returns_each_new_row_once(backend: &dyn Backend) {
 
     let mut feed = store.live_feed().await.expect("a live feed");
     let got = drain(&mut *feed, 7).await;
-    assert!(got.0.is_empty() && got.1.is_empty(), "rows from before the feed: {got:?}");
+    assert!(
+        got.0.is_empty() && got.1.is_empty(),
+        "rows from before the feed: {got:?}"
+    );
 
     // New messages on two hosts, and a change of one stored before.
     let mut after = messages("mx1.example.org", 10, 30);
-    after.records.extend(messages("mx2.example.org", 10, 14).records);
-    after.lifecycles.extend(messages("mx2.example.org", 10, 14).lifecycles);
+    after
+        .records
+        .extend(messages("mx2.example.org", 10, 14).records);
+    after
+        .lifecycles
+        .extend(messages("mx2.example.org", 10, 14).lifecycles);
     let changed = now_delivered(
         &deferred("mx1.example.org", 1, at(1), "u1@example.com"),
         at(90),
@@ -118,9 +130,15 @@ pub async fn live_feed_returns_each_new_row_once(backend: &dyn Backend) {
     assert_exactly("a new batch", &got, &after);
 
     // The same batch again stores nothing new, and the feed says so.
-    store.commit_batch(after.clone()).await.expect("commit again");
+    store
+        .commit_batch(after.clone())
+        .await
+        .expect("commit again");
     let got = drain(&mut *feed, 7).await;
-    assert!(got.0.is_empty() && got.1.is_empty(), "rows returned twice: {got:?}");
+    assert!(
+        got.0.is_empty() && got.1.is_empty(),
+        "rows returned twice: {got:?}"
+    );
 
     // Skipped rows are passed; what comes after is returned.
     store
@@ -141,7 +159,10 @@ pub async fn live_feed_returns_each_new_row_once(backend: &dyn Backend) {
     // A feed opened now starts past all of it.
     let mut fresh_feed = store.live_feed().await.expect("a live feed");
     let got = drain(&mut *fresh_feed, 50).await;
-    assert!(got.0.is_empty() && got.1.is_empty(), "a new feed returned old rows");
+    assert!(
+        got.0.is_empty() && got.1.is_empty(),
+        "a new feed returned old rows"
+    );
 }
 
 /// The login ledger returns the newest marks of each key asked, from the
@@ -150,8 +171,8 @@ pub async fn live_feed_returns_each_new_row_once(backend: &dyn Backend) {
 pub async fn login_marks_are_read_newest_first_by_key(backend: &dyn Backend) {
     let (store, name) = fresh(backend).await;
     // Marks keep milliseconds.
-    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
-        .expect("a time");
+    let now =
+        chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("a time");
     let mark = |key: &str, seconds_ago: i64, kind| LoginMark {
         key: key.to_string(),
         at: now - Duration::seconds(seconds_ago),
@@ -182,7 +203,10 @@ pub async fn login_marks_are_read_newest_first_by_key(backend: &dyn Backend) {
     }
     let millis = |m: &LoginMark| m.at.timestamp_millis();
     assert_eq!(
-        by_key["ip 192.0.2.1"].iter().map(millis).collect::<Vec<_>>(),
+        by_key["ip 192.0.2.1"]
+            .iter()
+            .map(millis)
+            .collect::<Vec<_>>(),
         [10, 20].map(|s| (now - Duration::seconds(s)).timestamp_millis()),
         "the two newest, newest first"
     );

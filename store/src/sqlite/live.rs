@@ -239,7 +239,9 @@ mod tests {
         store.commit_batch(batch(3, Utc::now())).await.unwrap();
         let rowids: Vec<i64> = {
             let conn = super::super::lock(&store.writer);
-            let mut stmt = conn.prepare("SELECT rowid FROM raw_records ORDER BY rowid").unwrap();
+            let mut stmt = conn
+                .prepare("SELECT rowid FROM raw_records ORDER BY rowid")
+                .unwrap();
             let rows = stmt.query_map([], |r| r.get(0)).unwrap();
             rows.collect::<rusqlite::Result<_>>().unwrap()
         };
