@@ -20,8 +20,8 @@
 //! machine has no Kafka at all). The price is the poll interval: what a
 //! processor commits reaches subscribers up to one interval later.
 //!
-//! While nobody subscribes, a poll only moves the feed to the end of the
-//! store without reading what is there; the first poll after someone
+//! While nobody subscribes, a poll only moves the feed past what was
+//! stored, without reading the records and lifecycles themselves; the first poll after someone
 //! subscribes reads from where the last one left off, so a subscriber
 //! gets everything committed after the poll that preceded it. Several
 //! polls in a row read pages until the feed runs dry; a subscriber too

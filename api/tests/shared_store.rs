@@ -92,11 +92,13 @@ async fn subscriptions_receive_what_another_writer_commits(store: TwoHandles) {
     .await;
     assert_eq!(next(&mut ws).await, Ok(json!({ "type": "connection_ack" })));
     let address = "alice@lab.test";
+    let lines = format!(
+        "subscription {{ logRecords(filter: {{ host: \"{HOST}\", kind: \"delivery\" }}) \
+         {{ host kind text messageId }} }}"
+    );
     send(
         &mut ws,
-        json!({ "type": "subscribe", "id": "lines", "payload": { "query":
-            format!("subscription {{ logRecords(filter: {{ host: \"{HOST}\", kind: \"delivery\" }}) \
-                     {{ host kind text messageId }} }}") } }),
+        json!({ "type": "subscribe", "id": "lines", "payload": { "query": lines } }),
     )
     .await;
     send(

@@ -13,7 +13,8 @@
 //! since to the subscriptions, which filter it as in `standalone` (see
 //! `exim_pilot_api::feed`, where polling the store rather than reading
 //! Kafka is argued). Subscribers see a commit up to one interval late;
-//! while nobody subscribes, a poll reads nothing but where the store ends.
+//! while nobody subscribes, a poll only moves past what was stored,
+//! without reading the records and lifecycles themselves.
 //!
 //! With `--kafka` (or `kafka.brokers` in `--config`), queue actions and
 //! views of queued messages go to the command topic, where each mail

@@ -2,7 +2,8 @@
 //! store grows.
 //!
 //! ```text
-//! cargo bench -p exim-pilot-store --features testing --bench live -- [RECORDS] [sqlite|clickhouse|both]
+//! cargo bench -p exim-pilot-store --features testing --bench live -- \
+//!     [RECORDS] [sqlite|clickhouse|both]
 //! ```
 //!
 //! For each backend (default both; ClickHouse is the test kit's server),
@@ -11,10 +12,10 @@
 //! 1,000 new records is committed and the feed polled for it (the poll
 //! must return all 1,000), and the feed polled once more with nothing
 //! new; the rounds start 12 s after the store is filled, past the
-//! ClickHouse feed's look-back window. It prints the median of each, and the ratios that matter: a poll
-//! on the large store against one on the small store (1.0 when a poll
-//! costs what it returns, not the size of the store), and a poll against
-//! the commit it follows, in the same run.
+//! ClickHouse feed's look-back window. It prints the median of each, and
+//! the ratios that matter: a poll on the large store against one on the
+//! small store (1.0 when a poll costs what it returns, not the size of
+//! the store), and a poll against the commit it follows, in the same run.
 
 use std::time::{Duration, Instant};
 

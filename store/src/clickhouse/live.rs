@@ -21,10 +21,11 @@
 //! that window and every identity it read there: each poll first counts
 //! the rows of every second of the window (one small grouped query),
 //! reads again only the seconds whose count changed, and returns only the
-//! identities it had not seen in the window. Nothing is returned twice, and nothing is skipped unless an
-//! insert became visible more than [`LOOKBACK_SECONDS`] after the server
-//! stamped it (an insert of a processor's batch takes well under a
-//! second) or the server's clock went back by more than that.
+//! identities it had not seen in the window. Nothing is returned twice,
+//! and nothing is skipped unless an insert became visible more than
+//! [`LOOKBACK_SECONDS`] after the server stamped it (an insert of a
+//! processor's batch takes well under a second) or the server's clock
+//! went back by more than that.
 //!
 //! # Known limits
 //!
