@@ -556,6 +556,23 @@ impl Store for FlakyStore {
     ) -> exim_pilot_store::Result<RetentionSummary> {
         self.inner.apply_retention(policy, now).await
     }
+    async fn live_feed(&self) -> exim_pilot_store::Result<Box<dyn exim_pilot_store::LiveFeed>> {
+        self.inner.live_feed().await
+    }
+    async fn append_login_marks(
+        &self,
+        marks: &[exim_pilot_store::LoginMark],
+    ) -> exim_pilot_store::Result<()> {
+        self.inner.append_login_marks(marks).await
+    }
+    async fn login_marks(
+        &self,
+        keys: &[String],
+        since: DateTime<Utc>,
+        per_key: usize,
+    ) -> exim_pilot_store::Result<Vec<exim_pilot_store::LoginMark>> {
+        self.inner.login_marks(keys, since, per_key).await
+    }
 }
 
 /// One mainlog line as a batch of one record at file offset `offset`.

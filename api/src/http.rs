@@ -74,7 +74,7 @@ pub async fn post(
             )
         }
     };
-    if let Some(refusal) = check_batch(&served, &batch, ip) {
+    if let Some(refusal) = check_batch(&served, &batch, ip).await {
         return refusal;
     }
 
@@ -138,7 +138,7 @@ pub(crate) async fn principal(
 /// if it has too many. The `login` fields of a refused request still
 /// count as failed attempts of its client, so that packing guesses into
 /// one request gains nothing.
-fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Option<Response> {
+async fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Option<Response> {
     let requests: Vec<&async_graphql::Request> = match batch {
         BatchRequest::Single(r) => vec![r],
         BatchRequest::Batch(rs) => rs.iter().collect(),
@@ -164,7 +164,7 @@ fn check_batch(served: &Served, batch: &BatchRequest, ip: IpAddr) -> Option<Resp
         }
     }
     if mutations > served.config.max_mutations {
-        served.api.auth.count_failures("-", ip, logins);
+        served.api.auth.count_failures("-", ip, logins).await;
         return Some(errors(
             StatusCode::BAD_REQUEST,
             &format!(

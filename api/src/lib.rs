@@ -13,16 +13,19 @@
 //! - `/graphql/ws`: subscriptions over WebSocket (see [`ws`]);
 //! - `POST /export.csv`: one query's rows as CSV, streamed (see [`export`]).
 //!
-//! Input: the process's [`Store`], its Prometheus [`Registry`], where the
-//! pipeline runs the broadcast of committed batches ([`live`]), and where
-//! Exim can be reached its [`QueueControl`].
+//! Input: the process's [`Store`], its Prometheus [`Registry`], the
+//! broadcast of committed batches ([`live`]: sent by the pipeline where
+//! it runs, by a poller of the store's live feed ([`feed`]) in `serve`),
+//! and where Exim can be reached its [`QueueControl`].
 //! Output: HTTP/1.1, or HTTPS with a certificate and key given ([`tls`]).
 //!
 //! - [`server`]: the listener and each connection's time limits (headers
 //!   and body within the read limit, writes that stall, idle kept-alive
 //!   connections).
 //! - [`cors`]: which other origins' pages may call the API.
-//! - [`auth`]: users, passwords, tokens, login limits, the audit of it all.
+//! - [`auth`]: users, passwords, tokens, login limits (counted in the
+//!   store, shared by every API process of a fleet), the audit of it all.
+//! - [`feed`]: live data for processes that do not run the pipeline.
 //! - [`graphql`]: the schema and its resolvers; [`metrics`] measures its
 //!   operations and [`mask`] masks viewers' addresses, both as schema
 //!   extensions.
@@ -52,6 +55,7 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod export;
+pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod live;

@@ -2,7 +2,9 @@
 //!
 //! A process that runs the pipeline sends each committed batch's records
 //! and lifecycles on a [`tokio::sync::broadcast`] channel
-//! ([`channel`]); every subscription receives from it.
+//! ([`channel`]); every subscription receives from it. A process that
+//! serves a store others fill sends what it polls from the store's live
+//! feed instead ([`crate::feed`]).
 
 use std::sync::Arc;
 

@@ -3,9 +3,18 @@
 //! In fleet mode, processors write ClickHouse and any number of `serve`
 //! processes answer the GraphQL API from it (`--clickhouse URL`); on one
 //! machine it can also serve a data directory that `standalone` or
-//! `import` fills (`--data DIR`). Users, sessions and the audit trail live
-//! in the same store. Live subscriptions stay silent here: only the
-//! process running the pipeline publishes what it commits.
+//! `import` fills (`--data DIR`). Users, sessions, the audit trail and
+//! the login limits live in the same store, so that every `serve` of a
+//! fleet counts failed logins made through any of them.
+//!
+//! Live subscriptions (records and lifecycle changes) are fed from the
+//! store: a task polls the store's live feed every `--live-interval`
+//! milliseconds (default 1000) and hands what the processors committed
+//! since to the subscriptions, which filter it as in `standalone` (see
+//! `exim_pilot_api::feed`, where polling the store rather than reading
+//! Kafka is argued). Subscribers see a commit up to one interval late;
+//! while nobody subscribes, a poll only moves past what was stored,
+//! without reading the records and lifecycles themselves.
 //!
 //! With `--kafka` (or `kafka.brokers` in `--config`), queue actions and
 //! views of queued messages go to the command topic, where each mail
@@ -204,6 +213,16 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     view_timeout: u64,
 
+    /// Milliseconds between two polls of the store for live
+    /// subscriptions; 0 leaves subscriptions silent.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 1000,
+        env = "EXIM_PILOT_LIVE_INTERVAL_MS"
+    )]
+    live_interval: u64,
+
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -252,6 +271,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         queue,
         ..exim_pilot_api::AppState::new(store, metrics.registry.clone())
     };
+    if args.live_interval > 0 {
+        let interval = Duration::from_millis(args.live_interval);
+        let _feed = rt.enter();
+        exim_pilot_api::feed::spawn(Arc::clone(&state.store), state.live.clone(), interval);
+    }
     rt.block_on(async {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;

@@ -13,6 +13,8 @@
 //!
 //! - [`Store`] (this file): the interface every backend implements.
 //! - [`types`]: the values that cross it; [`queue`]: those of queues.
+//! - [`live`]: feeds of what other processes store, for live
+//!   subscriptions; [`login`]: the login throttle's shared ledger.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend of standalone mode.
 //! - [`clickhouse`]: [`ClickHouseStore`], the shared backend of fleet mode.
 //! - `conformance` (feature `testing`): behaviour tests written once,
@@ -93,6 +95,8 @@ use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 pub mod clickhouse;
 mod cursor;
 pub mod error;
+pub mod live;
+pub mod login;
 mod plan;
 pub mod queue;
 pub mod sqlite;
@@ -103,6 +107,8 @@ pub mod conformance;
 
 pub use crate::clickhouse::ClickHouseStore;
 pub use error::{Result, StoreError};
+pub use live::{LiveFeed, LivePage, MAX_LIVE_PAGE};
+pub use login::{LoginMark, LoginMarkKind, LOGIN_MARK_DAYS, MAX_MARKS_PER_KEY};
 pub use queue::{
     LastDeferral, QueueEntry, QueueFilter, QueueHealth, QueueHistoryQuery, QueueJobCounts,
     QueueJobFilter, QueueJobSummary, QueuePoint, RecipientScope, MAX_HISTORY_POINTS,
@@ -280,4 +286,21 @@ pub trait Store: Send + Sync {
         policy: &Retention,
         now: DateTime<Utc>,
     ) -> Result<RetentionSummary>;
+
+    /// A feed of the raw records and lifecycle changes stored from now
+    /// on, by this process or any other (see [`live`]).
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>>;
+
+    /// Appends marks to the login throttle's ledger (see [`login`]).
+    async fn append_login_marks(&self, marks: &[LoginMark]) -> Result<()>;
+
+    /// The newest marks of each of `keys` at or after `since`: at most
+    /// `per_key` of each (capped at [`MAX_MARKS_PER_KEY`]), each key's
+    /// newest first.
+    async fn login_marks(
+        &self,
+        keys: &[String],
+        since: DateTime<Utc>,
+        per_key: usize,
+    ) -> Result<Vec<LoginMark>>;
 }

@@ -2,7 +2,8 @@
 //!
 //! - `password`: the password policy and argon2id hashing.
 //! - `tokens`: JWT access tokens, the signing keyring, refresh tokens.
-//! - `throttle`: growing waits after failed logins.
+//! - `throttle`: growing waits after failed logins, counted in the store
+//!   so that every API process of a fleet shares them.
 //!
 //! [`Auth`] ties them to the store: logging in, refreshing, logging out,
 //! changing passwords, creating and changing users, and turning a bearer
@@ -276,7 +277,7 @@ pub struct UserChange {
 impl Auth {
     /// Authentication over `store` with signing keys `keys`.
     pub fn new(store: Arc<dyn Store>, keys: Keyring, config: AuthConfig) -> Auth {
-        let throttle = Throttle::new(config.throttle);
+        let throttle = Throttle::new(Arc::clone(&store), config.throttle);
         Auth {
             store,
             keys,
@@ -333,7 +334,7 @@ impl Auth {
             role: None,
             ip: Some(ip),
         };
-        let wait = self.throttle.check(name, ip);
+        let wait = self.throttle.check(name, ip).await?;
         if !wait.is_zero() {
             self.audit(&anonymous, "login", Some(name), "throttled")
                 .await;
@@ -351,12 +352,15 @@ impl Auth {
         let user = match user {
             Some(u) if matches && !u.disabled => u,
             _ => {
-                self.throttle.failed(name, ip);
+                let counted = self.throttle.failed(name, ip, 1).await;
                 self.audit(&anonymous, "login", Some(name), "failed").await;
+                counted?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        self.throttle.succeeded(name, ip);
+        if let Err(e) = self.throttle.succeeded(name, ip).await {
+            tracing::warn!(user = %user.name, error = %e, "Login limits not reset after a login");
+        }
 
         let now = Utc::now();
         let session_ttl = chrono::Duration::from_std(self.config.session_ttl)
@@ -518,7 +522,7 @@ impl Auth {
         ip: IpAddr,
     ) -> Result<(), AuthError> {
         let outcome = async {
-            let wait = self.throttle.check(&p.user, ip);
+            let wait = self.throttle.check(&p.user, ip).await?;
             if !wait.is_zero() {
                 return Err(AuthError::Throttled(wait));
             }
@@ -528,7 +532,7 @@ impl Auth {
                 .await?
                 .ok_or(AuthError::InvalidToken)?;
             if !verify(current.to_string(), user.password_hash.clone()).await {
-                self.throttle.failed(&p.user, ip);
+                self.throttle.failed(&p.user, ip, 1).await?;
                 return Err(AuthError::InvalidCredentials);
             }
             password::check_policy(&user.name, new)?;
@@ -605,9 +609,9 @@ impl Auth {
 
     /// Counts failed attempts against the caller's IP without checking
     /// anything: what a refused request of many logins costs.
-    pub fn count_failures(&self, account: &str, ip: IpAddr, n: usize) {
-        for _ in 0..n {
-            self.throttle.failed(account, ip);
+    pub async fn count_failures(&self, account: &str, ip: IpAddr, n: usize) {
+        if let Err(e) = self.throttle.failed(account, ip, n).await {
+            tracing::warn!(client = %ip, error = %e, "Refused logins not counted");
         }
     }
 }

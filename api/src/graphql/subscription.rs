@@ -3,8 +3,9 @@
 //! Each subscription follows the broadcast of committed batches
 //! ([`crate::live`]) and keeps what its filter asks for. A subscriber too
 //! slow to keep up skips the batches it missed rather than holding the
-//! pipeline back. Only a process that runs the pipeline (standalone mode)
-//! publishes batches; elsewhere subscriptions stay silent.
+//! pipeline back. The process that runs the pipeline (standalone mode)
+//! publishes the batches it commits; `serve` publishes what it polls from
+//! the store (see [`crate::feed`]), up to a poll interval later.
 
 use std::sync::Arc;
 

@@ -47,6 +47,12 @@
 //!   `events_hourly` and `rejects_hourly` (records and rejections per hour,
 //!   fed by materialized views, counted with `uniqExact` over the row's
 //!   origin so that a batch inserted twice counts once).
+//! - `live_events`, `live_lifecycles`: the identity of every row inserted
+//!   into `events` and `lifecycles` with the server's time of the insert,
+//!   sorted by it, written by materialized views, for live feeds (see
+//!   `live`); kept a day.
+//! - `login_marks`: the login throttle's failures, resets and trusted
+//!   addresses, by key and time (see `login`).
 
 use super::Db;
 use crate::error::{Result, StoreError};
@@ -372,6 +378,52 @@ fn migration_3() -> Vec<String> {
     ]
 }
 
+/// Version 4: the live feed's notes of what is inserted into `events` and
+/// `lifecycles` (by materialized views, stamped with the server's clock,
+/// see `live`), and the login throttle's ledger (see `login`).
+fn migration_4() -> Vec<String> {
+    let note = |name: &str, columns: &str, key: &str, source: &str| {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {name} (
+                    stored_at DateTime('UTC'),
+                    day Date,
+                    {columns}
+                ) {}",
+                by_day("MergeTree", &format!("stored_at, {key}"))
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {name}_mv TO {name} AS
+                    SELECT toDateTime(now(), 'UTC') AS stored_at, toDate(stored_at) AS day,
+                        {key}
+                    FROM {source}"
+            ),
+        ]
+    };
+    let mut out = note(
+        "live_events",
+        "host String, file_id UInt64, offset UInt64",
+        "host, file_id, offset",
+        "events",
+    );
+    out.extend(note(
+        "live_lifecycles",
+        "host String, id String, version UInt64",
+        "host, id, version",
+        "lifecycles",
+    ));
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS login_marks (
+            key String,
+            at_ms Int64,
+            day Date,
+            kind String
+        ) {}",
+        by_day("MergeTree", "key, at_ms")
+    ));
+    out
+}
+
 /// The table that records applied migrations.
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -381,7 +433,7 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Every migration, oldest first, each a list of statements. Never edit
 /// one that has shipped: add a new one.
 pub fn migrations() -> Vec<Vec<String>> {
-    vec![migration_1(), migration_2(), migration_3()]
+    vec![migration_1(), migration_2(), migration_3(), migration_4()]
 }
 
 /// The schema version this build writes.

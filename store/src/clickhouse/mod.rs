@@ -14,6 +14,8 @@
 //! - `retention`: dropping whole day partitions.
 //! - `users`: the API's users and their sessions.
 //! - `queue`: queue snapshots, current queues, queue history and jobs.
+//! - `live`: the live feed, from the notes of materialized views;
+//!   `login`: the login throttle's ledger.
 //!
 //! # Idempotence without transactions
 //!
@@ -86,10 +88,14 @@ use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 use crate::error::{Result, StoreError};
+use crate::live::LiveFeed;
+use crate::login::LoginMark;
 use crate::queue::*;
 use crate::types::*;
 use crate::Store;
 
+mod live;
+mod login;
 pub mod migrations;
 mod queue;
 mod read;
@@ -505,6 +511,24 @@ impl Store for ClickHouseStore {
         now: DateTime<Utc>,
     ) -> Result<RetentionSummary> {
         retention::apply(&self.db, policy, now).await
+    }
+
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
+        Ok(Box::new(live::ClickHouseFeed::open(self.db.clone()).await?))
+    }
+
+    async fn append_login_marks(&self, marks: &[LoginMark]) -> Result<()> {
+        login::append(&self.db, marks).await
+    }
+
+    async fn login_marks(
+        &self,
+        keys: &[String],
+        since: DateTime<Utc>,
+        per_key: usize,
+    ) -> Result<Vec<LoginMark>> {
+        let per_key = per_key.min(crate::MAX_MARKS_PER_KEY);
+        login::marks(&self.db, keys, since.timestamp_millis(), per_key).await
     }
 }
 

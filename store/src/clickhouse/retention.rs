@@ -109,6 +109,13 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
     summary.queue_jobs = drop_before(db, &rule("queue_jobs", true), t).await?;
     drop_before(db, &rule("queue_results", false), t).await?;
 
+    // The live feed's notes serve for seconds: a day is plenty. The login
+    // throttle's marks go after a fixed time.
+    drop_before(db, &rule("live_events", false), cut(1)).await?;
+    drop_before(db, &rule("live_lifecycles", false), cut(1)).await?;
+    let t = cut(crate::login::LOGIN_MARK_DAYS);
+    drop_before(db, &rule("login_marks", false), t).await?;
+
     if summary != RetentionSummary::default() {
         tracing::info!(
             raw_records = summary.raw_records,

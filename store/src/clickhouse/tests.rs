@@ -29,7 +29,7 @@ extern "C" fn stop_server() {
 }
 
 /// The shared server's address, starting it on first use.
-fn url() -> &'static str {
+pub(super) fn url() -> &'static str {
     static ADDRESS: OnceLock<String> = OnceLock::new();
     ADDRESS.get_or_init(|| {
         let server = Server::clickhouse();
@@ -42,7 +42,7 @@ fn url() -> &'static str {
 }
 
 /// A database name no other test (of this run or an earlier one) uses.
-fn fresh_database() -> String {
+pub(super) fn fresh_database() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
         "conformance_{}_{}",

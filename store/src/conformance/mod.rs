@@ -27,10 +27,12 @@ use crate::types::*;
 use crate::{Result, Store};
 
 pub mod fixtures;
+mod live;
 mod queue;
 pub mod synthetic;
 
 use fixtures::*;
+pub use live::*;
 pub use queue::*;
 
 /// How the tests get stores of one backend.
@@ -73,6 +75,8 @@ macro_rules! store_conformance_tests {
             queue_jobs_and_results,
             queue_retention_drops_old_history_and_jobs,
             top_recipients_rank_final_addresses,
+            live_feed_returns_each_new_row_once,
+            login_marks_are_read_newest_first_by_key,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -112,6 +116,8 @@ pub async fn run_all(backend: &dyn Backend) {
     queue_jobs_and_results(backend).await;
     queue_retention_drops_old_history_and_jobs(backend).await;
     top_recipients_rank_final_addresses(backend).await;
+    live_feed_returns_each_new_row_once(backend).await;
+    login_marks_are_read_newest_first_by_key(backend).await;
 }
 
 async fn fresh(backend: &dyn Backend) -> (Arc<dyn Store>, String) {

@@ -28,6 +28,10 @@
 //!   queue.
 //! - `queue_jobs` (ids as a JSON array) and `queue_results`, one per
 //!   (job, message).
+//! - `sequences`: the last number handed out to raw records and to
+//!   lifecycle changes (`lifecycles.change_seq`), for live feeds.
+//! - `login_marks`: the login throttle's failures, resets and trusted
+//!   addresses, by key and time.
 
 use rusqlite::Connection;
 
@@ -361,10 +365,53 @@ fn migration_4() -> String {
     .to_string()
 }
 
+/// Version 5: positions for live feeds, and the login throttle's ledger.
+///
+/// `sequences` holds the last number handed out per sequence, so that a
+/// number is never handed out twice even when retention deletes the rows
+/// that carried the highest ones: `records` numbers raw records (their
+/// rowid, given explicitly from now on), `lifecycles` numbers every change
+/// of a lifecycle (its `change_seq`). A live feed reads what lies past the
+/// numbers it has seen (see `live`). `login_marks`: failed logins, resets
+/// and trusted addresses, under the throttle's keys (see `login`).
+fn migration_5() -> String {
+    "CREATE TABLE sequences (
+        name TEXT PRIMARY KEY,
+        last INTEGER NOT NULL
+    );
+    INSERT INTO sequences (name, last)
+        SELECT 'records', coalesce(max(rowid), 0) FROM raw_records;
+    INSERT INTO sequences (name, last) VALUES ('lifecycles', 0);
+    ALTER TABLE lifecycles ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX lifecycles_change ON lifecycles (change_seq);
+    CREATE TABLE login_marks (
+        key TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL
+    );
+    CREATE INDEX login_marks_key ON login_marks (key, at_ms);
+    CREATE INDEX login_marks_at ON login_marks (at_ms);
+    "
+    .to_string()
+}
+
 /// Every migration, oldest first. Never edit one that has shipped: add a
 /// new one.
 fn migrations() -> Vec<String> {
-    vec![migration_1(), migration_2(), migration_3(), migration_4()]
+    vec![
+        migration_1(),
+        migration_2(),
+        migration_3(),
+        migration_4(),
+        migration_5(),
+    ]
+}
+
+/// The first `version - 1` migrations: a database as an older build
+/// left it, for upgrade tests.
+#[cfg(test)]
+pub fn migrations_before(version: usize) -> Vec<String> {
+    migrations().into_iter().take(version - 1).collect()
 }
 
 /// The schema version this build writes.

@@ -15,6 +15,8 @@
 //! - `retention`: deleting old data in small chunks.
 //! - `users`: the API's users and their sessions.
 //! - `queue`: queue snapshots, current queues, queue history and jobs.
+//! - `live`: the sequences that number what is written, and the live
+//!   feed that follows them; `login`: the login throttle's ledger.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,12 +31,16 @@ use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
 use crate::error::{Result, StoreError};
+use crate::live::LiveFeed;
+use crate::login::LoginMark;
 use crate::queue::*;
 use crate::types::*;
 use crate::Store;
 
 mod codec;
 mod functions;
+mod live;
+mod login;
 pub mod migrations;
 mod queue;
 mod read;
@@ -390,6 +396,35 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<RetentionSummary> {
         retention::apply(self, policy, now).await
+    }
+
+    async fn live_feed(&self) -> Result<Box<dyn LiveFeed>> {
+        let path = self.path.clone();
+        let feed = tokio::task::spawn_blocking(move || live::SqliteFeed::open(&path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Box::new(feed))
+    }
+
+    async fn append_login_marks(&self, marks: &[LoginMark]) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let marks = marks.to_vec();
+        self.write(move |conn| login::append(conn, &marks)).await
+    }
+
+    async fn login_marks(
+        &self,
+        keys: &[String],
+        since: DateTime<Utc>,
+        per_key: usize,
+    ) -> Result<Vec<LoginMark>> {
+        let keys = keys.to_vec();
+        let since_ms = since.timestamp_millis();
+        let per_key = per_key.min(crate::MAX_MARKS_PER_KEY);
+        self.read(move |conn| login::marks(conn, &keys, since_ms, per_key))
+            .await
     }
 }
 

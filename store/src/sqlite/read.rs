@@ -15,10 +15,10 @@ use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
 use crate::types::*;
 
 /// The columns [`record_from_row`] reads.
-const RECORD_COLUMNS: &str = "SELECT r.host, r.log, r.file_id, r.offset, r.read_at_ms, \
+pub(super) const RECORD_COLUMNS: &str = "SELECT r.host, r.log, r.file_id, r.offset, r.read_at_ms, \
      r.at_ms, r.message_id, r.event_kind, r.bytes";
 
-fn record_from_row(row: &rusqlite::Row<'_>) -> Result<StoredRecord> {
+pub(super) fn record_from_row(row: &rusqlite::Row<'_>) -> Result<StoredRecord> {
     let log: String = row.get(1)?;
     let id: Option<String> = row.get(6)?;
     Ok(StoredRecord {

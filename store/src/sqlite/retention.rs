@@ -113,6 +113,18 @@ pub async fn apply(
     })
     .await?;
 
+    // The login throttle's marks, after a fixed time.
+    let t = cut(crate::login::LOGIN_MARK_DAYS);
+    until_done(store, move |c| {
+        chunk(
+            c,
+            "DELETE FROM login_marks WHERE rowid IN
+                 (SELECT rowid FROM login_marks WHERE at_ms < ?1 LIMIT ?2)",
+            t,
+        )
+    })
+    .await?;
+
     if summary != RetentionSummary::default() {
         tracing::info!(
             raw_records = summary.raw_records,

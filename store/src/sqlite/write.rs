@@ -20,6 +20,7 @@ use exim_pilot_schema::report::{
 use exim_pilot_schema::{AttemptResult, Lifecycle, ReasonClass, RejectRecord};
 
 use super::codec::{self, cell_extras, enum_str, ms, DAY_MS};
+use super::live::Sequences;
 use crate::error::{Result, StoreError};
 use crate::types::{AuditEntry, Batch, BatchSummary, StoredRecord};
 
@@ -49,9 +50,10 @@ pub fn commit_batch(conn: &mut Connection, batch: Batch) -> Result<BatchSummary>
     let mut summary = BatchSummary::default();
     let mut hosts: HashMap<String, HostDelta> = HashMap::new();
     let mut delta = ReportCells::new();
+    let mut seq = Sequences::load(&tx)?;
 
     for record in &batch.records {
-        if insert_record(&tx, record)? {
+        if insert_record(&tx, record, &mut seq)? {
             summary.records_added += 1;
             let h = hosts.entry(record.origin.host.clone()).or_default();
             h.records += 1;
@@ -60,7 +62,7 @@ pub fn commit_batch(conn: &mut Connection, batch: Batch) -> Result<BatchSummary>
         }
     }
     for lc in &batch.lifecycles {
-        match upsert_lifecycle(&tx, lc, &mut delta)? {
+        match upsert_lifecycle(&tx, lc, &mut delta, &mut seq)? {
             Upsert::Added => {
                 summary.lifecycles_added += 1;
                 let h = hosts.entry(lc.host.clone()).or_default();
@@ -95,18 +97,22 @@ pub fn commit_batch(conn: &mut Connection, batch: Batch) -> Result<BatchSummary>
         summary.blobs_saved += 1;
     }
     update_hosts(&tx, &hosts)?;
+    seq.save(&tx)?;
     tx.commit()?;
     Ok(summary)
 }
 
-fn insert_record(tx: &Transaction<'_>, r: &StoredRecord) -> Result<bool> {
+/// Inserts a record under the next record number (its rowid, which live
+/// feeds follow), unless its origin is stored already.
+fn insert_record(tx: &Transaction<'_>, r: &StoredRecord, seq: &mut Sequences) -> Result<bool> {
     let at_ms = r.at.map(ms);
     let day = at_ms.unwrap_or(r.read_at_ms).div_euclid(DAY_MS);
+    let rowid = seq.records + 1;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO raw_records (host, log, file_id, offset, read_at_ms, at_ms, day,
-                 message_id, event_kind, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 message_id, event_kind, bytes, rowid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![
@@ -120,11 +126,12 @@ fn insert_record(tx: &Transaction<'_>, r: &StoredRecord) -> Result<bool> {
             r.message_id.map(|id| id.to_string()),
             r.event_kind,
             r.bytes,
+            rowid,
         ])?;
     if inserted == 0 {
         return Ok(false);
     }
-    let rowid = tx.last_insert_rowid();
+    seq.records = rowid;
     tx.prepare_cached("INSERT INTO raw_fts (rowid, line) VALUES (?1, ?2)")?
         .execute(params![rowid, String::from_utf8_lossy(&r.bytes)])?;
     Ok(true)
@@ -140,6 +147,7 @@ fn upsert_lifecycle(
     tx: &Transaction<'_>,
     lc: &Lifecycle,
     delta: &mut ReportCells,
+    seq: &mut Sequences,
 ) -> Result<Upsert> {
     let json = serde_json::to_vec(lc).map_err(|e| StoreError::corrupt("lifecycle", e))?;
     let id = lc.id.to_string();
@@ -180,7 +188,7 @@ fn upsert_lifecycle(
             tx.prepare_cached(
                 "UPDATE lifecycles SET cohort_ms = ?2, last_ms = ?3, state = ?4, sender = ?5,
                      sender_domain = ?6, subject = ?7, msgid_header = ?8, client_ip = ?9,
-                     body = ?10
+                     body = ?10, change_seq = ?11
                  WHERE rowid = ?1",
             )?
             .execute(params![
@@ -193,7 +201,8 @@ fn upsert_lifecycle(
                 lc.subject,
                 msgid,
                 client_ip,
-                body
+                body,
+                seq.next_change()
             ])?;
             for table in ["recipients", "attempts", "message_reasons"] {
                 tx.prepare_cached(&format!("DELETE FROM {table} WHERE lc = ?1"))?
@@ -204,8 +213,8 @@ fn upsert_lifecycle(
         None => {
             tx.prepare_cached(
                 "INSERT INTO lifecycles (host, id, cohort_ms, last_ms, state, sender,
-                     sender_domain, subject, msgid_header, client_ip, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     sender_domain, subject, msgid_header, client_ip, body, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 lc.host,
@@ -218,7 +227,8 @@ fn upsert_lifecycle(
                 lc.subject,
                 msgid,
                 client_ip,
-                body
+                body,
+                seq.next_change()
             ])?;
             (tx.last_insert_rowid(), Upsert::Added)
         }
