@@ -14,7 +14,9 @@
 //! - nested objects become columns named by their path (`lastDeferral.reason`),
 //!   lists of plain values one cell joined with `; `, other lists one cell
 //!   of JSON;
-//! - the columns are those of the first page, in the order of the query.
+//! - the columns are those of the first page, in the order of the query;
+//!   an answer without rows still gets a header line, of the leaf fields
+//!   the query selects (of `node` or `nodes` for a connection).
 //!
 //! A connection whose query declares a variable `$after` and passes it
 //! to the field is read to its end, page after page (`first` rows each),
@@ -33,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
 use async_graphql::{Name, Value as ConstValue, Variables};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
@@ -70,6 +72,8 @@ struct Plan {
     key: String,
     /// Whether the operation declares `$after`, so pages can be followed.
     paged: bool,
+    /// The columns the query selects, for a header when no row comes.
+    selected: Vec<String>,
 }
 
 /// `POST /export.csv`.
@@ -137,7 +141,11 @@ pub async fn post(
     };
 
     let page = Page::of(field(&first, &plan.key), &plan.key);
-    let columns = columns(&page.rows);
+    let columns = if page.rows.is_empty() {
+        plan.selected.clone()
+    } else {
+        columns(&page.rows)
+    };
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let filename = format!("{}.csv", plan.key);
     tokio::spawn(stream_rows(
@@ -201,7 +209,56 @@ fn plan(request: &ExportRequest) -> Result<Plan, String> {
         .variable_definitions
         .iter()
         .any(|v| v.node.name.node.as_str() == "after");
-    Ok(Plan { key, paged })
+    let rows = row_selection(&field.selection_set.node);
+    let mut selected = Vec::new();
+    leaf_paths(rows, "", &mut selected);
+    Ok(Plan {
+        key,
+        paged,
+        selected,
+    })
+}
+
+/// The selection of one row: a connection's `edges { node }` or `nodes`,
+/// or the field's own.
+fn row_selection(set: &SelectionSet) -> &SelectionSet {
+    sub_selection(set, "edges")
+        .and_then(|edges| sub_selection(edges, "node"))
+        .or_else(|| sub_selection(set, "nodes"))
+        .unwrap_or(set)
+}
+
+/// The selection of field `name` under `parent`, if selected.
+fn sub_selection<'a>(parent: &'a SelectionSet, name: &str) -> Option<&'a SelectionSet> {
+    parent.items.iter().find_map(|s| match &s.node {
+        Selection::Field(f) if f.node.name.node.as_str() == name => {
+            Some(&f.node.selection_set.node)
+        }
+        _ => None,
+    })
+}
+
+/// The dotted paths of the leaf fields under `set`, as [`flatten`] names
+/// columns. Fragments are not followed: their columns appear only once a
+/// row has them.
+fn leaf_paths(set: &SelectionSet, prefix: &str, out: &mut Vec<String>) {
+    for selection in &set.items {
+        let Selection::Field(f) = &selection.node else {
+            continue;
+        };
+        let f = &f.node;
+        let name = f.alias.as_ref().unwrap_or(&f.name).node.as_str();
+        let path = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if f.selection_set.node.items.is_empty() {
+            out.push(path);
+        } else {
+            leaf_paths(&f.selection_set.node, &path, out);
+        }
+    }
 }
 
 /// Runs the request with `variables` as `principal`; the data (whose
@@ -593,5 +650,34 @@ mod tests {
         assert!(plan(&request("mutation { logout }")).is_err());
         assert!(plan(&request("subscription { logRecords { raw } }")).is_err());
         assert!(plan(&request("{ messages(")).is_err());
+    }
+
+    fn selected(query: &str) -> Vec<String> {
+        let request = ExportRequest {
+            query: query.to_string(),
+            variables: None,
+            operation_name: None,
+        };
+        plan(&request).expect("plan").selected
+    }
+
+    #[test]
+    fn an_empty_answer_is_headed_by_the_selected_leaf_fields() {
+        assert_eq!(
+            selected(
+                "query($after: String) { messages(after: $after) { \
+                 edges { node { id size sender: from lastDeferral { reason } } } \
+                 pageInfo { endCursor } } }"
+            ),
+            ["id", "size", "sender", "lastDeferral.reason"]
+        );
+        assert_eq!(
+            selected("{ rejects { nodes { at clientIp } } }"),
+            ["at", "clientIp"]
+        );
+        assert_eq!(
+            selected("{ failureReasons { reason count } }"),
+            ["reason", "count"]
+        );
     }
 }
