@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
-use exim_pilot_api::auth::{self, Actor};
+use exim_pilot_api::auth::{self, Actor, AuthConfig};
 use exim_pilot_api::{ApiConfig, AppState};
 use exim_pilot_schema::report::Dimension;
 use exim_pilot_store::conformance::fixtures::{base, id};
@@ -147,6 +147,11 @@ impl Api {
             config: ApiConfig {
                 jwt_secret: Some(b"a benchmark secret that is long enough".to_vec()),
                 mask_viewer_addresses: mask,
+                // One token for the whole run, however long it takes.
+                auth: AuthConfig {
+                    access_ttl: StdDuration::from_secs(24 * 3600),
+                    ..AuthConfig::default()
+                },
                 ..ApiConfig::default()
             },
             ..AppState::new(store, prometheus::Registry::new())
