@@ -10,6 +10,13 @@
 //!
 //! TRACES (default 1,000) is the number of random messages traced.
 //!
+//! With `EXIM_PILOT_BENCH_CLICKHOUSE` set to a server's URL, the ClickHouse
+//! figures come from that server (database `bench_api`) instead of one
+//! started for the run, and a database already holding MESSAGES messages
+//! is measured as it is, without filling it again: two builds compare on
+//! the same data, and a newer build first migrates the database the older
+//! one filled.
+//!
 //! The store is filled with MESSAGES (default 1,000,000) synthetic
 //! messages over 90 days (`exim_pilot_store::conformance::synthetic`).
 //! Each figure comes with a baseline measured in the same run on the same
@@ -28,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
-use exim_pilot_api::auth::{self, Actor};
+use exim_pilot_api::auth::{self, Actor, AuthConfig};
 use exim_pilot_api::{ApiConfig, AppState};
 use exim_pilot_schema::report::Dimension;
 use exim_pilot_store::conformance::fixtures::{base, id};
@@ -140,6 +147,11 @@ impl Api {
             config: ApiConfig {
                 jwt_secret: Some(b"a benchmark secret that is long enough".to_vec()),
                 mask_viewer_addresses: mask,
+                // One token for the whole run, however long it takes.
+                auth: AuthConfig {
+                    access_ttl: StdDuration::from_secs(24 * 3600),
+                    ..AuthConfig::default()
+                },
                 ..ApiConfig::default()
             },
             ..AppState::new(store, prometheus::Registry::new())
@@ -201,24 +213,40 @@ impl Api {
 
 async fn bench_store(name: &str, store: Arc<dyn Store>, total: u32, batch: usize, traces: usize) {
     println!("{name}:");
-    let t = Instant::now();
-    let written = fill(&*store, total, batch)
+    let stored: i64 = store
+        .hosts()
         .await
-        .expect("filling the store");
-    println!(
-        "  wrote {total} messages ({written} lifecycle writes) in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    auth::add_user(
-        &*store,
-        &Actor::command_line(),
-        "bench",
-        Role::Viewer,
-        PASSWORD,
-        Vec::new(),
-    )
-    .await
-    .expect("adding the benchmark's user");
+        .expect("the stored servers")
+        .iter()
+        .map(|h| h.messages)
+        .sum();
+    if stored == i64::from(total) {
+        println!("  measuring the {total} messages already stored");
+    } else {
+        assert_eq!(stored, 0, "the store holds {stored} messages, not {total}");
+        let t = Instant::now();
+        let written = fill(&*store, total, batch)
+            .await
+            .expect("filling the store");
+        println!(
+            "  wrote {total} messages ({written} lifecycle writes) in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    // A reused database has the user from an earlier run.
+    let known = store.user("bench").await.expect("looking up the user");
+    if known.is_none() {
+        auth::add_user(
+            &*store,
+            &Actor::command_line(),
+            "bench",
+            Role::Viewer,
+            PASSWORD,
+            Vec::new(),
+        )
+        .await
+        .expect("adding the benchmark's user");
+    }
     let api = Arc::new(Api::start(store.clone(), false).await);
 
     // Baseline of HTTP itself.
@@ -363,12 +391,24 @@ async fn main() {
         bench_store("SQLite (embedded)", Arc::new(store), total, 1_000, traces).await;
     }
     if which == "clickhouse" || which == "both" {
-        let server = tokio::task::spawn_blocking(exim_pilot_testkit::Server::clickhouse)
-            .await
-            .expect("starting ClickHouse");
-        let store = ClickHouseStore::connect(server.address(), "bench_api")
+        let (server, url) = match std::env::var("EXIM_PILOT_BENCH_CLICKHOUSE") {
+            Ok(url) => (None, url),
+            Err(_) => {
+                let server = tokio::task::spawn_blocking(exim_pilot_testkit::Server::clickhouse)
+                    .await
+                    .expect("starting ClickHouse");
+                let url = server.address().to_string();
+                (Some(server), url)
+            }
+        };
+        let t = Instant::now();
+        let store = ClickHouseStore::connect(&url, "bench_api")
             .await
             .expect("the ClickHouse store");
+        println!(
+            "ClickHouse schema migrated in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         bench_store("ClickHouse", Arc::new(store), total, 10_000, traces).await;
         drop(server);
     }

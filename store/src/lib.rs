@@ -191,8 +191,9 @@ pub trait Store: Send + Sync {
     /// Whether a long range is read faster as day cells for its whole
     /// days and hour cells for the partial days at its ends (three reads)
     /// than as hour cells alone (one read): true where a read costs by
-    /// the cells it returns (SQLite's indexed tables), false where each
-    /// read costs a scan whatever its range (ClickHouse).
+    /// the cells it reads and day cells are summed per day (both stores
+    /// here), false for a store where each read costs a scan whatever its
+    /// range.
     fn splits_ranges_into_days(&self) -> bool {
         true
     }

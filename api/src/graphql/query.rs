@@ -228,8 +228,8 @@ async fn range_cells(
             .await?;
         return Ok(cells.cells.into_iter().collect());
     }
-    // The three reads run at once: each costs a round trip, and on
-    // ClickHouse a scan, whatever its length.
+    // The three reads run at once: each costs a round trip whatever its
+    // length.
     let head = match (query.since, first_day) {
         (Some(since), Some(first)) if since < first => {
             Some(with(Some(since), Some(first), Bucket::Hour))

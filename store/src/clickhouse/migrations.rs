@@ -1,8 +1,9 @@
 //! The ClickHouse schema and its versioned migrations.
 //!
 //! `schema_migrations` holds one row per migration applied. [`migrate`]
-//! applies the missing ones in order; every statement is written to be
-//! run again harmlessly (`IF NOT EXISTS`), so a migration interrupted
+//! applies the missing ones in order; every step is written to be run
+//! again harmlessly (`IF NOT EXISTS`, back-fills that write the same rows
+//! again into tables that keep one of them), so a migration interrupted
 //! half-way is finished by the next run, and two processes migrating at
 //! once end with the same tables. A database migrated by a newer build is
 //! refused rather than misread.
@@ -20,17 +21,28 @@
 //!   searchable fields as columns (addresses, domains, outcomes and reason
 //!   classes as arrays) and the whole lifecycle as JSON.
 //!   `ReplacingMergeTree(version)`: reads take the highest version.
+//! - `lifecycle_days`: the day partition of every lifecycle, by (host,
+//!   message id), fed from `lifecycles` by a materialized view: how a
+//!   lookup finds the one partition to read.
 //! - `attempts`: the delivery attempts of every lifecycle, by (host, id,
 //!   recipient, attempt number), versioned like their lifecycle.
+//! - `events_by_message`: the origin and day of every raw record with a
+//!   message id, by (host, message id, origin), fed from `events` by a
+//!   materialized view: how a trace finds its records.
 //! - `rejects`: SMTP rejections, by record origin.
 //! - `unparsed`: what came off the raw topic and could not be decoded,
 //!   by (topic, partition, offset), with its bytes.
-//! - `cells_hour`, `cells_day`: the report cells each lifecycle and each
-//!   rejection contributes, one row per (dimension, bucket, host, key,
+//! - `cells_hour`: the report cells each lifecycle and each rejection
+//!   contributes to its hour, one row per (dimension, bucket, host, key,
 //!   source), versioned like their lifecycle; a report sums them. The
 //!   counters are one array in the order of `Counters::NAMES`: a counter
 //!   added later is appended, and `sumForEach` sums arrays of different
-//!   lengths.
+//!   lengths. (`cells_day` held the same per day until version 6.)
+//! - `cells_day_sums`, `cells_day_samples`, `cells_day_base`: the day
+//!   cells summed per (dimension, day, host, key), kept up to date by
+//!   what each batch changes, with marks that make a batch sent again
+//!   count once (see `migration_6`). Counters are a map from their index
+//!   in `Counters::NAMES`, so a counter added later needs no change.
 //! - `audit` (append-only), `users` (by name), `sessions` (by id),
 //!   `blobs` (by name); the last three keep the latest version and are not
 //!   partitioned. `schema_migrations`.
@@ -424,16 +436,286 @@ fn migration_4() -> Vec<String> {
     out
 }
 
+/// Version 5: what a trace reads by key. `events` is sorted by origin and
+/// `lifecycles` is partitioned by day, so finding a message's records
+/// scanned every message id of its server, and finding its lifecycle read
+/// a granule of bodies in every day's partition. Two small tables, sorted
+/// by (host, message id), say where to look:
+///
+/// - `events_by_message`: the origin and day of every raw record that
+///   carries a message id. It holds no bytes: a trace reads the records
+///   from `events` by their origin, that table's key, in the partitions of
+///   their days only, so the raw text is stored once.
+/// - `lifecycle_days`: the day partition of every lifecycle (every
+///   version of a lifecycle stays in the day it was first stored).
+///
+/// Materialized views fill both from every insert into `events` and
+/// `lifecycles`, rather than the store's write path inserting into each:
+/// they cannot drift from their table, whoever writes it, and a batch sent
+/// again is deduplicated as in its table (`ReplacingMergeTree`; reads take
+/// each row once). Each view is created before the back-fill copies what
+/// its table already holds, so a row written while a live database
+/// migrates is copied at least once; copied twice (by both, or by a
+/// migration run again after an interruption), it is one row once merged.
+/// Their granules are small (1,024 rows), as a lookup reads one in each
+/// day partition.
+fn migration_5() -> Vec<String> {
+    let records = "SELECT host, assumeNotNull(message_id) AS id, day, file_id, offset
+        FROM events WHERE isNotNull(message_id)";
+    let lifecycles = "SELECT host, id, day FROM lifecycles";
+    let small_granules = "SETTINGS index_granularity = 1024";
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS events_by_message (
+                host String,
+                id String,
+                day Date,
+                file_id UInt64,
+                offset UInt64
+            ) {} {small_granules}",
+            by_day("ReplacingMergeTree", "host, id, file_id, offset")
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_message_mv
+             TO events_by_message AS {records}"
+        ),
+        format!("INSERT INTO events_by_message (host, id, day, file_id, offset) {records}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS lifecycle_days (
+                host String,
+                id String,
+                day Date
+            ) {} {small_granules}",
+            by_day("ReplacingMergeTree", "host, id")
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS lifecycle_days_mv
+             TO lifecycle_days AS {lifecycles}"
+        ),
+        format!("INSERT INTO lifecycle_days (host, id, day) {lifecycles}"),
+    ]
+}
+
+/// The dimension code of the marks in `cells_day_sums`: no report
+/// dimension has it.
+pub(super) const MARK_DIM: u8 = 255;
+
+/// Version 6: day cells summed per (dimension, day, host, key), as
+/// SQLite keeps them, instead of one row per source (lifecycle or
+/// rejection) that every read had to deduplicate with `FINAL` and sum: a
+/// month of one dimension is then some thousands of rows, whatever the
+/// traffic, read without `FINAL` nor `GROUP BY` and added up by the store.
+///
+/// - `cells_day_sums` (`SummingMergeTree`): what each new version of a
+///   source changes (its new counters and histogram less its old ones),
+///   summed per batch, as sparse maps (`countersMap`, `delayMap`) that
+///   merges add up. Beside them, in the same insert and so in the same
+///   part of the same day partition, a mark per (source, day, version)
+///   (dimension `MARK_DIM`, the source as key, `marked` 1) says that the
+///   change is in: a batch sent again after a failure leaves out what is
+///   marked, so nothing counts twice (see `write`). The write path
+///   inserts into it directly: a materialized view could not tell a
+///   change from the version it replaces.
+/// - `cells_day_samples` (`ReplacingMergeTree`): the sample texts of
+///   each day cell, one row each. A sample is only ever added (as SQLite
+///   keeps them), so writing one twice changes nothing and it needs no
+///   mark.
+/// - `cells_day_base` (`ReplacingMergeTree` by cell): the sums of the
+///   per-source day cells stored before this version, written once by the
+///   migration (a run again writes the same rows); a read adds it to the
+///   sums, each of its cells once.
+///
+/// The old table is renamed before it is summed, so that a processor of
+/// an older build, still running, fails on its next batch instead of
+/// writing cells the sums would miss: it retries until it is replaced by
+/// this build, which stores that batch again.
+fn migration_6() -> Vec<Step> {
+    vec![
+        Step::Sql(format!(
+            "CREATE TABLE IF NOT EXISTS cells_day_sums (
+                dim UInt8,
+                host String,
+                key String,
+                bucket Int64,
+                day Date,
+                version UInt64,
+                marked UInt8,
+                countersMap Nested(counter UInt8, value Int64),
+                delayMap Nested(bucket UInt16, count Int64)
+            ) {}",
+            by_day("SummingMergeTree", "dim, host, key, bucket, day, version")
+        )),
+        Step::Sql(format!(
+            "CREATE TABLE IF NOT EXISTS cells_day_samples (
+                dim UInt8,
+                host String,
+                key String,
+                bucket Int64,
+                day Date,
+                sample String
+            ) {}",
+            by_day("ReplacingMergeTree", "dim, host, key, bucket, sample")
+        )),
+        Step::Sql(format!(
+            "CREATE TABLE IF NOT EXISTS cells_day_base (
+                dim UInt8,
+                host String,
+                key String,
+                bucket Int64,
+                day Date,
+                counters Array(Int64),
+                delay_buckets Array(UInt16),
+                delay_counts Array(Int64)
+            ) {}",
+            by_day("ReplacingMergeTree", "dim, host, key, bucket")
+        )),
+        Step::Rename {
+            from: "cells_day",
+            to: "cells_day_by_source",
+        },
+        Step::SumDayCells {
+            from: "cells_day_by_source",
+        },
+    ]
+}
+
+/// One step of a migration.
+pub enum Step {
+    /// A statement, run as it is.
+    Sql(String),
+    /// Renames table `from` to `to`, unless `from` is gone (renamed by an
+    /// earlier run of the migration).
+    Rename {
+        from: &'static str,
+        to: &'static str,
+    },
+    /// Sums the per-source day cells of table `from` into
+    /// `cells_day_base` and `cells_day_samples`, one day partition at a
+    /// time (so that memory holds one day's cells), then drops `from`;
+    /// nothing when `from` is gone. A run interrupted half-way (or two at
+    /// once) sums some days again, which writes the same rows again.
+    SumDayCells { from: &'static str },
+}
+
+impl Step {
+    /// The statements of this step on a database created by the same
+    /// migrations: one of each kind it may send.
+    fn statements(&self) -> Vec<String> {
+        match self {
+            Step::Sql(sql) => vec![sql.clone()],
+            Step::Rename { from, to } => vec![format!("RENAME TABLE {from} TO {to}")],
+            Step::SumDayCells { from } => {
+                let mut out: Vec<String> = sum_day_cells(from)
+                    .into_iter()
+                    .map(|sql| sql.replace('?', "'1970-01-01'"))
+                    .collect();
+                out.push(format!("DROP TABLE IF EXISTS {from}"));
+                out
+            }
+        }
+    }
+
+    async fn run(&self, db: &Db, database: &str, doing: &str) -> Result<()> {
+        match self {
+            Step::Sql(sql) => db.execute(db.query(sql), doing).await,
+            Step::Rename { from, to } => {
+                if !table_exists(db, database, from).await? {
+                    return Ok(());
+                }
+                let sql = format!("RENAME TABLE {from} TO {to}");
+                let renamed = db.execute(db.query(&sql), doing).await;
+                // Another migration running at once may have renamed it
+                // between the look and the rename.
+                if renamed.is_err() && !table_exists(db, database, from).await? {
+                    return Ok(());
+                }
+                renamed
+            }
+            Step::SumDayCells { from } => {
+                let summed = sum_day_cells_of(db, database, from, doing).await;
+                // Another migration running at once drops the table once
+                // it has summed all of it.
+                if summed.is_err() && !table_exists(db, database, from).await? {
+                    return Ok(());
+                }
+                summed
+            }
+        }
+    }
+}
+
+/// Runs [`Step::SumDayCells`] while `from` exists.
+async fn sum_day_cells_of(db: &Db, database: &str, from: &str, doing: &str) -> Result<()> {
+    if !table_exists(db, database, from).await? {
+        return Ok(());
+    }
+    let sql = format!("SELECT DISTINCT toString(day) AS d FROM {from} ORDER BY d");
+    let days: Vec<String> = db.fetch(db.query(&sql), doing).await?;
+    for day in &days {
+        for sql in sum_day_cells(from) {
+            db.execute(db.query(&sql).bind(day.as_str()), doing).await?;
+        }
+    }
+    tracing::info!(days = days.len(), "ClickHouse day cells summed");
+    let sql = format!("DROP TABLE IF EXISTS {from}");
+    db.execute(db.query(&sql), doing).await
+}
+
+/// The statements that sum one day (the `?`) of the per-source day
+/// cells of table `from`, the latest version of each, into
+/// `cells_day_base` and `cells_day_samples`.
+fn sum_day_cells(from: &str) -> Vec<String> {
+    vec![
+        format!(
+            "INSERT INTO cells_day_base
+                 (dim, host, key, bucket, day, counters, delay_buckets, delay_counts)
+             SELECT dim, host, key, bucket, day, counters, delay.1, delay.2
+             FROM (
+                 SELECT dim, host, key, bucket, day, sumForEach(counters) AS counters,
+                     sumMap(delay_buckets, delay_counts) AS delay
+                 FROM {from} FINAL WHERE day = toDate(?)
+                 GROUP BY dim, host, key, bucket, day
+             )"
+        ),
+        format!(
+            "INSERT INTO cells_day_samples (dim, host, key, bucket, day, sample)
+             SELECT DISTINCT dim, host, key, bucket, day, arrayJoin(samples) AS sample
+             FROM {from} FINAL WHERE day = toDate(?)"
+        ),
+    ]
+}
+
+async fn table_exists(db: &Db, database: &str, table: &str) -> Result<bool> {
+    let q = db
+        .query("SELECT toUInt8(count()) FROM system.tables WHERE database = ? AND name = ?")
+        .bind(database)
+        .bind(table);
+    let found: Vec<u8> = db.fetch(q, &format!("look for table {table}")).await?;
+    Ok(found.first().copied().unwrap_or(0) > 0)
+}
+
 /// The table that records applied migrations.
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
     applied_ms Int64
 ) ENGINE = ReplacingMergeTree ORDER BY version";
 
-/// Every migration, oldest first, each a list of statements. Never edit
-/// one that has shipped: add a new one.
-pub fn migrations() -> Vec<Vec<String>> {
-    vec![migration_1(), migration_2(), migration_3(), migration_4()]
+/// Statements, as the steps of a migration.
+fn plain(statements: Vec<String>) -> Vec<Step> {
+    statements.into_iter().map(Step::Sql).collect()
+}
+
+/// Every migration, oldest first, each a list of steps. Never edit one
+/// that has shipped: add a new one.
+pub fn migrations() -> Vec<Vec<Step>> {
+    vec![
+        plain(migration_1()),
+        plain(migration_2()),
+        plain(migration_3()),
+        plain(migration_4()),
+        plain(migration_5()),
+        migration_6(),
+    ]
 }
 
 /// The schema version this build writes.
@@ -442,10 +724,12 @@ pub fn latest_version() -> i64 {
 }
 
 /// Every statement of every migration, with the version table's, in the
-/// order [`migrate`] runs them.
+/// order [`migrate`] runs them on a new database.
 pub fn all_statements() -> Vec<String> {
     let mut out = vec![VERSION_TABLE.to_string()];
-    out.extend(migrations().into_iter().flatten());
+    for step in migrations().iter().flatten() {
+        out.extend(step.statements());
+    }
     out
 }
 
@@ -473,6 +757,12 @@ pub(super) async fn version(db: &Db, database: &str) -> Result<i64> {
 /// Brings `database`, to which `db` is connected, up to the latest
 /// schema version.
 pub(super) async fn migrate(db: &Db, database: &str) -> Result<()> {
+    migrate_to(db, database, latest_version()).await
+}
+
+/// Brings `database` up to schema version `target` (tests start from
+/// older versions).
+pub(super) async fn migrate_to(db: &Db, database: &str, target: i64) -> Result<()> {
     let all = migrations();
     let known = all.len() as i64;
     db.execute(db.query(VERSION_TABLE), "create the schema version table")
@@ -481,11 +771,12 @@ pub(super) async fn migrate(db: &Db, database: &str) -> Result<()> {
     if found > known {
         return Err(StoreError::TooNew { found, known });
     }
-    for (i, statements) in all.iter().enumerate().skip(found as usize) {
+    let todo = (target.min(known) - found).max(0) as usize;
+    for (i, steps) in all.iter().enumerate().skip(found as usize).take(todo) {
         let version = i as u32 + 1;
-        for sql in statements {
-            db.execute(db.query(sql), &format!("apply schema migration {version}"))
-                .await?;
+        let doing = format!("apply schema migration {version}");
+        for step in steps {
+            step.run(db, database, &doing).await?;
         }
         let now = chrono::Utc::now().timestamp_millis();
         db.execute(

@@ -22,13 +22,16 @@
 //! ClickHouse has no transactions, so a batch is written table by table.
 //! Every row has an identity that the data itself decides: records and
 //! rejections their origin (host, file identity, offset), lifecycles
-//! (host, message id) with a version one above the stored one, report
+//! (host, message id) with a version one above the stored one, hour
 //! cells their (dimension, bucket, host, key) and the lifecycle or
 //! rejection they come from. Tables are `ReplacingMergeTree`s keyed by
 //! that identity and every read uses `FINAL`, so a row written twice counts
-//! once. A batch is compared with what is stored before it is written:
-//! records and rejections already there and lifecycles that did not change
-//! are not written again, and the summary counts only what was new.
+//! once. Day cells are sums instead, and what a batch adds to them is
+//! marked, per source and version, in the same insert: a batch sent again
+//! leaves out what is marked (see `migrations`, version 6). A batch is
+//! compared with what is stored before it is written: records and
+//! rejections already there and lifecycles that did not change are not
+//! written again, and the summary counts only what was new.
 //!
 //! The order of the writes makes an interrupted batch safe to send again:
 //! cells before their lifecycle (a retry finds the lifecycle unchanged
@@ -38,22 +41,36 @@
 //! thing not exact under failure: a batch that fails after its rows and
 //! before its counts leaves them short by what it added.
 //!
+//! # Traces
+//!
+//! A trace reads by key: its lifecycle in the one day partition that
+//! `lifecycle_days` names, its raw records by origin in the partitions
+//! `events_by_message` names (both sorted by host and message id, and
+//! filled by materialized views). The filters on a table's key run as
+//! `PREWHERE`, before `FINAL` merges the versions of what is left. A
+//! trace costs a few lookups of one small granule per day partition,
+//! whatever the traffic.
+//!
 //! # Reports
 //!
-//! Reports and cells come from `cells_hour` and `cells_day`: for each
-//! lifecycle and rejection, the cells it contributes (see
-//! `exim_pilot_schema::report::contribution`). A changed lifecycle writes
-//! its new cells and zeroes those it no longer has, under its new version,
-//! so the sums always equal aggregating the stored lifecycles, and day
-//! cells outlive the lifecycles as retention allows. A report sums the
-//! rows of its range in ClickHouse (`sumForEach`, `sumMap`,
-//! `groupUniqArrayArray`) and builds the [`Report`] in Rust with the code
-//! every other path uses, so it is exactly what [`crate::SqliteStore`]
-//! gives. Its cost grows with the number of (message, cell) pairs in the
-//! range, about fifteen per message, which ClickHouse sums at tens of
-//! millions of rows per second; SQLite's cells grow with distinct keys
-//! instead. A report for one destination domain reads that domain's
-//! lifecycles, as SQLite does.
+//! Reports and cells come from the cells each lifecycle and rejection
+//! contributes (see `exim_pilot_schema::report::contribution`), per hour
+//! and per day. Hour cells (`cells_hour`) are one row per source: a
+//! changed lifecycle writes its new cells and zeroes those it no longer
+//! has, under its new version, and a read sums the latest versions of its
+//! range (`sumForEach`, `sumMap`, `groupUniqArrayArray` after `FINAL`),
+//! at a cost that grows with the (message, cell) pairs in the range,
+//! about fifteen per message. Day cells are kept summed per (dimension,
+//! day, host, key), as SQLite keeps its cells: a changed lifecycle adds
+//! its new cells less its old ones, so a month of one dimension is some
+//! thousands of rows however many messages it holds, and samples are
+//! only ever added, as in SQLite. Either way the sums equal aggregating
+//! the stored lifecycles, and day cells outlive the lifecycles as
+//! retention allows. A report reads day cells for the whole days of its
+//! range and hour cells for the hours at its ends, and builds the
+//! [`Report`] in Rust with the code every other path uses, so it is
+//! exactly what [`crate::SqliteStore`] gives. A report for one
+//! destination domain reads that domain's lifecycles, as SQLite does.
 //!
 //! # Full-text search
 //!
@@ -64,12 +81,11 @@
 //!
 //! # Known limits
 //!
-//! A message's raw records ([`Store::message_records`]) are found by
-//! scanning its server's records, since the `events` key is the origin;
-//! traces of servers with months of logs take a few hundred milliseconds.
 //! A lifecycle sits in the partition of the day it was first stored, and
 //! retention drops a day of lifecycles only once the last of them has
-//! gone quiet for the retention period.
+//! gone quiet for the retention period. Reports per hour (`bucket: HOUR`,
+//! a report's hourly series) still read one row per message and cell, so
+//! they slow down as the traffic of their range grows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -403,11 +419,6 @@ impl Store for ClickHouseStore {
 
     async fn cells(&self, query: &CellQuery) -> Result<ReportCells> {
         read::cells(&self.db, query).await
-    }
-
-    fn splits_ranges_into_days(&self) -> bool {
-        // Every cell read scans its table: one read is cheaper than three.
-        false
     }
 
     async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>> {

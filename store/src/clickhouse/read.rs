@@ -2,11 +2,13 @@
 //! of a versioned table uses `FINAL`, so it sees each row's latest
 //! version once.
 
+use std::collections::{BTreeSet, HashMap};
+
 use clickhouse::query::Query;
 use serde::Deserialize;
 
 use exim_pilot_schema::report::{
-    CellKey, Counters, DelayHistogram, Dimension, ReportBuilder, ReportCells, ReportOptions,
+    Cell, CellKey, Counters, DelayHistogram, Dimension, ReportBuilder, ReportCells, ReportOptions,
     Rollup, Samples, COUNTER_COUNT,
 };
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
@@ -82,21 +84,41 @@ pub async fn load_blob(db: &Db, name: &str) -> Result<Option<Vec<u8>>> {
     Ok(rows.into_iter().next().map(|b| b.data))
 }
 
-/// One lifecycle by (host, id).
+/// One lifecycle by (host, id), from the one day partition
+/// `lifecycle_days` names.
+///
+/// The filter on the key runs as `PREWHERE`, before `FINAL` merges the
+/// versions: every version of a lifecycle has the same key, so it passes
+/// or fails whole, and only the granules holding it are merged.
 pub async fn lifecycle(db: &Db, host: &str, id: MessageId) -> Result<Option<Lifecycle>> {
+    let id = id.to_string();
     let q = db
-        .query("SELECT body FROM lifecycles FINAL WHERE host = ? AND id = ?")
+        .query(
+            "SELECT body FROM lifecycles FINAL
+             PREWHERE host = ? AND id = ?
+             WHERE day IN (SELECT day FROM lifecycle_days WHERE host = ? AND id = ?)",
+        )
         .bind(host)
-        .bind(id.to_string());
+        .bind(id.as_str())
+        .bind(host)
+        .bind(id.as_str());
     let bodies: Vec<String> = db.fetch(q, "read a lifecycle").await?;
     bodies.first().map(|b| decode_lifecycle(b)).transpose()
 }
 
-/// Every lifecycle with this id, by host.
+/// Every lifecycle with this id, by host; found as [`lifecycle`] finds
+/// one.
 pub async fn lifecycles_by_id(db: &Db, id: MessageId) -> Result<Vec<Lifecycle>> {
+    let id = id.to_string();
     let q = db
-        .query("SELECT body FROM lifecycles FINAL WHERE id = ? ORDER BY host")
-        .bind(id.to_string());
+        .query(
+            "SELECT body FROM lifecycles FINAL
+             PREWHERE id = ?
+             WHERE day IN (SELECT day FROM lifecycle_days PREWHERE id = ?)
+             ORDER BY host",
+        )
+        .bind(id.as_str())
+        .bind(id.as_str());
     let bodies: Vec<String> = db.fetch(q, "read lifecycles by id").await?;
     bodies.iter().map(|b| decode_lifecycle(b)).collect()
 }
@@ -106,13 +128,38 @@ fn record_select() -> String {
 }
 
 /// The raw records of one message, in log order.
+///
+/// Two reads by key: where its records are, from `events_by_message`,
+/// then the records themselves from `events` by their origin (its key; a
+/// `PREWHERE` before `FINAL`, as in [`lifecycle`]), in the partitions of
+/// their days only. Two round trips cost less than one statement that
+/// reads the index twice, once for the origins and once for the days.
 pub async fn message_records(db: &Db, host: &str, id: MessageId) -> Result<Vec<StoredRecord>> {
+    let q = db
+        .query("SELECT day, file_id, offset FROM events_by_message WHERE host = ? AND id = ?")
+        .bind(host)
+        .bind(id.to_string());
+    let found: Vec<(u16, u64, u64)> = db.fetch(q, "find a message's raw records").await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let days: BTreeSet<u16> = found.iter().map(|(day, _, _)| *day).collect();
+    let origins: BTreeSet<(u64, u64)> = found.iter().map(|(_, f, o)| (*f, *o)).collect();
+
     let sql = format!(
-        "{} WHERE host = ? AND message_id = ?
+        "{} PREWHERE host = ? AND (file_id, offset) IN ({}) WHERE day IN ({})
          ORDER BY ifNull(at_ms, read_at_ms), file_id, offset",
-        record_select()
+        record_select(),
+        vec!["(?, ?)"; origins.len()].join(", "),
+        vec!["toDate(?)"; days.len()].join(", "),
     );
-    let q = db.query(&sql).bind(host).bind(id.to_string());
+    let mut q = db.query(&sql).bind(host);
+    for (file, offset) in origins {
+        q = q.bind(file).bind(offset);
+    }
+    for day in days {
+        q = q.bind(day_string(i64::from(day)));
+    }
     let rows: Vec<EventRow> = db.fetch(q, "read a message's raw records").await?;
     rows.into_iter().map(EventRow::into_record).collect()
 }
@@ -310,64 +357,68 @@ pub async fn audit_log(db: &Db, f: &AuditFilter, page: &PageRequest) -> Result<P
     })
 }
 
-/// Hour buckets covered by a report: `[first, end)`, open ends far away.
-/// Sums the cell rows of `table` with bucket in `[lo, hi)` per (bucket,
+/// Sums the cells of `bucket` with bucket in `[lo, hi)` per (bucket,
 /// host, dimension, key) and hands each non-zero cell to `sink`.
 async fn read_cells(
     db: &Db,
-    table: &str,
-    (lo, hi): (i64, i64),
+    bucket: Bucket,
+    range: (i64, i64),
     host: Option<&str>,
     dims: &[Dimension],
-    mut sink: impl FnMut(i64, &str, Dimension, &str, &exim_pilot_schema::report::Cell),
+    mut sink: impl FnMut(i64, &str, Dimension, &str, &Cell),
 ) -> Result<()> {
-    if lo >= hi {
+    if range.0 >= range.1 {
         return Ok(());
-    }
-    let mut c = Conditions::default();
-    c.push(
-        "bucket >= ? AND bucket < ?",
-        [Value::Int(lo), Value::Int(hi)],
-    );
-    if let Some(h) = host {
-        c.push("host = ?", [text(h)]);
     }
     let dims = if dims.is_empty() {
         &Dimension::ALL[..]
     } else {
         dims
     };
-    let codes: Vec<String> = dims.iter().map(|d| d.code().to_string()).collect();
-    c.push(&format!("dim IN ({})", codes.join(", ")), []);
+    match bucket {
+        Bucket::Hour => hour_cells(db, range, host, dims, sink).await,
+        Bucket::Day => {
+            for (key, cell) in day_cells(db, range, host, dims).await? {
+                sink(key.hour, &key.host, key.dim, &key.key, &cell);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The hour cells, summed by ClickHouse from one row per source and
+/// version, the latest version of each taken by `FINAL`. The conditions
+/// are all on the key and the partition, so they run as `PREWHERE`,
+/// before `FINAL` merges what is left: every version of a row passes or
+/// fails them together. (A `PREWHERE` must leave columns to read after
+/// it: ClickHouse 18.16 cannot merge the versions otherwise.)
+async fn hour_cells(
+    db: &Db,
+    range: (i64, i64),
+    host: Option<&str>,
+    dims: &[Dimension],
+    mut sink: impl FnMut(i64, &str, Dimension, &str, &Cell),
+) -> Result<()> {
+    let c = cell_conditions(range, 24, host, dims);
     let sql = format!(
         "SELECT bucket, host, dim, key, sumForEach(counters) AS counters,
              sumMap(delay_buckets, delay_counts) AS delay,
              groupUniqArrayArray(samples) AS samples
-         FROM {table} FINAL {}
+         FROM cells_hour FINAL PREWHERE {}
          GROUP BY bucket, host, dim, key",
-        c.where_clause()
+        c.sql.join(" AND ")
     );
     let q = c.bind(db.query(&sql));
     let rows: Vec<SummedCell> = db.fetch(q, "sum report cells").await?;
-    let mut cell = exim_pilot_schema::report::Cell::default();
+    let mut cell = Cell::default();
     for row in rows {
         let Some(dim) = Dimension::from_code(row.dim as i64) else {
             // A dimension from a newer version: not ours to count.
             continue;
         };
-        let mut values = [0i64; COUNTER_COUNT];
-        for (v, n) in values.iter_mut().zip(&row.counters) {
-            *v = *n;
-        }
-        cell.counters = Counters::from_array(values);
+        cell.counters = counters(row.counters.iter().copied().enumerate());
         let (buckets, counts) = row.delay;
-        cell.delay = DelayHistogram {
-            buckets: buckets
-                .into_iter()
-                .zip(counts)
-                .filter(|(_, n)| *n != 0)
-                .collect(),
-        };
+        cell.delay = histogram(&buckets, &counts);
         cell.samples = Samples::default();
         for s in &row.samples {
             cell.samples.insert(s);
@@ -380,6 +431,29 @@ async fn read_cells(
     Ok(())
 }
 
+/// Counters from (index, value) pairs; indexes of counters this build
+/// does not know (added by a newer one) are left out.
+fn counters(values: impl Iterator<Item = (usize, i64)>) -> Counters {
+    let mut out = [0i64; COUNTER_COUNT];
+    for (i, n) in values {
+        if let Some(v) = out.get_mut(i) {
+            *v = n;
+        }
+    }
+    Counters::from_array(out)
+}
+
+/// A delay histogram from its buckets and counts, in any order.
+fn histogram(buckets: &[u16], counts: &[i64]) -> DelayHistogram {
+    let mut out = DelayHistogram::default();
+    for (b, n) in buckets.iter().zip(counts) {
+        out.add(&DelayHistogram {
+            buckets: vec![(*b, *n)],
+        });
+    }
+    out
+}
+
 /// Sums the cells of a report's range: day cells for the whole days
 /// inside it, hour cells for the hours at its edges, and hour cells of
 /// the totals for the hourly series.
@@ -387,10 +461,9 @@ async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
     let host = options.host.as_deref();
     let mut rollup = Rollup::new();
     for read in rollup_reads(options) {
-        let table = cell_table(read.bucket);
         read_cells(
             db,
-            table,
+            read.bucket,
             read.range,
             host,
             read.dims(),
@@ -401,11 +474,118 @@ async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
     Ok(rollup)
 }
 
-fn cell_table(bucket: Bucket) -> &'static str {
-    match bucket {
-        Bucket::Hour => "cells_hour",
-        Bucket::Day => "cells_day",
+/// The conditions on cells of buckets `[lo, hi)`, `days` of them a day,
+/// on `host` and of `dims`; the range of their days too, which limits the
+/// read to those days' partitions.
+fn cell_conditions(
+    (lo, hi): (i64, i64),
+    per_day: i64,
+    host: Option<&str>,
+    dims: &[Dimension],
+) -> Conditions {
+    let mut c = Conditions::default();
+    let codes: Vec<String> = dims.iter().map(|d| d.code().to_string()).collect();
+    c.push(&format!("dim IN ({})", codes.join(", ")), []);
+    c.push(
+        "bucket >= ? AND bucket < ?",
+        [Value::Int(lo), Value::Int(hi)],
+    );
+    if let Some(h) = host {
+        c.push("host = ?", [text(h)]);
     }
+
+    // Ranges open at either end reach far: only days `toDate` reads on
+    // every version (1970 to 2105) bound the partitions.
+    let (first, last) = (lo.div_euclid(per_day), (hi - 1).div_euclid(per_day));
+    if (1..=LAST_DATE).contains(&first) {
+        c.push("day >= toDate(?)", [text(&day_string(first))]);
+    }
+    if (0..LAST_DATE).contains(&last) {
+        c.push("day <= toDate(?)", [text(&day_string(last))]);
+    }
+    c
+}
+
+/// The last day (2105-12-31) that `toDate` reads from text on ClickHouse
+/// 18.16, in days since the epoch.
+const LAST_DATE: i64 = 49_672;
+
+/// The day cells of days `[lo, hi)`: the sums written since schema
+/// version 6 (see `migrations`) added to those of the cells stored before
+/// it, with their samples; cells that sum to nothing are left out.
+///
+/// The three tables are read at once, by their key and day partitions,
+/// as they are: no `FINAL`, no `GROUP BY`. The sums' rows of one cell
+/// (from parts not merged yet) are added here; a base cell the migration
+/// wrote twice is the same row twice, taken once.
+async fn day_cells(
+    db: &Db,
+    range: (i64, i64),
+    host: Option<&str>,
+    dims: &[Dimension],
+) -> Result<HashMap<CellKey, Cell>> {
+    let select = |columns: &str, table: &str| {
+        let c = cell_conditions(range, 1, host, dims);
+        let sql = format!(
+            "SELECT bucket, host, dim, key, {columns} FROM {table} {}",
+            c.where_clause()
+        );
+        c.bind(db.query(&sql))
+    };
+    let (base, sums, samples) = tokio::try_join!(
+        db.fetch::<DayBaseRead>(
+            select("counters, delay_buckets, delay_counts", "cells_day_base"),
+            "read day cells",
+        ),
+        db.fetch::<DaySumRead>(
+            select(
+                "countersMap.counter, countersMap.value, delayMap.bucket, delayMap.count",
+                "cells_day_sums",
+            ),
+            "read day cells",
+        ),
+        db.fetch::<DaySampleRead>(select("sample", "cells_day_samples"), "read day samples"),
+    )?;
+
+    let key = |bucket: i64, host: &str, dim: u8, key: &str| {
+        Dimension::from_code(dim as i64).map(|dim| CellKey {
+            hour: bucket,
+            host: host.to_string(),
+            dim,
+            key: key.to_string(),
+        })
+    };
+    let mut cells: HashMap<CellKey, Cell> = HashMap::new();
+    for row in base {
+        if let Some(k) = key(row.bucket, &row.host, row.dim, &row.key) {
+            let cell = Cell {
+                counters: counters(row.counters.into_iter().enumerate()),
+                delay: histogram(&row.delay_buckets, &row.delay_counts),
+                samples: Samples::default(),
+            };
+            cells.insert(k, cell);
+        }
+    }
+    for row in sums {
+        if let Some(k) = key(row.bucket, &row.host, row.dim, &row.key) {
+            let ids = row.counter_ids.iter().map(|i| *i as usize);
+            let change = Cell {
+                counters: counters(ids.zip(row.counter_values)),
+                delay: histogram(&row.delay_buckets, &row.delay_counts),
+                samples: Samples::default(),
+            };
+            cells.entry(k).or_default().add(&change);
+        }
+    }
+    cells.retain(|_, cell| !cell.is_zero());
+    for row in samples {
+        if let Some(k) = key(row.bucket, &row.host, row.dim, &row.key) {
+            if let Some(cell) = cells.get_mut(&k) {
+                cell.samples.insert(&row.sample);
+            }
+        }
+    }
+    Ok(cells)
 }
 
 /// The report over a range. Without a domain filter it comes from the
@@ -447,12 +627,11 @@ pub async fn report(db: &Db, options: &ReportOptions) -> Result<Report> {
 
 /// Raw cells, per hour or day.
 pub async fn cells(db: &Db, q: &CellQuery) -> Result<ReportCells> {
-    let (table, bounds) = (cell_table(q.bucket), cell_query_range(q));
     let mut out = ReportCells::new();
     read_cells(
         db,
-        table,
-        bounds,
+        q.bucket,
+        cell_query_range(q),
         q.host.as_deref(),
         &q.dims,
         |b, h, dim, k, cell| {

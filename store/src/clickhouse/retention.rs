@@ -9,6 +9,10 @@
 //! Lifecycles sit in the partition of the day they were first stored; a
 //! day of them goes only when the last record of every one of them is
 //! older than the cutoff, so a message still changing is never dropped.
+//! The tables that index others for traces (`events_by_message`,
+//! `lifecycle_days`) keep a day as long as the table they index has it.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
@@ -18,12 +22,14 @@ use crate::error::Result;
 use crate::types::{Retention, RetentionSummary};
 
 /// One table's retention: by its `day`, with rows counted with or
-/// without `FINAL`, and the column whose maximum must also be past the
-/// cutoff (`None`: the day alone decides).
+/// without `FINAL`, the column whose maximum must also be past the cutoff
+/// (`None`: the day alone decides), and the table it indexes, whose day
+/// partitions it keeps as long as that table has them (`None`: none).
 struct Rule {
     table: &'static str,
     final_: bool,
     latest: Option<&'static str>,
+    follows: Option<&'static str>,
 }
 
 const fn rule(table: &'static str, final_: bool) -> Rule {
@@ -31,7 +37,33 @@ const fn rule(table: &'static str, final_: bool) -> Rule {
         table,
         final_,
         latest: None,
+        follows: None,
     }
+}
+
+/// The rule of an index table: its day partitions go once `table` no
+/// longer has them, so it never lacks what `table` holds.
+const fn index_of(index: &'static str, table: &'static str) -> Rule {
+    Rule {
+        table: index,
+        final_: false,
+        latest: None,
+        follows: Some(table),
+    }
+}
+
+/// The day partitions `table` has, as `toYYYYMMDD` numbers.
+async fn partitions(db: &Db, table: &str) -> Result<HashSet<u32>> {
+    let q = db
+        .query(
+            "SELECT DISTINCT toUInt32(partition) FROM system.parts
+             WHERE database = currentDatabase() AND table = ? AND active",
+        )
+        .bind(table);
+    let found: Vec<u32> = db
+        .fetch(q, &format!("list the partitions of {table}"))
+        .await?;
+    Ok(found.into_iter().collect())
 }
 
 /// Drops the partitions of `rule.table` before `cutoff_ms`' day; returns
@@ -49,9 +81,13 @@ async fn drop_before(db: &Db, rule: &Rule, cutoff_ms: i64) -> Result<u64> {
     let parts: Vec<(u32, u64, i64)> = db
         .fetch(q, &format!("list old partitions of {}", rule.table))
         .await?;
+    let kept = match rule.follows {
+        Some(table) => partitions(db, table).await?,
+        None => HashSet::new(),
+    };
     let mut dropped = 0;
     for (partition, rows, latest) in parts {
-        if rule.latest.is_some() && latest >= cutoff_ms {
+        if (rule.latest.is_some() && latest >= cutoff_ms) || kept.contains(&partition) {
             continue;
         }
         let sql = format!("ALTER TABLE {} DROP PARTITION {partition}", rule.table);
@@ -78,6 +114,7 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
         table: "lifecycles",
         final_: true,
         latest: Some("last_ms"),
+        follows: None,
     };
     let mut summary = RetentionSummary {
         raw_records: drop_before(db, &rule("events", true), cut(policy.raw_records)).await?,
@@ -91,12 +128,20 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
     };
     drop_before(db, &rule("unparsed", true), cut(policy.raw_records)).await?;
 
-    // Hour cells by the hour, day cells by the day: both tables' `day`
-    // is the day of their bucket.
+    // The indexes of traces go with the days of what they index.
+    let t = cut(policy.raw_records);
+    drop_before(db, &index_of("events_by_message", "events"), t).await?;
+    let t = cut(policy.lifecycles);
+    drop_before(db, &index_of("lifecycle_days", "lifecycles"), t).await?;
+
+    // Hour cells by the hour, day cells (with their marks) by the day:
+    // every cell table's `day` is the day of its bucket.
     let hour_cut = cut(policy.rollup_hours).div_euclid(HOUR_MS) * HOUR_MS;
     summary.rollup_cells += drop_before(db, &rule("cells_hour", true), hour_cut).await?;
-    summary.rollup_cells +=
-        drop_before(db, &rule("cells_day", true), cut(policy.rollup_days)).await?;
+    let day_cut = cut(policy.rollup_days);
+    summary.rollup_cells += drop_before(db, &rule("cells_day_sums", false), day_cut).await?;
+    summary.rollup_cells += drop_before(db, &rule("cells_day_base", true), day_cut).await?;
+    drop_before(db, &rule("cells_day_samples", false), day_cut).await?;
     drop_before(db, &rule("events_hourly", false), hour_cut).await?;
     drop_before(db, &rule("rejects_hourly", false), hour_cut).await?;
 

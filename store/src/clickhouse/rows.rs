@@ -418,6 +418,155 @@ impl CellRow {
     }
 }
 
+/// A row of `cells_day_sums`: what a batch changes in one day cell (its
+/// bucket a day number), counters and histogram as sparse maps, or the
+/// mark of one source's change (dimension `MARK_DIM`, the source as key,
+/// the day as bucket, the source's version, `marked` 1, no values).
+#[derive(clickhouse::Row, Serialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct DaySumRow {
+    pub dim: u8,
+    pub host: String,
+    pub key: String,
+    pub bucket: i64,
+    pub day: u16,
+    pub version: u64,
+    pub marked: u8,
+    #[serde(rename = "countersMap.counter")]
+    pub counter_ids: Vec<u8>,
+    #[serde(rename = "countersMap.value")]
+    pub counter_values: Vec<i64>,
+    #[serde(rename = "delayMap.bucket")]
+    pub delay_buckets: Vec<u16>,
+    #[serde(rename = "delayMap.count")]
+    pub delay_counts: Vec<i64>,
+}
+
+impl DaySumRow {
+    /// The change of the day cell `key`: its counters that are not zero,
+    /// and its histogram.
+    pub fn new(key: &CellKey, cell: &Cell) -> Self {
+        let (counter_ids, counter_values) = cell
+            .counters
+            .to_array()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 0)
+            .map(|(i, n)| (i as u8, *n))
+            .unzip();
+        DaySumRow {
+            dim: key.dim.code() as u8,
+            host: key.host.clone(),
+            key: key.key.clone(),
+            bucket: key.hour,
+            day: date(key.hour),
+            version: 0,
+            marked: 0,
+            counter_ids,
+            counter_values,
+            delay_buckets: cell.delay.buckets.iter().map(|(b, _)| *b).collect(),
+            delay_counts: cell.delay.buckets.iter().map(|(_, n)| *n).collect(),
+        }
+    }
+
+    /// The mark of `source`'s change at `version` in `day`.
+    pub fn mark(host: String, source: String, day: i64, version: u64) -> Self {
+        DaySumRow {
+            dim: super::migrations::MARK_DIM,
+            host,
+            key: source,
+            bucket: day,
+            day: date(day),
+            version,
+            marked: 1,
+            counter_ids: Vec::new(),
+            counter_values: Vec::new(),
+            delay_buckets: Vec::new(),
+            delay_counts: Vec::new(),
+        }
+    }
+}
+
+/// A row of `cells_day_samples`: one sample text of one day cell.
+#[derive(clickhouse::Row, Serialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct DaySampleRow {
+    pub dim: u8,
+    pub host: String,
+    pub key: String,
+    pub bucket: i64,
+    pub day: u16,
+    pub sample: String,
+}
+
+impl DaySampleRow {
+    /// The samples of the day cell `key`.
+    pub fn of(key: &CellKey, cell: &Cell) -> Vec<Self> {
+        cell.samples
+            .0
+            .iter()
+            .map(|sample| DaySampleRow {
+                dim: key.dim.code() as u8,
+                host: key.host.clone(),
+                key: key.key.clone(),
+                bucket: key.hour,
+                day: date(key.hour),
+                sample: sample.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A day number as a `Date`, clamped to the type's range.
+fn date(day: i64) -> u16 {
+    day.clamp(0, u16::MAX as i64) as u16
+}
+
+/// A day number as `YYYY-MM-DD`, for `toDate(?)`.
+pub fn day_string(day: i64) -> String {
+    from_ms(day.saturating_mul(DAY_MS))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// A row of `cells_day_sums` as a read returns it.
+#[derive(clickhouse::Row, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct DaySumRead {
+    pub bucket: i64,
+    pub host: String,
+    pub dim: u8,
+    pub key: String,
+    pub counter_ids: Vec<u8>,
+    pub counter_values: Vec<i64>,
+    pub delay_buckets: Vec<u16>,
+    pub delay_counts: Vec<i64>,
+}
+
+/// A row of `cells_day_base` as a read returns it.
+#[derive(clickhouse::Row, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct DayBaseRead {
+    pub bucket: i64,
+    pub host: String,
+    pub dim: u8,
+    pub key: String,
+    pub counters: Vec<i64>,
+    pub delay_buckets: Vec<u16>,
+    pub delay_counts: Vec<i64>,
+}
+
+/// A row of `cells_day_samples` as a read returns it.
+#[derive(clickhouse::Row, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct DaySampleRead {
+    pub bucket: i64,
+    pub host: String,
+    pub dim: u8,
+    pub key: String,
+    pub sample: String,
+}
+
 /// A summed cell as a report query returns it.
 #[derive(clickhouse::Row, Deserialize, Debug)]
 #[clickhouse(crate = "::clickhouse")]

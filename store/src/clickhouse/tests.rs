@@ -14,8 +14,14 @@ use async_trait::async_trait;
 
 use exim_pilot_testkit::Server;
 
+use exim_pilot_schema::report::{ReportCells, ReportOptions};
+use exim_pilot_schema::{Lifecycle, Outcome, ReasonClass};
+
+use super::migrations;
+use super::rows::*;
+use super::Db;
 use crate::conformance::{fixtures, Backend};
-use crate::{Batch, ClickHouseStore, Result, Store, StoreError};
+use crate::{Batch, Bucket, CellQuery, ClickHouseStore, Result, Store, StoreError};
 
 /// The server shared by the tests of this file.
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -95,8 +101,6 @@ async fn migrating_twice_is_harmless_and_readers_need_a_migrated_database() {
 
 #[tokio::test]
 async fn a_late_fragment_does_not_replace_a_whole_lifecycle() {
-    use exim_pilot_schema::report::ReportOptions;
-
     let store = ClickHouseStore::connect(url(), &fresh_database())
         .await
         .expect("connect");
@@ -231,4 +235,271 @@ async fn every_statement_also_runs_on_a_current_clickhouse() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// What a build of schema version 4 wrote for a batch of lifecycles and
+/// rejections (records aside): per-source hour and day cells, versioned
+/// lifecycles and attempts, and no trace indexes.
+#[derive(Default)]
+struct Version4Rows {
+    stored: std::collections::HashMap<(String, String), (u64, u16, Lifecycle)>,
+}
+
+impl Version4Rows {
+    async fn write(&mut self, db: &Db, batch: &Batch) {
+        use exim_pilot_schema::report::{cohort_time, contribution, reject_contribution, Cell};
+
+        let mut lifecycles = Vec::new();
+        let mut attempts = Vec::new();
+        let mut hour = Vec::new();
+        let mut day = Vec::new();
+        let mut cells = |new: &ReportCells, old: Option<&ReportCells>, source: &str, v: u64| {
+            for (out, day_cells) in [(&mut hour, false), (&mut day, true)] {
+                let (new, old) = if day_cells {
+                    (new.by_day(), old.map(ReportCells::by_day))
+                } else {
+                    (new.clone(), old.cloned())
+                };
+                for (key, cell) in &new.cells {
+                    out.push(CellRow::new(key, cell, source, v, day_cells));
+                }
+                for key in old.iter().flat_map(|o| o.cells.keys()) {
+                    if !new.cells.contains_key(key) {
+                        out.push(CellRow::new(key, &Cell::default(), source, v, day_cells));
+                    }
+                }
+            }
+        };
+        for lc in &batch.lifecycles {
+            let key = (lc.host.clone(), lc.id.to_string());
+            let (version, at_day, old) = match self.stored.get(&key) {
+                Some((v, d, old)) => (v + 1, *d, Some(contribution(old))),
+                None => (1, day_of_ms(cohort_time(lc).map_or(0, ms)), None),
+            };
+            let source = format!("message {} {}", lc.host, lc.id);
+            cells(&contribution(lc), old.as_ref(), &source, version);
+            let body = serde_json::to_string(lc).expect("a lifecycle as JSON");
+            lifecycles.push(LifecycleRow::new(lc, body, version, at_day));
+            attempts.extend(attempt_rows(lc, version));
+            self.stored.insert(key, (version, at_day, lc.clone()));
+        }
+        for r in &batch.rejects {
+            let o = &r.origin;
+            let source = format!("reject {} {} {}", o.host, o.file_id, o.offset);
+            cells(&reject_contribution(r), None, &source, 1);
+        }
+        let events: Vec<EventRow> = batch.records.iter().map(EventRow::new).collect();
+        let rejects: Vec<RejectRow> = batch.rejects.iter().map(RejectRow::new).collect();
+        db.insert("cells_hour", &hour, "test")
+            .await
+            .expect("hour cells");
+        db.insert("cells_day", &day, "test")
+            .await
+            .expect("day cells");
+        db.insert("events", &events, "test").await.expect("events");
+        db.insert("rejects", &rejects, "test")
+            .await
+            .expect("rejects");
+        db.insert("attempts", &attempts, "test")
+            .await
+            .expect("attempts");
+        db.insert("lifecycles", &lifecycles, "test")
+            .await
+            .expect("lifecycles");
+    }
+}
+
+/// Two batches: varied messages with rejections, then some of them
+/// changed; one message is seen twice within the first.
+fn upgrade_batches() -> Vec<Batch> {
+    let lcs = fixtures::varied();
+    let mut first = Batch::default();
+    for (i, lc) in lcs.iter().enumerate() {
+        first
+            .records
+            .extend(fixtures::records_of(lc, i as u64 * 1000));
+    }
+    first.lifecycles = lcs.clone();
+    let twice = fixtures::deferred("mx2.example.org", 900, fixtures::at(70), "z@example.com");
+    first.records.extend(fixtures::records_of(&twice, 900_000));
+    first.lifecycles.push(twice.clone());
+    first
+        .lifecycles
+        .push(fixtures::now_delivered(&twice, fixtures::at(95)));
+    first.rejects = vec![
+        fixtures::reject(
+            "mx1.example.org",
+            10,
+            fixtures::at(5),
+            "203.0.113.9",
+            ReasonClass::Other,
+        ),
+        fixtures::reject(
+            "mx2.example.org",
+            30,
+            fixtures::at(24 * 60 + 7),
+            "203.0.113.7",
+            ReasonClass::Greylisting,
+        ),
+    ];
+    let later = fixtures::at(5 * 24 * 60);
+    let second = Batch {
+        lifecycles: lcs
+            .iter()
+            .filter(|lc| lc.recipients.iter().any(|r| r.outcome == Outcome::Deferred))
+            .map(|lc| fixtures::now_delivered(lc, later))
+            .collect(),
+        ..Batch::default()
+    };
+    vec![first, second]
+}
+
+/// Asserts that two stores answer alike: reports (whole and over a range
+/// with partial days), hour and day cells, lifecycles and raw records.
+async fn assert_same_answers(got: &dyn Store, expected: &dyn Store, batches: &[Batch]) {
+    let ranges = [
+        ReportOptions::default(),
+        ReportOptions {
+            since: Some(fixtures::at(-90)),
+            until: Some(fixtures::at(3 * 24 * 60 + 30)),
+            ..ReportOptions::default()
+        },
+    ];
+    for options in &ranges {
+        assert_eq!(
+            got.report(options).await.expect("report"),
+            expected.report(options).await.expect("report"),
+            "{options:?}"
+        );
+    }
+    for bucket in [Bucket::Hour, Bucket::Day] {
+        let query = CellQuery {
+            bucket,
+            ..CellQuery::default()
+        };
+        assert_eq!(
+            got.cells(&query).await.expect("cells"),
+            expected.cells(&query).await.expect("cells"),
+            "{bucket:?} cells"
+        );
+    }
+    for lc in batches.iter().flat_map(|b| &b.lifecycles) {
+        assert_eq!(
+            got.lifecycle(&lc.host, lc.id).await.expect("lifecycle"),
+            expected
+                .lifecycle(&lc.host, lc.id)
+                .await
+                .expect("lifecycle"),
+        );
+        assert_eq!(
+            got.lifecycles_by_id(lc.id).await.expect("by id"),
+            expected.lifecycles_by_id(lc.id).await.expect("by id"),
+        );
+        let records = got.message_records(&lc.host, lc.id).await.expect("records");
+        assert!(!records.is_empty(), "no records for {}", lc.id);
+        assert_eq!(
+            records,
+            expected
+                .message_records(&lc.host, lc.id)
+                .await
+                .expect("records")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_from_version_4_keeps_traces_and_reports() {
+    let batches = upgrade_batches();
+    let expected = ClickHouseStore::connect(url(), &fresh_database())
+        .await
+        .expect("connect");
+
+    // A database a build of schema version 4 wrote.
+    let database = fresh_database();
+    let server = Db::new(url(), None, None);
+    let create = format!("CREATE DATABASE {database}");
+    server
+        .execute(server.query(&create), "create a database")
+        .await
+        .expect("create");
+    let old = Db::new(url(), Some(&database), None);
+    migrations::migrate_to(&old, &database, 4)
+        .await
+        .expect("migrate to version 4");
+    let mut version_4 = Version4Rows::default();
+    for batch in &batches {
+        version_4.write(&old, batch).await;
+        expected.commit_batch(batch.clone()).await.expect("commit");
+    }
+
+    // Upgraded by two migrations at once (processors starting together),
+    // then once more, it answers as a database this build wrote.
+    let (a, b) = tokio::join!(
+        crate::clickhouse::migrate(url(), &database),
+        crate::clickhouse::migrate(url(), &database),
+    );
+    a.expect("migrate");
+    b.expect("migrate at the same time");
+    for again in [false, true] {
+        if again {
+            crate::clickhouse::migrate(url(), &database)
+                .await
+                .expect("migrate again");
+        }
+        let store = ClickHouseStore::open(url(), &database).await.expect("open");
+        assert_same_answers(&store, &expected, &batches).await;
+    }
+
+    // And goes on from there: a change of a lifecycle stored before the
+    // upgrade replaces what it counted.
+    let store = ClickHouseStore::open(url(), &database).await.expect("open");
+    let lc = &batches[0].lifecycles[3];
+    let changed = Batch {
+        lifecycles: vec![fixtures::deferred(
+            &lc.host,
+            3,
+            fixtures::at(2),
+            "new@example.net",
+        )],
+        ..Batch::default()
+    };
+    for s in [&store, &expected] {
+        s.commit_batch(changed.clone()).await.expect("commit");
+    }
+    assert_same_answers(&store, &expected, &batches).await;
+}
+
+/// Renames a table, or fails the test.
+async fn rename(db: &Db, from: &str, to: &str) {
+    let sql = format!("RENAME TABLE {from} TO {to}");
+    db.execute(db.query(&sql), "rename a table")
+        .await
+        .expect("rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_after_failing_past_its_cells_counts_once() {
+    let batches = upgrade_batches();
+    let expected = ClickHouseStore::connect(url(), &fresh_database())
+        .await
+        .expect("connect");
+    let store = ClickHouseStore::connect(url(), &fresh_database())
+        .await
+        .expect("connect");
+    for batch in &batches {
+        expected.commit_batch(batch.clone()).await.expect("commit");
+
+        // A first attempt fails once its report cells are stored, on the
+        // delivery attempts (the lifecycles come after them); then the
+        // same batch is sent again, as a processor does.
+        rename(&store.db, "attempts", "attempts_away").await;
+        let failed = store.commit_batch(batch.clone()).await;
+        assert!(failed.is_err(), "{failed:?}");
+        rename(&store.db, "attempts_away", "attempts").await;
+        store
+            .commit_batch(batch.clone())
+            .await
+            .expect("commit again");
+    }
+    assert_same_answers(&store, &expected, &batches).await;
 }

@@ -1,11 +1,14 @@
 //! Writing: batches compared with what is stored, then written table by
-//! table in an order that makes a retry safe (see the module above).
+//! table in an order that makes a retry safe (see the module above). Day
+//! cells change by the difference each new version of a source makes,
+//! summed per batch and marked (see `day_change_rows`).
 
 use std::collections::{HashMap, HashSet};
 
 use exim_pilot_schema::report::{contribution, reject_contribution, Cell, ReportCells};
 use exim_pilot_schema::{Lifecycle, RejectRecord};
 
+use super::migrations::MARK_DIM;
 use super::rows::*;
 use super::{ClickHouseStore, Db, UnparsedRecord};
 use crate::error::{Result, StoreError};
@@ -42,7 +45,7 @@ struct Rows {
     lifecycles: Vec<LifecycleRow>,
     attempts: Vec<AttemptRow>,
     cells_hour: Vec<CellRow>,
-    cells_day: Vec<CellRow>,
+    day_changes: Vec<DayChange>,
 }
 
 /// Writes a batch; see the module documentation for the order.
@@ -129,18 +132,25 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         );
     }
 
-    // Report cells first: a cell row is named by its source and version,
-    // so writing it again on a retry replaces it, while records and
-    // rejections, once stored, are taken as done by the next attempt
-    // (`unseen_records`, `unseen_rejects`). Written after them, the cells
-    // of a batch that failed in between would never be written. Then the
-    // details, lifecycles after their attempts and cells, and last the
-    // counts and blobs. Inserts of one stage do not depend on each other
-    // and go together: four round trips instead of nine.
+    // Day cells change by what a batch sent before already changed, if
+    // it failed after that: those changes are marked, and left out.
+    let marked = marked_changes(db, &rows.day_changes).await?;
+    let (day_sums, day_samples) = day_change_rows(&rows.day_changes, &marked);
     timer.lap("build_rows");
+
+    // Report cells first: an hour cell row is named by its source and
+    // version, so writing it again on a retry replaces it, and a day
+    // change is marked, while records and rejections, once stored, are
+    // taken as done by the next attempt (`unseen_records`,
+    // `unseen_rejects`). Written after them, the cells of a batch that
+    // failed in between would never be written. Then the details,
+    // lifecycles after their attempts and cells, and last the counts and
+    // blobs. Inserts of one stage do not depend on each other and go
+    // together: four round trips instead of nine.
     tokio::try_join!(
         db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
-        db.insert("cells_day", &rows.cells_day, "store daily report cells"),
+        db.insert("cells_day_sums", &day_sums, "store daily report cells"),
+        db.insert("cells_day_samples", &day_samples, "store daily samples"),
     )?;
     timer.lap("insert_cells");
     tokio::try_join!(
@@ -221,8 +231,9 @@ impl StepTimer {
     }
 }
 
-/// Adds the cell rows of a source's new contribution, and zero rows for
-/// the cells of its old contribution it no longer has, hour and day.
+/// Adds the hour cell rows of a source's new contribution, with zero
+/// rows for the cells of its old contribution it no longer has, and its
+/// day changes.
 fn push_cells(
     rows: &mut Rows,
     new: &ReportCells,
@@ -231,21 +242,166 @@ fn push_cells(
     version: u64,
 ) {
     let zero = Cell::default();
-    let days = new.by_day();
-    let old_days = old.map(ReportCells::by_day);
-    for (cells, old, out, day_cells) in [
-        (new, old, &mut rows.cells_hour, false),
-        (&days, old_days.as_ref(), &mut rows.cells_day, true),
-    ] {
-        for (key, cell) in &cells.cells {
-            out.push(CellRow::new(key, cell, source, version, day_cells));
-        }
-        for key in old.into_iter().flat_map(|o| o.cells.keys()) {
-            if !cells.cells.contains_key(key) {
-                out.push(CellRow::new(key, &zero, source, version, day_cells));
-            }
+    for (key, cell) in &new.cells {
+        rows.cells_hour
+            .push(CellRow::new(key, cell, source, version, false));
+    }
+    for key in old.into_iter().flat_map(|o| o.cells.keys()) {
+        if !new.cells.contains_key(key) {
+            rows.cells_hour
+                .push(CellRow::new(key, &zero, source, version, false));
         }
     }
+    rows.day_changes
+        .extend(DayChange::of(new, old, source, version));
+}
+
+/// What one version of a source (a lifecycle or a rejection) changes in
+/// the day cells of one day: its new cells less its old ones (samples
+/// are only added, as SQLite's rollups keep them).
+struct DayChange {
+    source: String,
+    host: String,
+    day: i64,
+    version: u64,
+    cells: ReportCells,
+}
+
+impl DayChange {
+    /// The changes of a source from `old` to `new`, one per day either
+    /// has cells in (a lifecycle's cells share one hour, so usually one).
+    fn of(new: &ReportCells, old: Option<&ReportCells>, source: &str, version: u64) -> Vec<Self> {
+        let mut by_day: HashMap<(String, i64), ReportCells> = HashMap::new();
+        let mut put = |cells: &ReportCells, add: bool| {
+            for (key, cell) in &cells.by_day().cells {
+                let change = by_day.entry((key.host.clone(), key.hour)).or_default();
+                let sum = change.cells.entry(key.clone()).or_default();
+                if add {
+                    sum.add(cell);
+                } else {
+                    sum.subtract(cell);
+                }
+            }
+        };
+        put(new, true);
+        if let Some(old) = old {
+            put(old, false);
+        }
+        for change in by_day.values_mut() {
+            change
+                .cells
+                .retain(|_, c| !c.is_zero() || !c.samples.0.is_empty());
+        }
+        by_day
+            .into_iter()
+            .filter(|(_, cells)| !cells.cells.is_empty())
+            .map(|((host, day), cells)| DayChange {
+                source: source.to_string(),
+                host,
+                day,
+                version,
+                cells,
+            })
+            .collect()
+    }
+
+    /// The mark's identity: (host, source, day, version).
+    fn mark(&self) -> Mark {
+        (
+            self.host.clone(),
+            self.source.clone(),
+            self.day,
+            self.version,
+        )
+    }
+}
+
+/// A day change's mark in `cells_day_sums`: (host, source, day, version).
+type Mark = (String, String, i64, u64);
+
+/// The marks of `changes` already stored: changes a batch sent before
+/// made before it failed. Each (host, day) asks for its sources' marks,
+/// in that day's partition only.
+async fn marked_changes(db: &Db, changes: &[DayChange]) -> Result<HashSet<Mark>> {
+    let mut wanted: HashMap<(&str, i64), Vec<&str>> = HashMap::new();
+    for c in changes {
+        wanted.entry((&c.host, c.day)).or_default().push(&c.source);
+    }
+    let mut out = HashSet::new();
+    for ((host, day), mut sources) in wanted {
+        sources.sort_unstable();
+        sources.dedup();
+        for chunk in sources.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT key, version FROM cells_day_sums
+                 WHERE dim = {MARK_DIM} AND day = toDate(?) AND host = ? AND bucket = ?
+                     AND key IN ({})",
+                marks(chunk.len())
+            );
+            let mut q = db.query(&sql).bind(day_string(day)).bind(host).bind(day);
+            for source in chunk {
+                q = q.bind(*source);
+            }
+            let found: Vec<(String, u64)> = db.fetch(q, "look for day cells changed").await?;
+            out.extend(
+                found
+                    .into_iter()
+                    .map(|(source, version)| (host.to_string(), source, day, version)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `cells_day_sums` for the changes not `marked`: their sums
+/// per cell, and a mark for each; and the samples of every change.
+///
+/// The marks go in the same insert as the sums, and each day's rows of
+/// one insert make one part of that day's partition (an insert is cut
+/// into blocks of a million rows, far above a batch's), which ClickHouse
+/// stores whole or not at all: a change is marked exactly when it is
+/// summed. Samples are written again with every attempt, since only
+/// adding them is idempotent whatever became of an earlier one.
+fn day_change_rows(
+    changes: &[DayChange],
+    marked: &HashSet<Mark>,
+) -> (Vec<DaySumRow>, Vec<DaySampleRow>) {
+    let mut sums = ReportCells::new();
+    let mut samples = ReportCells::new();
+    let mut rows = Vec::new();
+    for change in changes {
+        for (key, cell) in &change.cells.cells {
+            if !cell.samples.0.is_empty() {
+                samples
+                    .cells
+                    .entry(key.clone())
+                    .or_default()
+                    .samples
+                    .add(&cell.samples);
+            }
+        }
+        let mark = change.mark();
+        if marked.contains(&mark) {
+            continue;
+        }
+        for (key, cell) in &change.cells.cells {
+            sums.add_cell(key.clone(), cell);
+        }
+        let (host, source, day, version) = mark;
+        rows.push(DaySumRow::mark(host, source, day, version));
+    }
+    sums.prune();
+    rows.extend(
+        sums.cells
+            .iter()
+            .map(|(key, cell)| DaySumRow::new(key, cell)),
+    );
+    let samples = samples
+        .cells
+        .iter()
+        .flat_map(|(key, cell)| DaySampleRow::of(key, cell))
+        .collect();
+    (rows, samples)
 }
 
 /// `?, ?, ?` for `n` values.
@@ -331,14 +487,20 @@ async fn stored_lifecycles(
         ids.sort();
         ids.dedup();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
+            // As `read::lifecycle` reads one: by key, in the partitions
+            // `lifecycle_days` names.
             let sql = format!(
                 "SELECT host, id, version, day, body FROM lifecycles FINAL
-                 WHERE host = ? AND id IN ({})",
-                marks(chunk.len())
+                 PREWHERE host = ? AND id IN ({ids})
+                 WHERE day IN (SELECT day FROM lifecycle_days WHERE host = ? AND id IN ({ids}))",
+                ids = marks(chunk.len())
             );
-            let mut q = db.query(&sql).bind(host);
-            for id in chunk {
-                q = q.bind(id.as_str());
+            let mut q = db.query(&sql);
+            for _ in 0..2 {
+                q = q.bind(host);
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
             }
             let found: Vec<StoredLifecycle> = db.fetch(q, "read stored lifecycles").await?;
             for s in found {
