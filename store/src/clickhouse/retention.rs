@@ -1,7 +1,8 @@
 //! Retention: dropping whole day partitions older than the policy allows.
 //!
-//! Every table but `blobs`, `users`, `sessions` and `host_stats` is
-//! partitioned by UTC day, so retention is one `ALTER TABLE ... DROP PARTITION` per old day:
+//! Every table but `blobs`, `users`, `sessions`, `host_stats` and the
+//! trace indexes (by month, see below) is partitioned by UTC day, so
+//! retention is one `ALTER TABLE ... DROP PARTITION` per old day:
 //! instant, whatever the volume, and without rewriting anything. The
 //! price is granularity: a day goes once all of it is older than the
 //! cutoff, so up to a day more than the policy is kept.
@@ -10,7 +11,9 @@
 //! day of them goes only when the last record of every one of them is
 //! older than the cutoff, so a message still changing is never dropped.
 //! The tables that index others for traces (`events_by_message`,
-//! `lifecycle_days`) keep a day as long as the table they index has it.
+//! `lifecycle_days`) are partitioned by month: a month goes once all of
+//! it is older than the cutoff and the table it indexes has none of its
+//! days left.
 
 use std::collections::HashSet;
 
@@ -22,14 +25,12 @@ use crate::error::Result;
 use crate::types::{Retention, RetentionSummary};
 
 /// One table's retention: by its `day`, with rows counted with or
-/// without `FINAL`, the column whose maximum must also be past the cutoff
-/// (`None`: the day alone decides), and the table it indexes, whose day
-/// partitions it keeps as long as that table has them (`None`: none).
+/// without `FINAL`, and the column whose maximum must also be past the
+/// cutoff (`None`: the day alone decides).
 struct Rule {
     table: &'static str,
     final_: bool,
     latest: Option<&'static str>,
-    follows: Option<&'static str>,
 }
 
 const fn rule(table: &'static str, final_: bool) -> Rule {
@@ -37,18 +38,6 @@ const fn rule(table: &'static str, final_: bool) -> Rule {
         table,
         final_,
         latest: None,
-        follows: None,
-    }
-}
-
-/// The rule of an index table: its day partitions go once `table` no
-/// longer has them, so it never lacks what `table` holds.
-const fn index_of(index: &'static str, table: &'static str) -> Rule {
-    Rule {
-        table: index,
-        final_: false,
-        latest: None,
-        follows: Some(table),
     }
 }
 
@@ -81,13 +70,9 @@ async fn drop_before(db: &Db, rule: &Rule, cutoff_ms: i64) -> Result<u64> {
     let parts: Vec<(u32, u64, i64)> = db
         .fetch(q, &format!("list old partitions of {}", rule.table))
         .await?;
-    let kept = match rule.follows {
-        Some(table) => partitions(db, table).await?,
-        None => HashSet::new(),
-    };
     let mut dropped = 0;
     for (partition, rows, latest) in parts {
-        if (rule.latest.is_some() && latest >= cutoff_ms) || kept.contains(&partition) {
+        if rule.latest.is_some() && latest >= cutoff_ms {
             continue;
         }
         let sql = format!("ALTER TABLE {} DROP PARTITION {partition}", rule.table);
@@ -99,6 +84,34 @@ async fn drop_before(db: &Db, rule: &Rule, cutoff_ms: i64) -> Result<u64> {
         dropped += rows;
     }
     Ok(dropped)
+}
+
+/// Drops the month partitions of index table `index` whose days are all
+/// before `cutoff_ms`' day and of which `table` has no day left, so that
+/// the index never lacks what `table` holds.
+async fn drop_index_before(db: &Db, index: &str, table: &str, cutoff_ms: i64) -> Result<()> {
+    let sql = format!(
+        "SELECT toUInt32(toYYYYMM(day)) AS p FROM {index}
+         GROUP BY p HAVING max(day) < toDate(?) ORDER BY p"
+    );
+    let q = db.query(&sql).bind(ms_day_string(cutoff_ms));
+    let months: Vec<u32> = db
+        .fetch(q, &format!("list old partitions of {index}"))
+        .await?;
+    let kept: HashSet<u32> = partitions(db, table)
+        .await?
+        .into_iter()
+        .map(|day| day / 100)
+        .collect();
+    for month in months.into_iter().filter(|m| !kept.contains(m)) {
+        let sql = format!("ALTER TABLE {index} DROP PARTITION {month}");
+        db.execute(
+            db.query(&sql),
+            &format!("drop partition {month} of {index}"),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn ms_day_string(t: i64) -> String {
@@ -114,7 +127,6 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
         table: "lifecycles",
         final_: true,
         latest: Some("last_ms"),
-        follows: None,
     };
     let mut summary = RetentionSummary {
         raw_records: drop_before(db, &rule("events", true), cut(policy.raw_records)).await?,
@@ -130,9 +142,9 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
 
     // The indexes of traces go with the days of what they index.
     let t = cut(policy.raw_records);
-    drop_before(db, &index_of("events_by_message", "events"), t).await?;
+    drop_index_before(db, "events_by_message", "events", t).await?;
     let t = cut(policy.lifecycles);
-    drop_before(db, &index_of("lifecycle_days", "lifecycles"), t).await?;
+    drop_index_before(db, "lifecycle_days", "lifecycles", t).await?;
 
     // Hour cells by the hour, day cells (with their marks) by the day:
     // every cell table's `day` is the day of its bucket.

@@ -57,6 +57,45 @@ pub(super) fn fresh_database() -> String {
     )
 }
 
+/// The trace indexes, partitioned by month, lose a month with the last
+/// day of it that the table they index drops, and keep the rest.
+#[tokio::test]
+async fn retention_drops_the_old_months_of_the_trace_indexes() {
+    let database = fresh_database();
+    let store = ClickHouseStore::connect(url(), &database)
+        .await
+        .expect("connect");
+    let now = fixtures::at(0);
+    let old = fixtures::delivered("mx1", 1, now - chrono::Duration::days(200), "a@example.net");
+    let new = fixtures::delivered("mx1", 2, now - chrono::Duration::days(1), "b@example.net");
+    let mut records = fixtures::records_of(&old, 0);
+    records.extend(fixtures::records_of(&new, 10_000));
+    store
+        .commit_batch(Batch {
+            records,
+            lifecycles: vec![old.clone(), new.clone()],
+            ..Batch::default()
+        })
+        .await
+        .expect("commit");
+    store
+        .apply_retention(&crate::Retention::default(), now)
+        .await
+        .expect("retention");
+
+    let db = Db::new(url(), Some(&database), None);
+    for table in ["events_by_message", "lifecycle_days"] {
+        for (lc, expected) in [(&old, false), (&new, true)] {
+            let sql = format!("SELECT toUInt64(count()) FROM {table} WHERE id = ?");
+            let q = db.query(&sql).bind(lc.id.to_string());
+            let rows: Vec<u64> = db.fetch(q, "count index rows").await.expect("count");
+            assert_eq!(rows[0] > 0, expected, "{table}, message {}", lc.id);
+        }
+    }
+    let trace = store.message_records("mx1", new.id).await.expect("trace");
+    assert_eq!(trace.len(), fixtures::records_of(&new, 0).len());
+}
+
 /// Stores in fresh databases of the shared server.
 struct FreshDatabases;
 
