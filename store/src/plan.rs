@@ -44,7 +44,7 @@ impl CellRead {
         match (self.bucket, self.totals_only) {
             (_, true) => rollup.add_hourly(bucket, cell),
             (Bucket::Hour, false) => rollup.add(Some(bucket), host, dim, key, cell),
-            (Bucket::Day, false) => rollup.add(None, host, dim, key, cell),
+            (Bucket::Day | Bucket::Range, false) => rollup.add(None, host, dim, key, cell),
         }
     }
 }
@@ -80,6 +80,13 @@ pub(crate) fn rollup_reads(options: &ReportOptions) -> Vec<CellRead> {
     }
 }
 
+/// The bucket number of every cell of a whole-range query, whose cells
+/// are summed over `bounds` (from [`cell_query_range`]): its first day, or
+/// 0 without a start. `None` for hour and day cells.
+pub(crate) fn range_key(q: &CellQuery, (first, _): (i64, i64)) -> Option<i64> {
+    (q.bucket == Bucket::Range).then_some(if q.since.is_some() { first } else { 0 })
+}
+
 /// The buckets a cell query reads: the hours of its range, or every day
 /// that overlaps it.
 pub(crate) fn cell_query_range(q: &CellQuery) -> (i64, i64) {
@@ -91,7 +98,7 @@ pub(crate) fn cell_query_range(q: &CellQuery) -> (i64, i64) {
     let (h0, h1) = hour_bounds(&options);
     match q.bucket {
         Bucket::Hour => (h0, h1),
-        Bucket::Day => (
+        Bucket::Day | Bucket::Range => (
             h0.div_euclid(24),
             h1.div_euclid(24) + i64::from(h1.rem_euclid(24) != 0),
         ),

@@ -220,6 +220,11 @@ pub enum Bucket {
     Hour,
     /// One cell per UTC day.
     Day,
+    /// One cell for the whole range, from the day cells of its UTC days
+    /// (the range is rounded out to whole days, as for `Day`): what a
+    /// caller that sums over time anyway asks for, so that the store sums
+    /// where the cells are.
+    Range,
 }
 
 /// A query for raw rollup cells, for callers that group and bucket numbers
@@ -234,8 +239,9 @@ pub struct CellQuery {
     pub host: Option<String>,
     /// Only these dimensions; empty means all.
     pub dims: Vec<Dimension>,
-    /// Hour or day cells. The key's `hour` field holds the hour number, or
-    /// the day number for day cells.
+    /// Hour, day or whole-range cells. The key's `hour` field holds the
+    /// hour number, the day number for day cells, or the first day's
+    /// number for a whole range (0 without `since`).
     pub bucket: Bucket,
 }
 

@@ -198,10 +198,13 @@ const DAY_HOURS: i64 = 24;
 /// are read from day cells and only the partial days at its ends from
 /// hour cells: a month is then some thirty cells per group to read and
 /// sum rather than seven hundred. The sums are the same either way.
+/// With `whole`, the caller sums over time anyway, so the whole days come
+/// summed by the store, as one cell per group keyed by their first day.
 async fn range_cells(
     store: &dyn Store,
     query: &CellQuery,
     hourly: bool,
+    whole: bool,
 ) -> Result<Vec<(CellKey, Cell)>> {
     let with = |since, until, bucket| CellQuery {
         since,
@@ -242,7 +245,11 @@ async fn range_cells(
         }
         _ => None,
     };
-    let days = with(first_day, last_day, Bucket::Day);
+    let days = with(
+        first_day,
+        last_day,
+        if whole { Bucket::Range } else { Bucket::Day },
+    );
     let read = |q: Option<CellQuery>| async move {
         match q {
             Some(q) => store.cells(&q).await.map(|c| c.cells),
@@ -370,7 +377,8 @@ impl LogQuery {
             bucket: Bucket::Hour,
         };
         let hourly = bucket == Some(BucketSize::Hour);
-        let cells = range_cells(&*api(ctx)?.store, &query, hourly).await?;
+        let whole = bucket.is_none();
+        let cells = range_cells(&*api(ctx)?.store, &query, hourly, whole).await?;
 
         // Sum the cells per (bucket, group).
         let mut groups: BTreeMap<(Option<i64>, String), Cell> = BTreeMap::new();
@@ -427,7 +435,7 @@ impl LogQuery {
             dims: vec![Dimension::Sender],
             bucket: Bucket::Hour,
         };
-        let cells = range_cells(&*api(ctx)?.store, &query, false).await?;
+        let cells = range_cells(&*api(ctx)?.store, &query, false, true).await?;
 
         // One cell per sender, over every hour and server.
         let mut senders: BTreeMap<String, Cell> = BTreeMap::new();

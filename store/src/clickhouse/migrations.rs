@@ -524,6 +524,8 @@ pub(super) const MARK_DIM: u8 = 255;
 ///   marked, so nothing counts twice (see `write`). The write path
 ///   inserts into it directly: a materialized view could not tell a
 ///   change from the version it replaces.
+///   Its granules are small (1,024 rows), so that a read of one dimension
+///   reads little of the others' rows.
 /// - `cells_day_samples` (`ReplacingMergeTree`): the sample texts of
 ///   each day cell, one row each. A sample is only ever added (as SQLite
 ///   keeps them), so writing one twice changes nothing and it needs no
@@ -550,7 +552,7 @@ fn migration_6() -> Vec<Step> {
                 marked UInt8,
                 countersMap Nested(counter UInt8, value Int64),
                 delayMap Nested(bucket UInt16, count Int64)
-            ) {}",
+            ) {} SETTINGS index_granularity = 1024",
             by_day("SummingMergeTree", "dim, host, key, bucket, day, version")
         )),
         Step::Sql(format!(

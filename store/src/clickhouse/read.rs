@@ -17,7 +17,7 @@ use super::rows::*;
 use super::Db;
 use crate::cursor::{cursor_number, decode_cursor, encode_cursor};
 use crate::error::{Result, StoreError};
-use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
+use crate::plan::{cell_query_range, hour_bounds, range_key, rollup_reads};
 use crate::types::*;
 
 /// A value bound into a statement.
@@ -358,10 +358,12 @@ pub async fn audit_log(db: &Db, f: &AuditFilter, page: &PageRequest) -> Result<P
 }
 
 /// Sums the cells of `bucket` with bucket in `[lo, hi)` per (bucket,
-/// host, dimension, key) and hands each non-zero cell to `sink`.
+/// host, dimension, key) and hands each non-zero cell to `sink`; for
+/// `Bucket::Range`, summed over the whole range per (host, dimension,
+/// key), each keyed by `whole_key`.
 async fn read_cells(
     db: &Db,
-    bucket: Bucket,
+    (bucket, whole_key): (Bucket, i64),
     range: (i64, i64),
     host: Option<&str>,
     dims: &[Dimension],
@@ -375,15 +377,15 @@ async fn read_cells(
     } else {
         dims
     };
-    match bucket {
-        Bucket::Hour => hour_cells(db, range, host, dims, sink).await,
-        Bucket::Day => {
-            for (key, cell) in day_cells(db, range, host, dims).await? {
-                sink(key.hour, &key.host, key.dim, &key.key, &cell);
-            }
-            Ok(())
-        }
+    let whole = match bucket {
+        Bucket::Hour => return hour_cells(db, range, host, dims, sink).await,
+        Bucket::Day => None,
+        Bucket::Range => Some(whole_key),
+    };
+    for (key, cell) in day_cells(db, range, host, dims, whole).await? {
+        sink(key.hour, &key.host, key.dim, &key.key, &cell);
     }
+    Ok(())
 }
 
 /// The hour cells, summed by ClickHouse from one row per source and
@@ -461,9 +463,14 @@ async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
     let host = options.host.as_deref();
     let mut rollup = Rollup::new();
     for read in rollup_reads(options) {
+        // Day cells are added up whatever their day: ClickHouse sums them.
+        let bucket = match read.bucket {
+            Bucket::Day => Bucket::Range,
+            other => other,
+        };
         read_cells(
             db,
-            read.bucket,
+            (bucket, 0),
             read.range,
             host,
             read.dims(),
@@ -518,38 +525,68 @@ const LAST_DATE: i64 = 49_672;
 /// as they are: no `FINAL`, no `GROUP BY`. The sums' rows of one cell
 /// (from parts not merged yet) are added here; a base cell the migration
 /// wrote twice is the same row twice, taken once.
+///
+/// With `whole`, the cells of every day are summed by ClickHouse per
+/// (host, dimension, key), each keyed by `whole`: a month by destination
+/// domain is then a row per domain to send rather than one per domain and
+/// day. The base cells are then read with `FINAL`, so that one written
+/// twice counts once in the sum. Samples are read per day, and kept when
+/// their cell sums to something over the whole range.
 async fn day_cells(
     db: &Db,
     range: (i64, i64),
     host: Option<&str>,
     dims: &[Dimension],
+    whole: Option<i64>,
 ) -> Result<HashMap<CellKey, Cell>> {
-    let select = |columns: &str, table: &str| {
+    let select = |columns: &str, summed: Option<&str>, table: &str| {
         let c = cell_conditions(range, 1, host, dims);
-        let sql = format!(
-            "SELECT bucket, host, dim, key, {columns} FROM {table} {}",
-            c.where_clause()
-        );
+        let sql = match whole.and(summed) {
+            None => format!(
+                "SELECT bucket, host, dim, key, {columns} FROM {table} {}",
+                c.where_clause()
+            ),
+            Some(summed) => format!(
+                "SELECT toInt64(0) AS whole_range, host, dim, key, {summed} FROM {table} {}
+                 GROUP BY host, dim, key",
+                c.where_clause()
+            ),
+        };
         c.bind(db.query(&sql))
+    };
+    let base_table = match whole {
+        None => "cells_day_base",
+        Some(_) => "cells_day_base FINAL",
     };
     let (base, sums, samples) = tokio::try_join!(
         db.fetch::<DayBaseRead>(
-            select("counters, delay_buckets, delay_counts", "cells_day_base"),
+            select(
+                "counters, delay_buckets, delay_counts",
+                Some("sumForEach(counters), sumMap(delay_buckets, delay_counts)"),
+                base_table,
+            ),
             "read day cells",
         ),
         db.fetch::<DaySumRead>(
             select(
                 "countersMap.counter, countersMap.value, delayMap.bucket, delayMap.count",
+                Some(
+                    "sumMap(countersMap.counter, countersMap.value),
+                     sumMap(delayMap.bucket, delayMap.count)",
+                ),
                 "cells_day_sums",
             ),
             "read day cells",
         ),
-        db.fetch::<DaySampleRead>(select("sample", "cells_day_samples"), "read day samples"),
+        db.fetch::<DaySampleRead>(
+            select("sample", None, "cells_day_samples"),
+            "read day samples",
+        ),
     )?;
 
     let key = |bucket: i64, host: &str, dim: u8, key: &str| {
         Dimension::from_code(dim as i64).map(|dim| CellKey {
-            hour: bucket,
+            hour: whole.unwrap_or(bucket),
             host: host.to_string(),
             dim,
             key: key.to_string(),
@@ -625,13 +662,14 @@ pub async fn report(db: &Db, options: &ReportOptions) -> Result<Report> {
     Ok(builder.finish())
 }
 
-/// Raw cells, per hour or day.
+/// Raw cells, per hour, per day or over the whole range.
 pub async fn cells(db: &Db, q: &CellQuery) -> Result<ReportCells> {
     let mut out = ReportCells::new();
+    let range = cell_query_range(q);
     read_cells(
         db,
-        q.bucket,
-        cell_query_range(q),
+        (q.bucket, range_key(q, range).unwrap_or(0)),
+        range,
         q.host.as_deref(),
         &q.dims,
         |b, h, dim, k, cell| {

@@ -10,7 +10,7 @@
 //!
 //! Each test panics with a message saying what the store got wrong.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -1119,7 +1119,8 @@ pub async fn audit_is_appended_and_paged(backend: &dyn Backend) {
     assert_eq!(logins.items.len(), 2);
 }
 
-/// Raw cells per hour and per day sum to the report's totals.
+/// Raw cells per hour, per day and over the whole range sum to the
+/// report's totals; a whole range's cells are its day cells summed.
 pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
     let (store, _) = fresh(backend).await;
     let lcs = varied();
@@ -1128,7 +1129,7 @@ pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
         .report(&ReportOptions::default())
         .await
         .expect("report");
-    for bucket in [Bucket::Hour, Bucket::Day] {
+    for bucket in [Bucket::Hour, Bucket::Day, Bucket::Range] {
         let cells = store
             .cells(&CellQuery {
                 dims: vec![Dimension::Total, Dimension::Domain],
@@ -1167,10 +1168,38 @@ pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
             .map(|t| match bucket {
                 Bucket::Hour => hour_of(t),
                 Bucket::Day => hour_of(t).div_euclid(24),
+                Bucket::Range => 0,
             })
             .collect();
         assert_eq!(buckets, expected, "{bucket:?} buckets");
     }
+
+    // From a start: keyed by its day, the day cells from it on summed.
+    let since = lcs.iter().filter_map(|l| l.received_at).min().expect("a time");
+    let query = |bucket| CellQuery {
+        since: Some(since),
+        dims: vec![Dimension::Domain],
+        bucket,
+        ..CellQuery::default()
+    };
+    let days = store.cells(&query(Bucket::Day)).await.expect("cells");
+    let mut summed: HashMap<(String, String), exim_pilot_schema::report::Counters> =
+        HashMap::new();
+    for (k, c) in &days.cells {
+        summed
+            .entry((k.host.clone(), k.key.clone()))
+            .or_default()
+            .add(&c.counters);
+    }
+    let whole = store.cells(&query(Bucket::Range)).await.expect("cells");
+    let first_day = hour_of(since).div_euclid(24);
+    assert!(whole.cells.keys().all(|k| k.hour == first_day));
+    let got: HashMap<(String, String), exim_pilot_schema::report::Counters> = whole
+        .cells
+        .iter()
+        .map(|(k, c)| ((k.host.clone(), k.key.clone()), c.counters.clone()))
+        .collect();
+    assert_eq!(got, summed);
     let one_host = store
         .cells(&CellQuery {
             host: Some("mx1.example.org".into()),

@@ -11,7 +11,7 @@ use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RecordOrigin, RejectRecor
 use super::codec::{self, counter_columns, from_ms, ms, parse_enum, HOUR_MS};
 use crate::cursor::{cursor_number, decode_cursor, encode_cursor};
 use crate::error::{Result, StoreError};
-use crate::plan::{cell_query_range, hour_bounds, rollup_reads};
+use crate::plan::{cell_query_range, hour_bounds, range_key, rollup_reads};
 use crate::types::*;
 
 /// The columns [`record_from_row`] reads.
@@ -499,7 +499,7 @@ pub fn rollup(conn: &Connection, options: &ReportOptions) -> Result<Rollup> {
 fn rollup_table(bucket: Bucket) -> &'static str {
     match bucket {
         Bucket::Hour => "rollup_hour",
-        Bucket::Day => "rollup_day",
+        Bucket::Day | Bucket::Range => "rollup_day",
     }
 }
 
@@ -539,6 +539,7 @@ pub fn report(conn: &Connection, options: &ReportOptions) -> Result<Report> {
 /// Raw rollup cells.
 pub fn cells(conn: &Connection, q: &CellQuery) -> Result<ReportCells> {
     let (table, bounds) = (rollup_table(q.bucket), cell_query_range(q));
+    let whole = range_key(q, bounds);
     let mut out = ReportCells::new();
     read_cells(
         conn,
@@ -548,7 +549,7 @@ pub fn cells(conn: &Connection, q: &CellQuery) -> Result<ReportCells> {
         &q.dims,
         |b, h, dim, k, cell| {
             let key = CellKey {
-                hour: b,
+                hour: whole.unwrap_or(b),
                 host: h.to_string(),
                 dim,
                 key: k.to_string(),
