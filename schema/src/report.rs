@@ -43,6 +43,7 @@
 //! doubling, so histograms from any cells merge exactly. A percentile read
 //! from it is within 4.5% of the true value (or 1 ms, whichever is larger).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -647,45 +648,72 @@ pub fn reject_contribution(reject: &RejectRecord) -> ReportCells {
 /// the last `@`, else that of the original address (pipes, files and
 /// `:blackhole:` have none of their own), else `(none)`.
 pub fn recipient_domain(r: &Recipient) -> String {
-    domain_of(&r.address)
-        .or_else(|| r.original.as_deref().and_then(domain_of))
-        .unwrap_or_else(|| "(none)".to_string())
+    recipient_domain_key(r).into_owned()
 }
 
-fn domain_of(address: &str) -> Option<String> {
+/// [`recipient_domain`], borrowed from the address when it is lowercase
+/// already (counting runs this for every address of every message).
+fn recipient_domain_key(r: &Recipient) -> Cow<'_, str> {
+    domain_of(&r.address)
+        .or_else(|| r.original.as_deref().and_then(domain_of))
+        .unwrap_or(Cow::Borrowed("(none)"))
+}
+
+fn domain_of(address: &str) -> Option<Cow<'_, str>> {
     let (_, d) = address.rsplit_once('@')?;
     let d = d.trim_end_matches('>').trim();
-    (!d.is_empty()).then(|| d.to_ascii_lowercase())
+    (!d.is_empty()).then(|| lowercase(d))
+}
+
+/// `s` in ASCII lowercase, copied only when it has capitals.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// The sender key: the envelope sender lowercased, `<>` for the null
 /// sender, `(unknown)` when the arrival was not logged.
 pub fn sender_key(lc: &Lifecycle) -> String {
+    sender_cow(lc).into_owned()
+}
+
+fn sender_cow(lc: &Lifecycle) -> Cow<'_, str> {
     match lc.sender.as_deref() {
-        None => "(unknown)".to_string(),
-        Some("") => "<>".to_string(),
-        Some(s) => s.to_ascii_lowercase(),
+        None => Cow::Borrowed("(unknown)"),
+        Some("") => Cow::Borrowed("<>"),
+        Some(s) => lowercase(s),
     }
 }
 
 /// The sender-domain key: like [`sender_key`], the domain part of it;
 /// `(local)` for a sender without a domain.
 pub fn sender_domain_key(lc: &Lifecycle) -> String {
+    sender_domain_cow(lc).into_owned()
+}
+
+fn sender_domain_cow(lc: &Lifecycle) -> Cow<'_, str> {
     match lc.sender.as_deref() {
-        None => "(unknown)".to_string(),
-        Some("") => "<>".to_string(),
-        Some(s) => domain_of(s).unwrap_or_else(|| "(local)".to_string()),
+        None => Cow::Borrowed("(unknown)"),
+        Some("") => Cow::Borrowed("<>"),
+        Some(s) => domain_of(s).unwrap_or(Cow::Borrowed("(local)")),
     }
 }
 
 /// The client key of a received message: its IP, `local` for local
 /// submissions; `None` when unknown.
 pub fn client_key(lc: &Lifecycle) -> Option<String> {
+    client_str(lc).map(str::to_string)
+}
+
+fn client_str(lc: &Lifecycle) -> Option<&str> {
     if let Some(ip) = lc.client.as_ref().and_then(|c| c.ip.as_deref()) {
-        return Some(ip.to_string());
+        return Some(ip);
     }
     match lc.origin {
-        Origin::Local | Origin::Bounce | Origin::DelayWarning => Some("local".to_string()),
+        Origin::Local | Origin::Bounce | Origin::DelayWarning => Some("local"),
         Origin::Smtp | Origin::Unknown => None,
     }
 }
@@ -706,11 +734,11 @@ fn decisive_attempt(r: &Recipient) -> Option<&crate::lifecycle::Attempt> {
     r.history.last()
 }
 
-fn remote_host_key(a: &crate::lifecycle::Attempt) -> String {
+fn remote_host_key(a: &crate::lifecycle::Attempt) -> &str {
     a.remote_host
-        .clone()
-        .or_else(|| a.remote_ip.clone())
-        .unwrap_or_else(|| "local".to_string())
+        .as_deref()
+        .or(a.remote_ip.as_deref())
+        .unwrap_or("local")
 }
 
 /// The reason class a bounced address failed with.
@@ -888,7 +916,7 @@ fn for_each_cell(
     let rcpts: Vec<&Recipient> = lc
         .recipients
         .iter()
-        .filter(|r| domain.is_none_or(|d| recipient_domain(r) == d))
+        .filter(|r| domain.is_none_or(|d| recipient_domain_key(r) == d))
         .collect();
     if domain.is_some() && rcpts.is_empty() {
         return;
@@ -905,27 +933,21 @@ fn for_each_cell(
         all.add(c);
     }
     emit(Dimension::Total, "", &all);
-    emit(Dimension::Sender, &sender_key(lc), &all);
-    emit(Dimension::SenderDomain, &sender_domain_key(lc), &all);
-    if let Some(client) = client_key(lc) {
-        emit(Dimension::Client, &client, &all);
+    emit(Dimension::Sender, &sender_cow(lc), &all);
+    emit(Dimension::SenderDomain, &sender_domain_cow(lc), &all);
+    if let Some(client) = client_str(lc) {
+        emit(Dimension::Client, client, &all);
     }
 
     // Dimensions that split the addresses: each key gets the message once
     // plus its own addresses.
-    let mut split: BTreeMap<(Dimension, String), Cell> = BTreeMap::new();
+    let mut split = SplitCells::default();
     for (r, c) in rcpts.iter().zip(&per_address) {
-        let mut put = |dim: Dimension, key: String| {
-            split
-                .entry((dim, key))
-                .or_insert_with(|| msg.clone())
-                .add(c);
-        };
-        put(Dimension::Domain, recipient_domain(r));
+        split.add(Dimension::Domain, recipient_domain_key(r), &msg, c);
         if let Some(a) = decisive_attempt(r) {
-            put(Dimension::RemoteHost, remote_host_key(a));
+            split.add(Dimension::RemoteHost, remote_host_key(a).into(), &msg, c);
             if let Some(t) = &a.transport {
-                put(Dimension::Transport, t.clone());
+                split.add(Dimension::Transport, t.as_str().into(), &msg, c);
             }
         }
         if r.outcome == Outcome::Delivered && !has_failure(r) {
@@ -933,14 +955,33 @@ fn for_each_cell(
         }
         for class in reasons_of(r) {
             let rc = reason_cell(c, r, class);
-            split
-                .entry((Dimension::Reason, class.as_str().to_string()))
-                .or_insert_with(|| msg.clone())
-                .add(&rc);
+            split.add(Dimension::Reason, class.as_str().into(), &msg, &rc);
         }
     }
-    for ((dim, key), cell) in &split {
+    for (dim, key, cell) in &split.0 {
         emit(*dim, key, cell);
+    }
+}
+
+/// The cells of the dimensions that split a message's addresses, by
+/// (dimension, key). A message has a few of them, so a list searched from
+/// the start costs less than a map, and keys borrow from the lifecycle.
+#[derive(Default)]
+struct SplitCells<'a>(Vec<(Dimension, Cow<'a, str>, Cell)>);
+
+impl<'a> SplitCells<'a> {
+    /// Adds an address's cell under (dim, key), which starts from the
+    /// message's own cell.
+    fn add(&mut self, dim: Dimension, key: Cow<'a, str>, msg: &Cell, cell: &Cell) {
+        let found = self.0.iter_mut().find(|(d, k, _)| *d == dim && *k == key);
+        match found {
+            Some((_, _, sum)) => sum.add(cell),
+            None => {
+                let mut sum = msg.clone();
+                sum.add(cell);
+                self.0.push((dim, key, sum));
+            }
+        }
     }
 }
 

@@ -331,6 +331,8 @@ fn read_files(
         ..CorrelatorConfig::default()
     };
     let mut correlator = Correlator::with_config(zone, config);
+    correlator.ignore_changes();
+    correlator.omit_details();
     let has_mainlog = files.iter().any(|p| LogFile::from_path(p) == LogFile::Main);
 
     // Read oldest first, whatever order the files were named in (rotated
@@ -440,9 +442,6 @@ fn parse_chunks(
 
 /// Sends the lifecycles evicted so far to the counting thread.
 fn pass_evicted(correlator: &mut Correlator, sender: &mut Sender) -> anyhow::Result<()> {
-    // Nothing here reads the changed lifecycles; draining them keeps the
-    // correlator from holding copies of evicted ones for it.
-    correlator.drain_changed(|_| {});
     for lc in correlator.take_evicted() {
         sender.push(Item::Lifecycle(Box::new(lc)))?;
     }

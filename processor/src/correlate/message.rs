@@ -114,6 +114,15 @@ pub(crate) struct Track {
     pub index: Option<HashMap<String, Vec<u32>>>,
 }
 
+/// How much of what the records say a lifecycle keeps.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Detail {
+    /// Everything.
+    Full,
+    /// Only what a report counts (see `Correlator::omit_details`).
+    Counted,
+}
+
 /// A lifecycle and its bookkeeping.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Tracked {
@@ -129,6 +138,7 @@ pub(crate) struct ResultLine<'e, 'a> {
     pub at: DateTime<Utc>,
     pub run: RunMark,
     pub reason: Option<ReasonClass>,
+    pub detail: Detail,
 }
 
 impl Tracked {
@@ -214,12 +224,40 @@ impl Tracked {
     }
 
     /// `<=` (or `(=`): fills in everything the arrival line says.
-    pub fn on_arrival(&mut self, a: &Arrival<'_>, at: DateTime<Utc>, fake_reject: bool) {
+    pub fn on_arrival(
+        &mut self,
+        a: &Arrival<'_>,
+        at: DateTime<Utc>,
+        fake_reject: bool,
+        detail: Detail,
+    ) {
         let lc = &mut self.lc;
         lc.incomplete_start = false;
         lc.sender = Some(a.sender.to_string());
         lc.size = a.size;
         lc.received_at = Some(at);
+        lc.parent_id = a.bounce_of;
+        lc.origin = origin_of(a);
+        match detail {
+            Detail::Full => self.arrival_details(a),
+            Detail::Counted => self.lc.client = a.host.as_ref().map(client_ip),
+        }
+
+        self.lc.recipients.reserve_exact(a.recipients.len());
+        self.track.recipients.reserve_exact(a.recipients.len());
+        for r in &a.recipients {
+            self.add_envelope_recipient(r);
+        }
+        if fake_reject {
+            self.note(at, "fake_reject", None, None);
+        }
+        self.boundary();
+        self.settle(at);
+    }
+
+    /// What the arrival line says beyond what reports count.
+    fn arrival_details(&mut self, a: &Arrival<'_>) {
+        let lc = &mut self.lc;
         lc.protocol = a.protocol.as_deref().map(str::to_string);
         lc.client = a.host.as_ref().map(client);
         lc.interface = a.interface.as_ref().map(|i| {
@@ -234,19 +272,6 @@ impl Tracked {
         lc.subject = a.subject.as_deref().map(str::to_string);
         lc.message_id_header = a.message_id_header.as_deref().map(str::to_string);
         lc.envelope_recipients = a.recipients.iter().map(|r| r.to_string()).collect();
-        lc.parent_id = a.bounce_of;
-        lc.origin = origin_of(a);
-
-        self.lc.recipients.reserve_exact(a.recipients.len());
-        self.track.recipients.reserve_exact(a.recipients.len());
-        for r in &a.recipients {
-            self.add_envelope_recipient(r);
-        }
-        if fake_reject {
-            self.note(at, "fake_reject", None, None);
-        }
-        self.boundary();
-        self.settle(at);
     }
 
     /// Adds a recipient known from the envelope unless a final address
@@ -672,8 +697,12 @@ impl Tracked {
         }
     }
 
-    /// A per-host problem: kept until the run's next result line.
-    pub fn on_host_problem(&mut self, problem: &HostProblem<'_>) {
+    /// A per-host problem: kept until the run's next result line (unless
+    /// only counted fields are kept: attempts then list no problems).
+    pub fn on_host_problem(&mut self, problem: &HostProblem<'_>, detail: Detail) {
+        if detail == Detail::Counted {
+            return;
+        }
         let mut text = host_text(&problem.host);
         if !text.is_empty() {
             text.push(' ');
@@ -773,6 +802,14 @@ fn origin_of(a: &Arrival<'_>) -> Origin {
     }
 }
 
+/// The client with its IP address only.
+fn client_ip(h: &HostAddr<'_>) -> Client {
+    Client {
+        ip: h.ip.as_deref().map(str::to_string),
+        ..Client::default()
+    }
+}
+
 fn client(h: &HostAddr<'_>) -> Client {
     Client {
         name: h.name.as_deref().map(str::to_string),
@@ -823,6 +860,9 @@ fn push_bracketed(s: &mut String, ip: &str, port: Option<u16>) {
 }
 
 fn build_attempt(line: &ResultLine<'_, '_>) -> Attempt {
+    if line.detail == Detail::Counted {
+        return counted_attempt(line);
+    }
     let d = line.delivery;
     let error = d.error.as_deref().or(d.errno_text.as_deref());
     let (stage, code, enhanced, text) = match &d.reply {
@@ -861,6 +901,43 @@ fn build_attempt(line: &ResultLine<'_, '_>) -> Attempt {
         code,
         enhanced,
         text,
+        errno: d.errno,
+        duration_ms: d.delivery_time_ms,
+        reason: line.reason,
+        host_problems: Vec::new(),
+    }
+}
+
+/// The attempt of a result line with only what reports count: when, the
+/// result and reason, where it went (host, transport) and the error text.
+fn counted_attempt(line: &ResultLine<'_, '_>) -> Attempt {
+    let d = line.delivery;
+    let host = d.host.as_ref();
+    let text = match &d.reply {
+        Some(reply) => Some(&reply.text),
+        None => d
+            .error
+            .as_ref()
+            .or(d.errno_text.as_ref())
+            .or(d.confirmation.as_ref()),
+    };
+    Attempt {
+        at: line.at,
+        result: line.result,
+        mark: String::new(),
+        pid: line.run.pid,
+        router: None,
+        transport: d.transport.as_deref().map(str::to_string),
+        remote_host: host.and_then(|h| h.name.as_deref()).map(str::to_string),
+        remote_ip: host.and_then(|h| h.ip.as_deref()).map(str::to_string),
+        remote_port: host.and_then(|h| h.port),
+        tls_cipher: None,
+        tls_verified: None,
+        confirmation: None,
+        stage: None,
+        code: None,
+        enhanced: None,
+        text: text.map(|t| t.to_string()),
         errno: d.errno,
         duration_ms: d.delivery_time_ms,
         reason: line.reason,

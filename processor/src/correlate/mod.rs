@@ -102,7 +102,8 @@
 //! [`Correlator::take_changed`] (or, without copies,
 //! [`Correlator::drain_changed`]) hands out, which includes evicted
 //! lifecycles that changed since the last call; a report that counts each
-//! message once sets [`CorrelatorConfig::keep_evicted`], counts what
+//! message once sets [`CorrelatorConfig::keep_evicted`] (and
+//! [`Correlator::ignore_changes`]), counts what
 //! [`Correlator::take_evicted`] returns (final forms) and, at the end, what
 //! [`Correlator::into_lifecycles`] returns.
 //!
@@ -127,6 +128,7 @@ use exim_pilot_schema::lifecycle::{AttemptResult, Lifecycle, MessageState, Origi
 use exim_pilot_schema::{LogFile, MessageId, Zone};
 
 use crate::classify::classify_delivery;
+use message::Detail;
 use message::{ResultLine, Tracked};
 pub use state::{CorrelatorState, StateError};
 
@@ -244,6 +246,12 @@ pub struct Correlator {
     /// Evicted lifecycles not yet taken by `take_evicted` (only with
     /// [`CorrelatorConfig::keep_evicted`]).
     evicted: Vec<Lifecycle>,
+    /// Whether `dirty` and `unreported` are kept (see
+    /// [`Correlator::ignore_changes`]).
+    track_changes: bool,
+    /// How much of each record lifecycles keep (see
+    /// [`Correlator::omit_details`]).
+    detail: Detail,
 }
 
 impl Correlator {
@@ -264,6 +272,8 @@ impl Correlator {
             messages: KeyMap::default(),
             dirty: Vec::new(),
             unreported: Vec::new(),
+            track_changes: true,
+            detail: Detail::Full,
             evicted: Vec::new(),
         }
     }
@@ -302,7 +312,7 @@ impl Correlator {
                 v.insert(Box::new(Tracked::new(&self.hosts[hid as usize].name, id)))
             }
         };
-        if !m.track.dirty {
+        if !m.track.dirty && self.track_changes {
             self.dirty.push(key);
         }
         m.touch(at);
@@ -312,7 +322,7 @@ impl Correlator {
         match &ev.kind {
             EventKind::Arrival(a) | EventKind::FakeReject(a) => {
                 let fake = matches!(ev.kind, EventKind::FakeReject(_));
-                m.on_arrival(a, at, fake);
+                m.on_arrival(a, at, fake, self.detail);
                 bounce_of = a
                     .bounce_of
                     .map(|parent| (parent, warning_by_subject(a.subject.as_deref())));
@@ -324,15 +334,24 @@ impl Correlator {
                     DeliveryMark::Cutthrough => ">>",
                     DeliveryMark::Suppressed => "*>",
                 };
-                let line = result_line(m, AttemptResult::Ok, mark_text, delivery, at, ev, epoch);
+                let line = ResultLine {
+                    detail: self.detail,
+                    ..result_line(m, AttemptResult::Ok, mark_text, delivery, at, ev, epoch)
+                };
                 m.on_result(line);
             }
             EventKind::Failure(d) => {
-                let line = result_line(m, AttemptResult::Fail, "**", d, at, ev, epoch);
+                let line = ResultLine {
+                    detail: self.detail,
+                    ..result_line(m, AttemptResult::Fail, "**", d, at, ev, epoch)
+                };
                 m.on_result(line);
             }
             EventKind::Deferral(d) => {
-                let line = result_line(m, AttemptResult::Defer, "==", d, at, ev, epoch);
+                let line = ResultLine {
+                    detail: self.detail,
+                    ..result_line(m, AttemptResult::Defer, "==", d, at, ev, epoch)
+                };
                 m.on_result(line);
             }
             EventKind::Completed { queue_time_ms, .. } => m.on_completed(at, *queue_time_ms),
@@ -348,7 +367,7 @@ impl Correlator {
                 m.on_recipient_added(address, actor, at)
             }
             EventKind::ErrorIgnored { address, .. } => m.on_error_ignored(address, at),
-            EventKind::HostProblem(p) => m.on_host_problem(p),
+            EventKind::HostProblem(p) => m.on_host_problem(p, self.detail),
             EventKind::NoImmediateDelivery { reason } => m.on_no_immediate_delivery(reason, at),
             EventKind::SpoolLocked => m.on_note(at, "spool_locked", None),
             EventKind::Rewrite { from, to, .. } => {
@@ -397,7 +416,7 @@ impl Correlator {
             if !p.lc.generated.contains(&child) {
                 p.lc.generated.push(child);
             }
-            if !p.track.dirty {
+            if !p.track.dirty && self.track_changes {
                 p.track.dirty = true;
                 self.dirty.push((hid, parent));
             }
@@ -409,6 +428,31 @@ impl Correlator {
                 Origin::Bounce
             };
         }
+    }
+
+    /// Stops remembering which lifecycles changed, for a consumer that only
+    /// counts the evicted lifecycles and those left at the end (a report
+    /// with [`CorrelatorConfig::keep_evicted`]): [`Correlator::take_changed`]
+    /// and [`Correlator::drain_changed`] then hand out nothing new, and an
+    /// eviction no longer copies the lifecycle for them. This is not part
+    /// of the saved state: a restored correlator remembers changes again.
+    pub fn ignore_changes(&mut self) {
+        self.track_changes = false;
+        self.dirty = Vec::new();
+        self.unreported = Vec::new();
+    }
+
+    /// Keeps in lifecycles only what a report counts, which spares copying
+    /// most texts of the records: arrivals keep sender, size, time, origin,
+    /// parent and the client's IP address (no protocol, interface, user,
+    /// authentication, TLS, subject, `id=` or envelope recipients), and
+    /// attempts keep time, result, reason, remote host, transport, error
+    /// text, errno and duration (no mark, router, TLS, confirmation, SMTP
+    /// stage or codes, host problems). Outcomes, attempts counts and
+    /// reasons are the same as with every detail. Records applied before
+    /// the call are kept whole; this is not part of the saved state.
+    pub fn omit_details(&mut self) {
+        self.detail = Detail::Counted;
     }
 
     /// Lifecycles changed since the last call (and evicted ones not yet
@@ -574,7 +618,8 @@ impl Correlator {
         let Some(m) = self.messages.remove(&key) else {
             return;
         };
-        match (m.track.dirty, self.config.keep_evicted) {
+        let changed = m.track.dirty && self.track_changes;
+        match (changed, self.config.keep_evicted) {
             (true, true) => {
                 self.unreported.push(m.lc.clone());
                 self.evicted.push(m.lc);
@@ -642,6 +687,7 @@ fn result_line<'e, 'a>(
         at,
         run: m.run_mark(ev.pid, epoch),
         reason,
+        detail: Detail::Full,
     }
 }
 

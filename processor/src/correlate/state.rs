@@ -14,7 +14,7 @@ use exim_pilot_schema::lifecycle::Lifecycle;
 use exim_pilot_schema::{MessageId, Zone};
 use serde::{Deserialize, Serialize};
 
-use super::message::Tracked;
+use super::message::{Detail, Tracked};
 use super::{Correlator, CorrelatorConfig, HostTrack, KeyMap};
 
 /// The version of the state format written by this build.
@@ -180,6 +180,8 @@ impl Correlator {
             dirty: state.dirty,
             unreported: state.unreported,
             evicted: state.evicted,
+            track_changes: true,
+            detail: Detail::Full,
         })
     }
 }
