@@ -22,7 +22,8 @@ const LOOKUP_CHUNK: usize = 500;
 
 /// Lookups of one kind in flight at once. Each is a round trip that
 /// mostly waits for the server, which reads the chunks of a batch on
-/// its own threads; one after another they took half of a commit.
+/// its own threads; one after another they took close to half of a
+/// commit.
 const LOOKUPS_AT_ONCE: usize = 4;
 
 /// Runs `asks`, [`LOOKUPS_AT_ONCE`] at a time, and gathers their answers
