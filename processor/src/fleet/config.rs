@@ -55,7 +55,7 @@ impl FleetConfig {
             zone: Zone::Local,
             parse: ParseOptions::default(),
             correlator: CorrelatorConfig::default(),
-            batch_records: 20_000,
+            batch_records: 50_000,
             batch_wait: Duration::from_millis(300),
             state_interval: Duration::from_secs(5),
             retry: Backoff::default(),

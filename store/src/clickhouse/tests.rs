@@ -528,9 +528,10 @@ async fn a_batch_sent_again_after_failing_past_its_cells_counts_once() {
     for batch in &batches {
         expected.commit_batch(batch.clone()).await.expect("commit");
 
-        // A first attempt fails once its report cells are stored, on the
-        // delivery attempts (the lifecycles come after them); then the
-        // same batch is sent again, as a processor does.
+        // A first attempt fails on the delivery attempts, which go in
+        // with the report cells (whether those are in then is up to the
+        // server; the lifecycles come after them); then the same batch is
+        // sent again, as a processor does.
         rename(&store.db, "attempts", "attempts_away").await;
         let failed = store.commit_batch(batch.clone()).await;
         assert!(failed.is_err(), "{failed:?}");

@@ -4,6 +4,9 @@
 //! summed per batch and marked (see `day_change_rows`).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use exim_pilot_schema::report::{contribution, reject_contribution, Cell, ReportCells};
 use exim_pilot_schema::{Lifecycle, RejectRecord};
@@ -16,6 +19,25 @@ use crate::types::{AuditEntry, Batch, BatchSummary, StoredRecord};
 
 /// Keys asked for in one `IN (...)` list.
 const LOOKUP_CHUNK: usize = 500;
+
+/// Lookups of one kind in flight at once. Each is a round trip that
+/// mostly waits for the server, which reads the chunks of a batch on
+/// its own threads; one after another they took close to half of a
+/// commit.
+const LOOKUPS_AT_ONCE: usize = 4;
+
+/// Runs `asks`, [`LOOKUPS_AT_ONCE`] at a time, and gathers their answers
+/// in any order; the first error stops it.
+async fn lookups<T, Fut>(asks: Vec<Fut>) -> Result<Vec<T>>
+where
+    Fut: Future<Output = Result<Vec<T>>>,
+{
+    let answers: Vec<Vec<T>> = stream::iter(asks)
+        .buffer_unordered(LOOKUPS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(answers.into_iter().flatten().collect())
+}
 
 /// What a batch adds to one server's summary.
 #[derive(Default)]
@@ -134,34 +156,33 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
 
     // Day cells change by what a batch sent before already changed, if
     // it failed after that: those changes are marked, and left out.
+    timer.lap("build_rows");
     let marked = marked_changes(db, &rows.day_changes).await?;
     let (day_sums, day_samples) = day_change_rows(&rows.day_changes, &marked);
-    timer.lap("build_rows");
+    timer.lap("read_marks");
 
-    // Report cells first: an hour cell row is named by its source and
-    // version, so writing it again on a retry replaces it, and a day
-    // change is marked, while records and rejections, once stored, are
-    // taken as done by the next attempt (`unseen_records`,
-    // `unseen_rejects`). Written after them, the cells of a batch that
-    // failed in between would never be written. Then the details,
-    // lifecycles after their attempts and cells, and last the counts and
-    // blobs. Inserts of one stage do not depend on each other and go
-    // together: four round trips instead of nine.
+    // Report cells and attempts first: an hour cell row and an attempt
+    // row are named by their source and version, so writing them again on
+    // a retry replaces them, and a day change is marked, while records,
+    // rejections and lifecycles, once stored, are taken as done by the
+    // next attempt (`unseen_records`, `unseen_rejects`, an unchanged
+    // lifecycle). Written after them, the cells and attempts of a batch
+    // that failed in between would never be written. Then those rows,
+    // and last the counts and blobs. Inserts of one stage do not depend
+    // on each other and go together: three round trips instead of nine.
     tokio::try_join!(
         db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
         db.insert("cells_day_sums", &day_sums, "store daily report cells"),
         db.insert("cells_day_samples", &day_samples, "store daily samples"),
+        db.insert("attempts", &rows.attempts, "store delivery attempts"),
     )?;
-    timer.lap("insert_cells");
+    timer.lap("insert_cells_attempts");
     tokio::try_join!(
         db.insert("events", &rows.events, "store raw records"),
         db.insert("rejects", &rows.rejects, "store rejections"),
-        db.insert("attempts", &rows.attempts, "store delivery attempts"),
+        db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
     )?;
-    timer.lap("insert_details");
-    db.insert("lifecycles", &rows.lifecycles, "store lifecycles")
-        .await?;
-    timer.lap("insert_lifecycles");
+    timer.lap("insert_rows");
 
     // A retry after a failure here finds every record stored, so its
     // counts are zero: counts may be lost on such a failure, never
@@ -327,30 +348,40 @@ async fn marked_changes(db: &Db, changes: &[DayChange]) -> Result<HashSet<Mark>>
     for c in changes {
         wanted.entry((&c.host, c.day)).or_default().push(&c.source);
     }
-    let mut out = HashSet::new();
+    let mut asks = Vec::new();
     for ((host, day), mut sources) in wanted {
         sources.sort_unstable();
         sources.dedup();
         for chunk in sources.chunks(LOOKUP_CHUNK) {
-            let sql = format!(
-                "SELECT key, version FROM cells_day_sums
-                 WHERE dim = {MARK_DIM} AND day = toDate(?) AND host = ? AND bucket = ?
-                     AND key IN ({})",
-                marks(chunk.len())
-            );
-            let mut q = db.query(&sql).bind(day_string(day)).bind(host).bind(day);
-            for source in chunk {
-                q = q.bind(*source);
-            }
-            let found: Vec<(String, u64)> = db.fetch(q, "look for day cells changed").await?;
-            out.extend(
-                found
-                    .into_iter()
-                    .map(|(source, version)| (host.to_string(), source, day, version)),
-            );
+            asks.push((host, day, chunk.to_vec()));
         }
     }
-    Ok(out)
+    let found = lookups(
+        asks.into_iter()
+            .map(|(host, day, sources)| marks_of_day(db, host, day, sources))
+            .collect(),
+    )
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// The marks stored for `sources` in one day of one server.
+async fn marks_of_day(db: &Db, host: &str, day: i64, sources: Vec<&str>) -> Result<Vec<Mark>> {
+    let sql = format!(
+        "SELECT key, version FROM cells_day_sums
+         WHERE dim = {MARK_DIM} AND day = toDate(?) AND host = ? AND bucket = ?
+             AND key IN ({})",
+        marks(sources.len())
+    );
+    let mut q = db.query(&sql).bind(day_string(day)).bind(host).bind(day);
+    for source in sources {
+        q = q.bind(source);
+    }
+    let found: Vec<(String, u64)> = db.fetch(q, "look for day cells changed").await?;
+    Ok(found
+        .into_iter()
+        .map(|(source, version)| (host.to_string(), source, day, version))
+        .collect())
 }
 
 /// The rows of `cells_day_sums` for the changes not `marked`: their sums
@@ -482,33 +513,44 @@ async fn stored_lifecycles(
     for lc in lifecycles {
         by_host.entry(&lc.host).or_default().push(lc.id.to_string());
     }
-    let mut out = HashMap::new();
+    let mut asks = Vec::new();
     for (host, mut ids) in by_host {
         ids.sort();
         ids.dedup();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
-            // As `read::lifecycle` reads one: by key, in the partitions
-            // `lifecycle_days` names.
-            let sql = format!(
-                "SELECT host, id, version, day, body FROM lifecycles FINAL
-                 PREWHERE host = ? AND id IN ({ids})
-                 WHERE day IN (SELECT day FROM lifecycle_days WHERE host = ? AND id IN ({ids}))",
-                ids = marks(chunk.len())
-            );
-            let mut q = db.query(&sql);
-            for _ in 0..2 {
-                q = q.bind(host);
-                for id in chunk {
-                    q = q.bind(id.as_str());
-                }
-            }
-            let found: Vec<StoredLifecycle> = db.fetch(q, "read stored lifecycles").await?;
-            for s in found {
-                out.insert((s.host.clone(), s.id.clone()), s);
-            }
+            asks.push((host, chunk.to_vec()));
         }
     }
-    Ok(out)
+    let found = lookups(
+        asks.into_iter()
+            .map(|(host, ids)| lifecycles_of(db, host, ids))
+            .collect(),
+    )
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|s| ((s.host.clone(), s.id.clone()), s))
+        .collect())
+}
+
+/// The stored versions of some lifecycles of one server. As
+/// `read::lifecycle` reads one: by key, in the partitions
+/// `lifecycle_days` names.
+async fn lifecycles_of(db: &Db, host: &str, ids: Vec<String>) -> Result<Vec<StoredLifecycle>> {
+    let sql = format!(
+        "SELECT host, id, version, day, body FROM lifecycles FINAL
+         PREWHERE host = ? AND id IN ({ids})
+         WHERE day IN (SELECT day FROM lifecycle_days WHERE host = ? AND id IN ({ids}))",
+        ids = marks(ids.len())
+    );
+    let mut q = db.query(&sql);
+    for _ in 0..2 {
+        q = q.bind(host);
+        for id in &ids {
+            q = q.bind(id.as_str());
+        }
+    }
+    db.fetch(q, "read stored lifecycles").await
 }
 
 /// Appends one audit entry.
