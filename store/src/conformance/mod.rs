@@ -1175,7 +1175,11 @@ pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
     }
 
     // From a start: keyed by its day, the day cells from it on summed.
-    let since = lcs.iter().filter_map(|l| l.received_at).min().expect("a time");
+    let since = lcs
+        .iter()
+        .filter_map(|l| l.received_at)
+        .min()
+        .expect("a time");
     let query = |bucket| CellQuery {
         since: Some(since),
         dims: vec![Dimension::Domain],
@@ -1183,8 +1187,7 @@ pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
         ..CellQuery::default()
     };
     let days = store.cells(&query(Bucket::Day)).await.expect("cells");
-    let mut summed: HashMap<(String, String), exim_pilot_schema::report::Counters> =
-        HashMap::new();
+    let mut summed: HashMap<(String, String), exim_pilot_schema::report::Counters> = HashMap::new();
     for (k, c) in &days.cells {
         summed
             .entry((k.host.clone(), k.key.clone()))
@@ -1197,7 +1200,7 @@ pub async fn cells_by_hour_and_day(backend: &dyn Backend) {
     let got: HashMap<(String, String), exim_pilot_schema::report::Counters> = whole
         .cells
         .iter()
-        .map(|(k, c)| ((k.host.clone(), k.key.clone()), c.counters.clone()))
+        .map(|(k, c)| ((k.host.clone(), k.key.clone()), c.counters))
         .collect();
     assert_eq!(got, summed);
     let one_host = store
