@@ -2,34 +2,20 @@
 //! a corpus mainlog, restoring it from JSON and feeding the rest must give
 //! exactly what one pass gives, with eviction on and off.
 
+#[path = "support/records.rs"]
+mod logs;
+
+use logs::{mainlog, records};
+
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
 
 use chrono::Duration;
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig, CorrelatorState};
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
 use exim_pilot_schema::lifecycle::Lifecycle;
 use exim_pilot_schema::{LogFile, Zone};
 
 const HOST: &str = "mx1.lab.test";
-
-fn mainlog(scenario: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data/corpus")
-        .join(scenario)
-        .join("mainlog")
-}
-
-fn records(path: &Path) -> Vec<Vec<u8>> {
-    let mut reader = RecordReader::new(BufReader::new(File::open(path).unwrap()));
-    let mut all = Vec::new();
-    while let Some(record) = reader.next_record().unwrap() {
-        all.push(record.bytes.to_vec());
-    }
-    all
-}
 
 /// What a store would hold after consuming `take_changed` all along:
 /// the latest version of every lifecycle, by id.

@@ -3,35 +3,20 @@
 //! with the outcomes, attempts and reasons of full correlation, and a
 //! report counted from it equals one counted from full lifecycles.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+#[path = "support/records.rs"]
+mod logs;
+
+use logs::{mainlog, records};
 
 use chrono::Duration;
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
 use exim_pilot_schema::lifecycle::{Attempt, Lifecycle, Recipient};
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{LogFile, Zone};
 
 const HOST: &str = "mx1.lab.test";
 const SCENARIOS: [&str; 2] = ["s01_core_all", "s02_default_selectors"];
-
-fn mainlog(scenario: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data/corpus")
-        .join(scenario)
-        .join("mainlog")
-}
-
-fn records(path: &Path) -> Vec<Vec<u8>> {
-    let mut reader = RecordReader::new(BufReader::new(File::open(path).unwrap()));
-    let mut all = Vec::new();
-    while let Some(record) = reader.next_record().unwrap() {
-        all.push(record.bytes.to_vec());
-    }
-    all
-}
 
 /// Feeds every record, collecting evicted lifecycles as a report does,
 /// and returns them with those left at the end, in a stable order.

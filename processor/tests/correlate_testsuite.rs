@@ -7,15 +7,18 @@
 //! with the state, lifecycles survive JSON, and a checkpoint taken half
 //! way gives what one pass gives.
 
+#[path = "support/records.rs"]
+mod logs;
+
+use logs::records;
+
 #[path = "support/testsuite.rs"]
 mod testsuite;
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig, CorrelatorState};
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
 use exim_pilot_schema::lifecycle::{Lifecycle, MessageState};
 use exim_pilot_schema::{LogFile, Zone};
 
@@ -23,15 +26,6 @@ use exim_pilot_schema::{LogFile, Zone};
 fn logs() -> Option<Vec<PathBuf>> {
     let logs = testsuite::logs(&[LogFile::Main])?;
     Some(logs.into_iter().map(|(path, _)| path).collect())
-}
-
-fn records(path: &Path) -> Vec<Vec<u8>> {
-    let mut reader = RecordReader::new(BufReader::new(File::open(path).unwrap()));
-    let mut all = Vec::new();
-    while let Some(record) = reader.next_record().unwrap() {
-        all.push(record.bytes.to_vec());
-    }
-    all
 }
 
 fn feed(c: &mut Correlator, records: &[Vec<u8>]) {
