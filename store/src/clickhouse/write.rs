@@ -170,18 +170,20 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     // that failed in between would never be written. Then those rows,
     // and last the counts and blobs. Inserts of one stage do not depend
     // on each other and go together: three round trips instead of nine.
-    tokio::try_join!(
+    let (a, b, c, d) = tokio::join!(
         db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
         db.insert("cells_day_sums", &day_sums, "store daily report cells"),
         db.insert("cells_day_samples", &day_samples, "store daily samples"),
         db.insert("attempts", &rows.attempts, "store delivery attempts"),
-    )?;
+    );
+    all_done([a, b, c, d])?;
     timer.lap("insert_cells_attempts");
-    tokio::try_join!(
+    let (a, b, c) = tokio::join!(
         db.insert("events", &rows.events, "store raw records"),
         db.insert("rejects", &rows.rejects, "store rejections"),
         db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
-    )?;
+    );
+    all_done([a, b, c])?;
     timer.lap("insert_rows");
 
     // A retry after a failure here finds every record stored, so its
@@ -209,14 +211,24 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
             updated_ns: store.next_version(),
         })
         .collect();
-    tokio::try_join!(
+    let (a, b) = tokio::join!(
         db.insert("host_deltas", &deltas, "count per server"),
         db.insert("blobs", &blobs, "save state blobs"),
-    )?;
+    );
+    all_done([a, b])?;
     timer.lap("insert_counts_blobs");
     timer.report(batch.records.len());
     summary.blobs_saved = blobs.len() as u64;
     Ok(summary)
+}
+
+/// The first error of inserts sent together, taken once every one of
+/// them has finished. Giving up on the others at the first error would
+/// leave them to land on the server later, after the retry of the batch
+/// has looked up what is stored: a day change marked by then would be
+/// stored twice.
+fn all_done<const N: usize>(results: [Result<()>; N]) -> Result<()> {
+    results.into_iter().collect()
 }
 
 /// How long each step of a commit took, logged at debug level: where a
