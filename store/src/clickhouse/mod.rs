@@ -421,6 +421,13 @@ impl Store for ClickHouseStore {
         read::cells(&self.db, query).await
     }
 
+    /// Day cells are summed from hour cells here (see
+    /// `read::READ_DAY_SUMS`): one read of the whole range is cheaper than
+    /// three.
+    fn splits_ranges_into_days(&self) -> bool {
+        read::READ_DAY_SUMS
+    }
+
     async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>> {
         read::top_recipients(&self.db, query).await
     }
