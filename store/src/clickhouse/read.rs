@@ -490,7 +490,8 @@ async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
     let host = options.host.as_deref();
     let mut rollup = Rollup::new();
     for read in rollup_reads(options) {
-        // Day cells are added up whatever their day: ClickHouse sums them.
+        // Day cells are added up whatever their day: read them summed over
+        // the range.
         let bucket = match read.bucket {
             Bucket::Day => Bucket::Range,
             other => other,
@@ -541,14 +542,20 @@ fn cell_conditions(
 }
 
 /// The first day that has hour cells, in days since the epoch; `None`
-/// when there are none.
+/// when there are none. Read from the table's partitions (one a day),
+/// not from its rows.
 async fn first_hour_cell_day(db: &Db) -> Result<Option<i64>> {
-    let q = db.query("SELECT toUInt32(min(day)), toUInt64(count()) FROM cells_hour");
-    let found: Vec<(u32, u64)> = db.fetch(q, "find the first day of hour cells").await?;
-    Ok(found
-        .first()
-        .filter(|(_, rows)| *rows > 0)
-        .map(|(day, _)| i64::from(*day)))
+    let q = db.query(
+        "SELECT toUInt32(partition) AS p FROM system.parts
+         WHERE database = currentDatabase() AND table = 'cells_hour' AND active
+         ORDER BY p LIMIT 1",
+    );
+    let found: Vec<u32> = db.fetch(q, "find the first day of hour cells").await?;
+    Ok(found.first().and_then(|&p| {
+        let date = chrono::NaiveDate::from_ymd_opt((p / 10_000) as i32, p / 100 % 100, p % 100)?;
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+        Some((date - epoch).num_days())
+    }))
 }
 
 /// Whether day and whole-range cells are read from the summed day cells
