@@ -41,8 +41,9 @@
 //!   lengths. (`cells_day` held the same per day until version 6.)
 //! - `cells_day_sums`, `cells_day_samples`, `cells_day_base`: the day
 //!   cells summed per (dimension, day, host, key), kept up to date by
-//!   what each batch changes, with marks that make a batch sent again
-//!   count once (see `migration_6`). Counters are a map from their index
+//!   what each batch changes, with marks naming what each change added,
+//!   so that a batch sent again counts once (see `migration_6` and
+//!   `migration_7`). Counters are a map from their index
 //!   in `Counters::NAMES`, so a counter added later needs no change.
 //! - `audit` (append-only), `users` (by name), `sessions` (by id),
 //!   `blobs` (by name); the last three keep the latest version and are not
@@ -589,6 +590,21 @@ fn migration_6() -> Vec<Step> {
     ]
 }
 
+/// Version 7: each mark of `cells_day_sums` names the hour cells its
+/// change added to the sums (`applied`), so that a batch sent again with
+/// other content for the same version of a source (cut otherwise by a
+/// processor restarted from an earlier state) adds only the difference,
+/// and clears the hour cells the first attempt wrote that it no longer
+/// has. Marks written before have it empty: their change counts as
+/// applied whole, as it did then.
+fn migration_7() -> Vec<Step> {
+    vec![Step::AddColumn {
+        table: "cells_day_sums",
+        column: "applied",
+        definition: "String",
+    }]
+}
+
 /// One step of a migration.
 pub enum Step {
     /// A statement, run as it is.
@@ -605,6 +621,13 @@ pub enum Step {
     /// nothing when `from` is gone. A run interrupted half-way (or two at
     /// once) sums some days again, which writes the same rows again.
     SumDayCells { from: &'static str },
+    /// Adds a column to a table, unless it has it (added by an earlier
+    /// run of the migration, or by one running at once).
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+        definition: &'static str,
+    },
 }
 
 impl Step {
@@ -614,6 +637,11 @@ impl Step {
         match self {
             Step::Sql(sql) => vec![sql.clone()],
             Step::Rename { from, to } => vec![format!("RENAME TABLE {from} TO {to}")],
+            Step::AddColumn {
+                table,
+                column,
+                definition,
+            } => vec![add_column(table, column, definition)],
             Step::SumDayCells { from } => {
                 let mut out: Vec<String> = sum_day_cells(from)
                     .into_iter()
@@ -640,6 +668,21 @@ impl Step {
                     return Ok(());
                 }
                 renamed
+            }
+            Step::AddColumn {
+                table,
+                column,
+                definition,
+            } => {
+                if column_exists(db, database, table, column).await? {
+                    return Ok(());
+                }
+                let sql = add_column(table, column, definition);
+                let added = db.execute(db.query(&sql), doing).await;
+                if added.is_err() && column_exists(db, database, table, column).await? {
+                    return Ok(());
+                }
+                added
             }
             Step::SumDayCells { from } => {
                 let summed = sum_day_cells_of(db, database, from, doing).await;
@@ -695,6 +738,26 @@ fn sum_day_cells(from: &str) -> Vec<String> {
     ]
 }
 
+/// The statement that adds `column` to `table`.
+fn add_column(table: &str, column: &str, definition: &str) -> String {
+    format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")
+}
+
+async fn column_exists(db: &Db, database: &str, table: &str, column: &str) -> Result<bool> {
+    let q = db
+        .query(
+            "SELECT toUInt8(count()) FROM system.columns
+             WHERE database = ? AND table = ? AND name = ?",
+        )
+        .bind(database)
+        .bind(table)
+        .bind(column);
+    let found: Vec<u8> = db
+        .fetch(q, &format!("look for column {column} of {table}"))
+        .await?;
+    Ok(found.first().copied().unwrap_or(0) > 0)
+}
+
 async fn table_exists(db: &Db, database: &str, table: &str) -> Result<bool> {
     let q = db
         .query("SELECT toUInt8(count()) FROM system.tables WHERE database = ? AND name = ?")
@@ -725,6 +788,7 @@ pub fn migrations() -> Vec<Vec<Step>> {
         plain(migration_4()),
         plain(migration_5()),
         migration_6(),
+        migration_7(),
     ]
 }
 

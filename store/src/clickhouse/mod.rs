@@ -27,17 +27,19 @@
 //! rejection they come from. Tables are `ReplacingMergeTree`s keyed by
 //! that identity and every read uses `FINAL`, so a row written twice counts
 //! once. Day cells are sums instead, and what a batch adds to them is
-//! marked, per source and version, in the same insert: a batch sent again
-//! leaves out what is marked (see `migrations`, version 6). A batch is
+//! marked, per source, day and version, in the same insert, with the
+//! hour cells it added: a batch sent again adds what it wants less what
+//! the marks added, which is nothing when it is cut as before (see
+//! `migrations`, versions 6 and 7). A batch is
 //! compared with what is stored before it is written: records and
 //! rejections already there and lifecycles that did not change are not
 //! written again, and the summary counts only what was new.
 //!
 //! The order of the writes makes an interrupted batch safe to send again:
-//! cells and attempts before their lifecycle (a retry finds the
-//! lifecycle unchanged only once they are in), blobs (the tailer's
-//! checkpoint, the correlator's state) last, so a batch whose checkpoint
-//! is stored is stored whole. The per-server counts of [`Store::hosts`] are the one
+//! day sums, then hour cells and attempts, before their lifecycle (a
+//! retry finds the lifecycle unchanged only once they are in), blobs
+//! (the tailer's checkpoint, the correlator's state) last, so a batch
+//! whose checkpoint is stored is stored whole. The per-server counts of [`Store::hosts`] are the one
 //! thing not exact under failure: a batch that fails after its rows and
 //! before its counts leaves them short by what it added.
 //!
@@ -419,13 +421,6 @@ impl Store for ClickHouseStore {
 
     async fn cells(&self, query: &CellQuery) -> Result<ReportCells> {
         read::cells(&self.db, query).await
-    }
-
-    /// Day cells are summed from hour cells here (see
-    /// `read::READ_DAY_SUMS`): one read of the whole range is cheaper than
-    /// three.
-    fn splits_ranges_into_days(&self) -> bool {
-        read::READ_DAY_SUMS
     }
 
     async fn top_recipients(&self, query: &RecipientQuery) -> Result<Vec<RecipientCount>> {

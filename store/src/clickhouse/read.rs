@@ -8,8 +8,7 @@ use clickhouse::query::Query;
 use serde::Deserialize;
 
 use exim_pilot_schema::report::{
-    Cell, CellKey, Counters, DelayHistogram, Dimension, ReportBuilder, ReportCells, ReportOptions,
-    Rollup, Samples, COUNTER_COUNT,
+    Cell, CellKey, Dimension, ReportBuilder, ReportCells, ReportOptions, Rollup, Samples,
 };
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
@@ -382,35 +381,8 @@ async fn read_cells(
         Bucket::Day => None,
         Bucket::Range => Some(whole_key),
     };
-    // Days older than the first day of hour cells (which retention drops
-    // before the day sums) come from the day sums; the others from their
-    // hour cells (see `READ_DAY_SUMS`).
-    let split = match READ_DAY_SUMS {
-        true => range.1,
-        false => first_hour_cell_day(db).await?.unwrap_or(range.1),
-    }
-    .clamp(range.0, range.1);
-    if range.0 < split {
-        for (key, cell) in day_cells(db, (range.0, split), host, dims, whole).await? {
-            sink(key.hour, &key.host, key.dim, &key.key, &cell);
-        }
-    }
-    if split == range.1 {
-        return Ok(());
-    }
-    // The hour cells of the days, summed per day or over the range.
-    let hours = (split.saturating_mul(24), range.1.saturating_mul(24));
-    let mut cells: HashMap<(i64, String, Dimension, String), Cell> = HashMap::new();
-    hour_cells(db, hours, host, dims, |hour, h, dim, k, cell| {
-        let bucket = whole.unwrap_or(hour.div_euclid(24));
-        cells
-            .entry((bucket, h.to_string(), dim, k.to_string()))
-            .or_default()
-            .add(cell);
-    })
-    .await?;
-    for ((bucket, h, dim, k), cell) in cells {
-        sink(bucket, &h, dim, &k, &cell);
+    for (key, cell) in day_cells(db, range, host, dims, whole).await? {
+        sink(key.hour, &key.host, key.dim, &key.key, &cell);
     }
     Ok(())
 }
@@ -458,29 +430,6 @@ async fn hour_cells(
         sink(row.bucket, &row.host, dim, &row.key, &cell);
     }
     Ok(())
-}
-
-/// Counters from (index, value) pairs; indexes of counters this build
-/// does not know (added by a newer one) are left out.
-fn counters(values: impl Iterator<Item = (usize, i64)>) -> Counters {
-    let mut out = [0i64; COUNTER_COUNT];
-    for (i, n) in values {
-        if let Some(v) = out.get_mut(i) {
-            *v = n;
-        }
-    }
-    Counters::from_array(out)
-}
-
-/// A delay histogram from its buckets and counts, in any order.
-fn histogram(buckets: &[u16], counts: &[i64]) -> DelayHistogram {
-    let mut out = DelayHistogram::default();
-    for (b, n) in buckets.iter().zip(counts) {
-        out.add(&DelayHistogram {
-            buckets: vec![(*b, *n)],
-        });
-    }
-    out
 }
 
 /// Sums the cells of a report's range: day cells for the whole days
@@ -540,35 +489,6 @@ fn cell_conditions(
     }
     c
 }
-
-/// The first day that has hour cells, in days since the epoch; `None`
-/// when there are none. Read from the table's partitions (one a day),
-/// not from its rows.
-async fn first_hour_cell_day(db: &Db) -> Result<Option<i64>> {
-    let q = db.query(
-        "SELECT toUInt32(partition) AS p FROM system.parts
-         WHERE database = currentDatabase() AND table = 'cells_hour' AND active
-         ORDER BY p LIMIT 1",
-    );
-    let found: Vec<u32> = db.fetch(q, "find the first day of hour cells").await?;
-    Ok(found.first().and_then(|&p| {
-        let date = chrono::NaiveDate::from_ymd_opt((p / 10_000) as i32, p / 100 % 100, p % 100)?;
-        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
-        Some((date - epoch).num_days())
-    }))
-}
-
-/// Whether day and whole-range cells are read from the summed day cells
-/// (`cells_day_sums`, see `migrations`) rather than summed from the hour
-/// cells. Not yet: a day change is marked by its source and version, not
-/// by its content, so when a processor is killed between a batch's cells
-/// and its lifecycles and the batch is cut differently after the restart,
-/// the same version of a lifecycle can come back with other content, and
-/// its mark keeps the sums at the content that is gone. The hour cells, one
-/// row per source replaced by each version, do not drift that way. Until
-/// the marks name what they applied, the sums are read only for the days
-/// whose hour cells retention has dropped.
-pub(super) const READ_DAY_SUMS: bool = false;
 
 /// The last day (2105-12-31) that `toDate` reads from text on ClickHouse
 /// 18.16, in days since the epoch.

@@ -9,6 +9,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use exim_pilot_schema::report::{recipient_domain, sender_domain_key, Cell, CellKey};
+use exim_pilot_schema::report::{
+    Counters, DelayHistogram, Dimension, ReportCells, Samples, COUNTER_COUNT,
+};
 use exim_pilot_schema::{AttemptResult, Lifecycle, MessageId, ReasonClass, RejectRecord};
 use exim_pilot_schema::{LogFile, RecordOrigin};
 
@@ -419,9 +422,11 @@ impl CellRow {
 }
 
 /// A row of `cells_day_sums`: what a batch changes in one day cell (its
-/// bucket a day number), counters and histogram as sparse maps, or the
+/// bucket a day number), counters and histogram as sparse maps, or a
 /// mark of one source's change (dimension `MARK_DIM`, the source as key,
-/// the day as bucket, the source's version, `marked` 1, no values).
+/// the mark's sequence number among those of the same change as bucket,
+/// the source's version, `marked` 1, no values, and in `applied` the
+/// hour cells it added to the sums: see [`encode_applied`]).
 #[derive(clickhouse::Row, Serialize, Debug)]
 #[clickhouse(crate = "::clickhouse")]
 pub struct DaySumRow {
@@ -440,6 +445,7 @@ pub struct DaySumRow {
     pub delay_buckets: Vec<u16>,
     #[serde(rename = "delayMap.count")]
     pub delay_counts: Vec<i64>,
+    pub applied: String,
 }
 
 impl DaySumRow {
@@ -466,16 +472,19 @@ impl DaySumRow {
             counter_values,
             delay_buckets: cell.delay.buckets.iter().map(|(b, _)| *b).collect(),
             delay_counts: cell.delay.buckets.iter().map(|(_, n)| *n).collect(),
+            applied: String::new(),
         }
     }
 
-    /// The mark of `source`'s change at `version` in `day`.
-    pub fn mark(host: String, source: String, day: i64, version: u64) -> Self {
+    /// Mark number `seq` of `source`'s change at `version` in `day`,
+    /// which added the hour cells `applied` (encoded) to the sums.
+    pub fn mark(mark: Mark, seq: i64, applied: String) -> Self {
+        let (host, source, day, version) = mark;
         DaySumRow {
             dim: super::migrations::MARK_DIM,
             host,
             key: source,
-            bucket: day,
+            bucket: seq,
             day: date(day),
             version,
             marked: 1,
@@ -483,8 +492,108 @@ impl DaySumRow {
             counter_values: Vec::new(),
             delay_buckets: Vec::new(),
             delay_counts: Vec::new(),
+            applied,
         }
     }
+}
+
+/// Counters from (index, value) pairs; indexes of counters this build
+/// does not know (added by a newer one) are left out.
+pub fn counters(values: impl Iterator<Item = (usize, i64)>) -> Counters {
+    let mut out = [0i64; COUNTER_COUNT];
+    for (i, n) in values {
+        if let Some(v) = out.get_mut(i) {
+            *v = n;
+        }
+    }
+    Counters::from_array(out)
+}
+
+/// A delay histogram from its buckets and counts, in any order.
+pub fn histogram(buckets: &[u16], counts: &[i64]) -> DelayHistogram {
+    let mut out = DelayHistogram::default();
+    for (b, n) in buckets.iter().zip(counts) {
+        out.add(&DelayHistogram {
+            buckets: vec![(*b, *n)],
+        });
+    }
+    out
+}
+
+/// A day change's identity: (host, source, day, version).
+pub type Mark = (String, String, i64, u64);
+
+/// A mark as the write path reads it back: its change, its sequence
+/// number and what it applied.
+#[derive(clickhouse::Row, Deserialize, Debug)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct MarkRead {
+    pub key: String,
+    pub version: u64,
+    pub bucket: i64,
+    pub applied: String,
+}
+
+/// One hour cell of a mark's `applied`: (hour, dimension code, key,
+/// non-zero counters by index, histogram buckets).
+type AppliedCell<'a> = (i64, u8, &'a str, Vec<(u8, i64)>, Vec<(u16, i64)>);
+
+/// The hour cells of one server's change, as a mark keeps them: JSON, an
+/// array of [`AppliedCell`]s sorted by key, so that the same change is
+/// the same text. Samples are not part of it (they are only ever added).
+pub fn encode_applied(cells: &ReportCells) -> String {
+    let mut out: Vec<AppliedCell> = cells
+        .cells
+        .iter()
+        .map(|(key, cell)| {
+            let counters = cell
+                .counters
+                .to_array()
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n != 0)
+                .map(|(i, n)| (i as u8, *n))
+                .collect();
+            let delay = cell.delay.buckets.iter().map(|(b, n)| (*b, *n)).collect();
+            (
+                key.hour,
+                key.dim.code() as u8,
+                key.key.as_str(),
+                counters,
+                delay,
+            )
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    serde_json::to_string(&out).unwrap_or_default()
+}
+
+/// The hour cells of `host` that [`encode_applied`] wrote; `None` when
+/// the text is not such an array. A dimension this build does not know
+/// is kept out, as reads keep it out.
+pub fn decode_applied(host: &str, text: &str) -> Option<ReportCells> {
+    let cells: Vec<(i64, u8, String, Vec<(u8, i64)>, Vec<(u16, i64)>)> =
+        serde_json::from_str(text).ok()?;
+    let mut out = ReportCells::new();
+    for (hour, dim, key, counters, delay) in cells {
+        let Some(dim) = Dimension::from_code(dim as i64) else {
+            continue;
+        };
+        let key = CellKey {
+            hour,
+            host: host.to_string(),
+            dim,
+            key,
+        };
+        let (buckets, counts): (Vec<u16>, Vec<i64>) = delay.into_iter().unzip();
+        let cell = Cell {
+            counters: self::counters(counters.into_iter().map(|(i, n)| (i as usize, n))),
+            delay: histogram(&buckets, &counts),
+            samples: Samples::default(),
+        };
+        out.add_cell(key, &cell);
+    }
+    Some(out)
 }
 
 /// A row of `cells_day_samples`: one sample text of one day cell.

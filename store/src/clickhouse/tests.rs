@@ -543,3 +543,82 @@ async fn a_batch_sent_again_after_failing_past_its_cells_counts_once() {
     }
     assert_same_answers(&store, &expected, &batches).await;
 }
+
+/// The deferred lifecycles of `batch` changed by `change`, as a batch of
+/// their own.
+fn changed(batch: &Batch, change: impl Fn(&Lifecycle) -> Lifecycle) -> Batch {
+    Batch {
+        lifecycles: batch
+            .lifecycles
+            .iter()
+            .filter(|lc| lc.recipients.iter().any(|r| r.outcome == Outcome::Deferred))
+            .map(change)
+            .collect(),
+        ..Batch::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_with_other_content_counts_what_it_sent_last() {
+    let batches = upgrade_batches();
+    let first = &batches[0];
+    let expected = ClickHouseStore::connect(url(), &fresh_database())
+        .await
+        .expect("connect");
+    let store = ClickHouseStore::connect(url(), &fresh_database())
+        .await
+        .expect("connect");
+    for s in [&store, &expected] {
+        s.commit_batch(first.clone()).await.expect("commit");
+    }
+
+    // A processor restarted from an earlier state cuts its batches
+    // otherwise: the same version of a lifecycle comes again with other
+    // content. The first attempt fails past the day sums (its hour cells
+    // are not in), with another delay; the second on the attempts, which
+    // go in with the hour cells, under other cell keys (a domain of its
+    // own); the third goes through.
+    let later = fixtures::at(5 * 24 * 60);
+    let moved = changed(first, |lc| {
+        let mut lc = lc.clone();
+        for r in &mut lc.recipients {
+            r.address = format!("moved{}@elsewhere.example", lc.id);
+        }
+        lc.last_seen = Some(later);
+        lc
+    });
+    let delayed = changed(first, |lc| {
+        fixtures::now_delivered(lc, later + chrono::Duration::hours(7))
+    });
+    let last = changed(first, |lc| fixtures::now_delivered(lc, later));
+    for (table, batch) in [("cells_hour", &delayed), ("attempts", &moved)] {
+        let away = format!("{table}_away");
+        rename(&store.db, table, &away).await;
+        let failed = store.commit_batch(batch.clone()).await;
+        assert!(failed.is_err(), "{failed:?}");
+        rename(&store.db, &away, table).await;
+    }
+    store.commit_batch(last.clone()).await.expect("commit");
+    expected.commit_batch(last.clone()).await.expect("commit");
+    assert_same_answers(&store, &expected, &batches).await;
+    let whole = CellQuery {
+        bucket: Bucket::Range,
+        ..CellQuery::default()
+    };
+    assert_eq!(
+        store.cells(&whole).await.expect("cells"),
+        expected.cells(&whole).await.expect("cells"),
+    );
+
+    // And the next version of those lifecycles replaces what the last
+    // one counted, not what the failed ones did.
+    let next = changed(first, |lc| {
+        let mut lc = fixtures::now_delivered(lc, later);
+        lc.recipients[0].address = format!("next{}@example.com", lc.id);
+        lc
+    });
+    for s in [&store, &expected] {
+        s.commit_batch(next.clone()).await.expect("commit");
+    }
+    assert_same_answers(&store, &expected, &batches).await;
+}

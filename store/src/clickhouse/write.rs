@@ -3,12 +3,13 @@
 //! cells change by the difference each new version of a source makes,
 //! summed per batch and marked (see `day_change_rows`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use exim_pilot_schema::report::{contribution, reject_contribution, Cell, ReportCells};
+use exim_pilot_schema::report::{contribution, reject_contribution, Cell, CellKey, ReportCells};
 use exim_pilot_schema::{Lifecycle, RejectRecord};
 
 use super::migrations::MARK_DIM;
@@ -68,6 +69,7 @@ struct Rows {
     attempts: Vec<AttemptRow>,
     cells_hour: Vec<CellRow>,
     day_changes: Vec<DayChange>,
+    day_samples: ReportCells,
 }
 
 /// Writes a batch; see the module documentation for the order.
@@ -105,12 +107,19 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
             "reject {} {} {}",
             reject.origin.host, reject.origin.file_id, reject.origin.offset
         );
-        push_cells(&mut rows, &reject_contribution(reject), None, &source, 1);
+        push_cells(
+            &mut rows,
+            &reject_contribution(reject),
+            None,
+            &source,
+            1,
+            None,
+        );
         rows.rejects.push(RejectRow::new(reject));
     }
 
     // Lifecycles that changed, each with the next version.
-    for lc in &batch.lifecycles {
+    for (index, lc) in batch.lifecycles.iter().enumerate() {
         let body = serde_json::to_string(lc).map_err(|e| StoreError::corrupt("lifecycle", e))?;
         let key = (lc.host.clone(), lc.id.to_string());
         let (version, day, old) = match current.get(&key) {
@@ -138,7 +147,8 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
             }
         };
         let source = format!("message {} {}", lc.host, lc.id);
-        push_cells(&mut rows, &contribution(lc), old.as_ref(), &source, version);
+        let new = contribution(lc);
+        push_cells(&mut rows, &new, old.as_ref(), &source, version, Some(index));
         rows.attempts.extend(attempt_rows(lc, version));
         rows.lifecycles
             .push(LifecycleRow::new(lc, body.clone(), version, day));
@@ -154,30 +164,43 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         );
     }
 
-    // Day cells change by what a batch sent before already changed, if
-    // it failed after that: those changes are marked, and left out.
+    // Day cells change by what each change wants less what the marks of
+    // a batch sent before, that failed after its day sums, applied.
     timer.lap("build_rows");
-    let marked = marked_changes(db, &rows.day_changes).await?;
-    let (day_sums, day_samples) = day_change_rows(&rows.day_changes, &marked);
+    let applied = applied_changes(db, &rows.day_changes).await?;
+    let day = day_change_rows(&batch, &rows.day_changes, &applied)?;
+    rows.cells_hour.extend(day.stale_hour_cells);
+    let day_samples: Vec<DaySampleRow> = rows
+        .day_samples
+        .cells
+        .iter()
+        .flat_map(|(key, cell)| DaySampleRow::of(key, cell))
+        .collect();
     timer.lap("read_marks");
 
-    // Report cells and attempts first: an hour cell row and an attempt
-    // row are named by their source and version, so writing them again on
-    // a retry replaces them, and a day change is marked, while records,
-    // rejections and lifecycles, once stored, are taken as done by the
-    // next attempt (`unseen_records`, `unseen_rejects`, an unchanged
-    // lifecycle). Written after them, the cells and attempts of a batch
-    // that failed in between would never be written. Then those rows,
-    // and last the counts and blobs. Inserts of one stage do not depend
-    // on each other and go together: three round trips instead of nine.
-    let (a, b, c, d) = tokio::join!(
-        db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
-        db.insert("cells_day_sums", &day_sums, "store daily report cells"),
+    // Day sums first, then hour cells and attempts: an hour cell row and
+    // an attempt row are named by their source and version, so writing
+    // them again on a retry replaces them; a day change is marked with
+    // what it applied; while records, rejections and lifecycles, once
+    // stored, are taken as done by the next attempt (`unseen_records`,
+    // `unseen_rejects`, an unchanged lifecycle). Written after them, the
+    // cells and attempts of a batch that failed in between would never be
+    // written. Hour cells come after the day sums so that the hour cells
+    // of a version left by a failed attempt have marks, which name them
+    // for the retry to clear. Inserts of one stage do not depend on each
+    // other and go together.
+    let (a, b) = tokio::join!(
+        db.insert("cells_day_sums", &day.sums, "store daily report cells"),
         db.insert("cells_day_samples", &day_samples, "store daily samples"),
+    );
+    all_done([a, b])?;
+    timer.lap("insert_day_cells");
+    let (a, b) = tokio::join!(
+        db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
         db.insert("attempts", &rows.attempts, "store delivery attempts"),
     );
-    all_done([a, b, c, d])?;
-    timer.lap("insert_cells_attempts");
+    all_done([a, b])?;
+    timer.lap("insert_hour_cells_attempts");
     let (a, b, c) = tokio::join!(
         db.insert("events", &rows.events, "store raw records"),
         db.insert("rejects", &rows.rejects, "store rejections"),
@@ -265,19 +288,29 @@ impl StepTimer {
 }
 
 /// Adds the hour cell rows of a source's new contribution, with zero
-/// rows for the cells of its old contribution it no longer has, and its
-/// day changes.
+/// rows for the cells of its old contribution it no longer has, its day
+/// samples, and its day changes. `lifecycle` is the source's index in
+/// the batch's lifecycles, `None` for a rejection.
 fn push_cells(
     rows: &mut Rows,
     new: &ReportCells,
     old: Option<&ReportCells>,
     source: &str,
     version: u64,
+    lifecycle: Option<usize>,
 ) {
     let zero = Cell::default();
     for (key, cell) in &new.cells {
         rows.cells_hour
             .push(CellRow::new(key, cell, source, version, false));
+        if !cell.samples.0.is_empty() {
+            let day = CellKey {
+                hour: key.hour.div_euclid(24),
+                ..key.clone()
+            };
+            let samples = &mut rows.day_samples.cells.entry(day).or_default().samples;
+            samples.add(&cell.samples);
+        }
     }
     for key in old.into_iter().flat_map(|o| o.cells.keys()) {
         if !new.cells.contains_key(key) {
@@ -286,31 +319,47 @@ fn push_cells(
         }
     }
     rows.day_changes
-        .extend(DayChange::of(new, old, source, version));
+        .extend(DayChange::of(new, old, source, version, lifecycle));
 }
 
 /// What one version of a source (a lifecycle or a rejection) changes in
-/// the day cells of one day: its new cells less its old ones (samples
-/// are only added, as SQLite's rollups keep them).
+/// the report cells of one day: its new hour cells less its old ones,
+/// counters and histograms only (samples are only added, as SQLite's
+/// rollups keep them).
 struct DayChange {
     source: String,
     host: String,
     day: i64,
     version: u64,
+    /// The change, per hour cell; empty when the day's cells stay as they
+    /// were (a failed attempt may still have changed them: see
+    /// `day_change_rows`).
     cells: ReportCells,
+    /// The source's index in the batch's lifecycles; `None` for a
+    /// rejection, whose cells never change.
+    lifecycle: Option<usize>,
 }
 
 impl DayChange {
     /// The changes of a source from `old` to `new`, one per day either
     /// has cells in (a lifecycle's cells share one hour, so usually one).
-    fn of(new: &ReportCells, old: Option<&ReportCells>, source: &str, version: u64) -> Vec<Self> {
-        let mut by_day: HashMap<(String, i64), ReportCells> = HashMap::new();
-        let mut put = |cells: &ReportCells, add: bool| {
-            for (key, cell) in &cells.by_day().cells {
-                let change = by_day.entry((key.host.clone(), key.hour)).or_default();
-                let sum = change.cells.entry(key.clone()).or_default();
+    fn of<'a>(
+        new: &'a ReportCells,
+        old: Option<&'a ReportCells>,
+        source: &str,
+        version: u64,
+        lifecycle: Option<usize>,
+    ) -> Vec<Self> {
+        let mut by_day: HashMap<(&str, i64), ReportCells> = HashMap::new();
+        let mut put = |cells: &'a ReportCells, add: bool| {
+            for (key, cell) in &cells.cells {
+                let day = by_day
+                    .entry((key.host.as_str(), key.hour.div_euclid(24)))
+                    .or_default();
+                let sum = day.cells.entry(key.clone()).or_default();
                 if add {
-                    sum.add(cell);
+                    sum.counters.add(&cell.counters);
+                    sum.delay.add(&cell.delay);
                 } else {
                     sum.subtract(cell);
                 }
@@ -320,25 +369,23 @@ impl DayChange {
         if let Some(old) = old {
             put(old, false);
         }
-        for change in by_day.values_mut() {
-            change
-                .cells
-                .retain(|_, c| !c.is_zero() || !c.samples.0.is_empty());
-        }
         by_day
             .into_iter()
-            .filter(|(_, cells)| !cells.cells.is_empty())
-            .map(|((host, day), cells)| DayChange {
-                source: source.to_string(),
-                host,
-                day,
-                version,
-                cells,
+            .map(|((host, day), mut cells)| {
+                cells.prune();
+                DayChange {
+                    source: source.to_string(),
+                    host: host.to_string(),
+                    day,
+                    version,
+                    cells,
+                    lifecycle,
+                }
             })
             .collect()
     }
 
-    /// The mark's identity: (host, source, day, version).
+    /// The change's identity: (host, source, day, version).
     fn mark(&self) -> Mark {
         (
             self.host.clone(),
@@ -347,15 +394,35 @@ impl DayChange {
             self.version,
         )
     }
+
+    /// The source's new contribution: a lifecycle's, or a rejection's
+    /// (its first and only version, which is its change).
+    fn new_cells(&self, batch: &Batch) -> ReportCells {
+        match self.lifecycle {
+            Some(i) => batch
+                .lifecycles
+                .get(i)
+                .map(contribution)
+                .unwrap_or_default(),
+            None => self.cells.clone(),
+        }
+    }
 }
 
-/// A day change's mark in `cells_day_sums`: (host, source, day, version).
-type Mark = (String, String, i64, u64);
+/// What the marks of one change say was applied to the day sums.
+enum Applied {
+    /// Hour cells, the sum of what its marks applied, and how many
+    /// marks there are.
+    Cells { cells: ReportCells, marks: i64 },
+    /// A mark written by an older build, which named no content: the
+    /// change was applied as it was then wanted.
+    Unnamed,
+}
 
-/// The marks of `changes` already stored: changes a batch sent before
-/// made before it failed. Each (host, day) asks for its sources' marks,
-/// in that day's partition only.
-async fn marked_changes(db: &Db, changes: &[DayChange]) -> Result<HashSet<Mark>> {
+/// What the stored marks of `changes` applied: changes a batch sent
+/// before made before it failed. Each (host, day) asks for its sources'
+/// marks, in that day's partition only.
+async fn applied_changes(db: &Db, changes: &[DayChange]) -> Result<HashMap<Mark, Applied>> {
     let mut wanted: HashMap<(&str, i64), Vec<&str>> = HashMap::new();
     for c in changes {
         wanted.entry((&c.host, c.day)).or_default().push(&c.source);
@@ -374,77 +441,130 @@ async fn marked_changes(db: &Db, changes: &[DayChange]) -> Result<HashSet<Mark>>
             .collect(),
     )
     .await?;
-    Ok(found.into_iter().collect())
+    let mut applied: HashMap<Mark, Applied> = HashMap::new();
+    for (mark, row) in found {
+        let entry = applied.entry(mark.clone()).or_insert(Applied::Cells {
+            cells: ReportCells::new(),
+            marks: 0,
+        });
+        let Applied::Cells { cells, marks } = entry else {
+            continue;
+        };
+        if row.applied.is_empty() {
+            *entry = Applied::Unnamed;
+            continue;
+        }
+        let Some(these) = decode_applied(&mark.0, &row.applied) else {
+            return Err(StoreError::corrupt(
+                "day cell mark",
+                format!("{} {} cannot be read", mark.1, row.bucket),
+            ));
+        };
+        cells.add(&these);
+        *marks += 1;
+    }
+    Ok(applied)
 }
 
 /// The marks stored for `sources` in one day of one server.
-async fn marks_of_day(db: &Db, host: &str, day: i64, sources: Vec<&str>) -> Result<Vec<Mark>> {
+async fn marks_of_day(
+    db: &Db,
+    host: &str,
+    day: i64,
+    sources: Vec<&str>,
+) -> Result<Vec<(Mark, MarkRead)>> {
     let sql = format!(
-        "SELECT key, version FROM cells_day_sums
-         WHERE dim = {MARK_DIM} AND day = toDate(?) AND host = ? AND bucket = ?
-             AND key IN ({})",
+        "SELECT key, version, bucket, applied FROM cells_day_sums
+         WHERE dim = {MARK_DIM} AND day = toDate(?) AND host = ? AND key IN ({})",
         marks(sources.len())
     );
-    let mut q = db.query(&sql).bind(day_string(day)).bind(host).bind(day);
+    let mut q = db.query(&sql).bind(day_string(day)).bind(host);
     for source in sources {
         q = q.bind(source);
     }
-    let found: Vec<(String, u64)> = db.fetch(q, "look for day cells changed").await?;
+    let found: Vec<MarkRead> = db.fetch(q, "look for day cells changed").await?;
     Ok(found
         .into_iter()
-        .map(|(source, version)| (host.to_string(), source, day, version))
+        .map(|row| ((host.to_string(), row.key.clone(), day, row.version), row))
         .collect())
 }
 
-/// The rows of `cells_day_sums` for the changes not `marked`: their sums
-/// per cell, and a mark for each; and the samples of every change.
+/// What a batch writes for its day changes.
+struct DayRows {
+    /// `cells_day_sums` rows: the sums per day cell and the marks.
+    sums: Vec<DaySumRow>,
+    /// Zero hour cells for the cells a failed attempt wrote under a
+    /// version that this one no longer has.
+    stale_hour_cells: Vec<CellRow>,
+}
+
+/// The rows of `cells_day_sums` for `changes`: what each wants less what
+/// its marks already `applied`, summed per day cell, and a mark for each
+/// change that adds something, naming it.
 ///
-/// The marks go in the same insert as the sums, and each day's rows of
-/// one insert make one part of that day's partition (an insert is cut
-/// into blocks of a million rows, far above a batch's), which ClickHouse
-/// stores whole or not at all: a change is marked exactly when it is
-/// summed. Samples are written again with every attempt, since only
-/// adding them is idempotent whatever became of an earlier one.
+/// A first attempt finds no mark and adds its whole change. A batch sent
+/// again after a failure past the day sums finds the marks of the first
+/// and adds only the difference: nothing when it is cut as before, and
+/// when it is cut otherwise (a processor restarted from an earlier state)
+/// what makes the sums equal to this attempt's content, the other
+/// content taken back. The marks go in the same insert as the sums, and
+/// each day's rows of one insert make one part of that day's partition
+/// (an insert is cut into blocks of a million rows, far above a batch's),
+/// which ClickHouse stores whole or not at all: a change is marked
+/// exactly when it is summed.
 fn day_change_rows(
+    batch: &Batch,
     changes: &[DayChange],
-    marked: &HashSet<Mark>,
-) -> (Vec<DaySumRow>, Vec<DaySampleRow>) {
+    applied: &HashMap<Mark, Applied>,
+) -> Result<DayRows> {
     let mut sums = ReportCells::new();
-    let mut samples = ReportCells::new();
-    let mut rows = Vec::new();
+    let mut out = DayRows {
+        sums: Vec::new(),
+        stale_hour_cells: Vec::new(),
+    };
     for change in changes {
-        for (key, cell) in &change.cells.cells {
-            if !cell.samples.0.is_empty() {
-                samples
-                    .cells
-                    .entry(key.clone())
-                    .or_default()
-                    .samples
-                    .add(&cell.samples);
-            }
-        }
         let mark = change.mark();
-        if marked.contains(&mark) {
+        let (add, seq) = match applied.get(&mark) {
+            None => (Cow::Borrowed(&change.cells), 0),
+            Some(Applied::Unnamed) => continue,
+            Some(Applied::Cells { cells, marks }) => {
+                out.stale_hour_cells
+                    .extend(stale_hour_cells(batch, change, cells));
+                let mut rest = change.cells.clone();
+                rest.subtract(cells);
+                rest.prune();
+                (Cow::Owned(rest), *marks)
+            }
+        };
+        if add.is_empty() {
             continue;
         }
-        for (key, cell) in &change.cells.cells {
-            sums.add_cell(key.clone(), cell);
-        }
-        let (host, source, day, version) = mark;
-        rows.push(DaySumRow::mark(host, source, day, version));
+        sums.add(&add.by_day());
+        out.sums
+            .push(DaySumRow::mark(mark, seq, encode_applied(&add)));
     }
     sums.prune();
-    rows.extend(
+    out.sums.extend(
         sums.cells
             .iter()
             .map(|(key, cell)| DaySumRow::new(key, cell)),
     );
-    let samples = samples
+    Ok(out)
+}
+
+/// Zero hour cells of `change`'s source and version for the cells that
+/// an earlier attempt `applied` and the source's new contribution does
+/// not have: rows of that attempt's content, which this one would not
+/// replace. (Cells of its old contribution already get a zero row.)
+fn stale_hour_cells(batch: &Batch, change: &DayChange, applied: &ReportCells) -> Vec<CellRow> {
+    let new = change.new_cells(batch);
+    let zero = Cell::default();
+    applied
         .cells
-        .iter()
-        .flat_map(|(key, cell)| DaySampleRow::of(key, cell))
-        .collect();
-    (rows, samples)
+        .keys()
+        .filter(|key| !new.cells.contains_key(*key))
+        .map(|key| CellRow::new(key, &zero, &change.source, change.version, false))
+        .collect()
 }
 
 /// `?, ?, ?` for `n` values.
