@@ -36,12 +36,13 @@
 //! written again, and the summary counts only what was new.
 //!
 //! The order of the writes makes an interrupted batch safe to send again:
-//! day sums, then hour cells and attempts, before their lifecycle (a
-//! retry finds the lifecycle unchanged only once they are in), blobs
-//! (the tailer's checkpoint, the correlator's state) last, so a batch
-//! whose checkpoint is stored is stored whole. The per-server counts of [`Store::hosts`] are the one
-//! thing not exact under failure: a batch that fails after its rows and
-//! before its counts leaves them short by what it added.
+//! day sums (with the raw records), then hour cells and attempts, before
+//! their lifecycle or rejection (a retry finds the lifecycle unchanged,
+//! the rejection stored, only once they are in), blobs (the tailer's
+//! checkpoint, the correlator's state) last, so a batch whose checkpoint
+//! is stored is stored whole. The per-server counts of [`Store::hosts`]
+//! are the one thing not exact under failure: a batch that fails after
+//! its records and before its counts leaves them short by what it added.
 //!
 //! # Traces
 //!

@@ -168,6 +168,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     // a batch sent before, that failed after its day sums, applied.
     timer.lap("build_rows");
     let applied = applied_changes(db, &rows.day_changes).await?;
+    timer.lap("read_marks");
     let day = day_change_rows(&batch, &rows.day_changes, &applied)?;
     rows.cells_hour.extend(day.stale_hour_cells);
     let day_samples: Vec<DaySampleRow> = rows
@@ -176,41 +177,42 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         .iter()
         .flat_map(|(key, cell)| DaySampleRow::of(key, cell))
         .collect();
-    timer.lap("read_marks");
+    timer.lap("day_rows");
 
-    // Day sums first, then hour cells and attempts: an hour cell row and
-    // an attempt row are named by their source and version, so writing
-    // them again on a retry replaces them; a day change is marked with
-    // what it applied; while records, rejections and lifecycles, once
-    // stored, are taken as done by the next attempt (`unseen_records`,
-    // `unseen_rejects`, an unchanged lifecycle). Written after them, the
-    // cells and attempts of a batch that failed in between would never be
-    // written. Hour cells come after the day sums so that the hour cells
-    // of a version left by a failed attempt have marks, which name them
-    // for the retry to clear. Inserts of one stage do not depend on each
-    // other and go together.
-    let (a, b) = tokio::join!(
+    // Day sums (with the raw records), then hour cells and attempts, then
+    // rejections and lifecycles. An hour cell row and an attempt row are
+    // named by their source and version, so writing them again on a retry
+    // replaces them, and a day change is marked with what it applied;
+    // while rejections and lifecycles, once stored, are taken as done by
+    // the next attempt (`unseen_rejects`, an unchanged lifecycle): written
+    // before their cells and attempts, those of a batch that failed in
+    // between would never be written. Hour cells come after the day sums
+    // so that the hour cells of a version left by a failed attempt have
+    // marks, which name them for the retry to clear. Records decide no
+    // cell, only the counts below, so they go with the first step. Inserts
+    // of one step do not depend on each other and go together.
+    let (a, b, c) = tokio::join!(
         db.insert("cells_day_sums", &day.sums, "store daily report cells"),
         db.insert("cells_day_samples", &day_samples, "store daily samples"),
+        db.insert("events", &rows.events, "store raw records"),
     );
-    all_done([a, b])?;
-    timer.lap("insert_day_cells");
+    all_done([a, b, c])?;
+    timer.lap("insert_day_cells_records");
     let (a, b) = tokio::join!(
         db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
         db.insert("attempts", &rows.attempts, "store delivery attempts"),
     );
     all_done([a, b])?;
     timer.lap("insert_hour_cells_attempts");
-    let (a, b, c) = tokio::join!(
-        db.insert("events", &rows.events, "store raw records"),
+    let (a, b) = tokio::join!(
         db.insert("rejects", &rows.rejects, "store rejections"),
         db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
     );
-    all_done([a, b, c])?;
-    timer.lap("insert_rows");
+    all_done([a, b])?;
+    timer.lap("insert_rejects_lifecycles");
 
-    // A retry after a failure here finds every record stored, so its
-    // counts are zero: counts may be lost on such a failure, never
+    // A retry after a failure past the first step finds every record
+    // stored, so its counts are zero: counts may be lost on such a failure, never
     // doubled. Blobs (the processors' state) come with them: state saved
     // before the rows it describes would skip those rows after a restart.
     let deltas: Vec<HostDeltaRow> = hosts
