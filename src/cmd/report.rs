@@ -189,20 +189,23 @@ fn report_from_store(
 /// How many records are read between collecting evicted lifecycles.
 const COLLECT_EVERY: u64 = 100_000;
 
-/// Finished lifecycles and rejections, sent to the counting thread in
-/// batches of about this many.
+/// Rejections are sent to the counting thread in batches of about this
+/// many (evicted lifecycles go as the correlator hands them out).
 const BATCH: usize = 2048;
 
-/// What the reading thread hands the counting thread.
-enum Item {
-    Lifecycle(Box<Lifecycle>),
-    Reject(Box<RejectRecord>),
+/// Finished lifecycles and rejections for the counting thread, kept in
+/// the lists they were gathered in rather than boxed one by one: moving a
+/// lifecycle into a box of its own costs an allocation and a copy each.
+#[derive(Default)]
+struct Batch {
+    lifecycles: Vec<Lifecycle>,
+    rejects: Vec<RejectRecord>,
 }
 
-/// What the counting thread receives: batches of items while the files are
-/// read, then the correlator with the lifecycles still in memory.
+/// What the counting thread receives: batches while the files are read,
+/// then the correlator with the lifecycles still in memory.
 enum ToCount {
-    Batch(Vec<Item>),
+    Batch(Batch),
     Rest(Box<Correlator>),
 }
 
@@ -215,24 +218,36 @@ enum ToCount {
 /// counting thread's work. So counted batches come back here to be freed.
 struct Sender {
     tx: mpsc::SyncSender<ToCount>,
-    counted: mpsc::Receiver<Vec<Item>>,
-    batch: Vec<Item>,
+    counted: mpsc::Receiver<Batch>,
+    batch: Batch,
 }
 
 impl Sender {
-    fn push(&mut self, item: Item) -> anyhow::Result<()> {
-        self.batch.push(item);
-        if self.batch.len() >= BATCH {
+    fn push_reject(&mut self, reject: RejectRecord) -> anyhow::Result<()> {
+        self.batch.rejects.push(reject);
+        if self.batch.rejects.len() >= BATCH {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Sends evicted lifecycles on, with the rejections gathered so far.
+    fn push_lifecycles(&mut self, lifecycles: Vec<Lifecycle>) -> anyhow::Result<()> {
+        if lifecycles.is_empty() {
+            return Ok(());
+        }
+        self.batch.lifecycles = lifecycles;
+        self.flush()
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         for counted in self.counted.try_iter() {
             drop(counted);
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let batch = Batch {
+            lifecycles: std::mem::take(&mut self.batch.lifecycles),
+            rejects: std::mem::replace(&mut self.batch.rejects, Vec::with_capacity(BATCH)),
+        };
         self.send(ToCount::Batch(batch))
     }
 
@@ -259,13 +274,13 @@ fn report_from_files(
 ) -> anyhow::Result<Report> {
     // A few batches in flight keep both threads busy with bounded memory.
     let (tx, rx) = mpsc::sync_channel::<ToCount>(4);
-    let (counted_tx, counted) = mpsc::channel::<Vec<Item>>();
+    let (counted_tx, counted) = mpsc::channel::<Batch>();
     let counting_options = options.clone();
     let counter = std::thread::spawn(move || count(counting_options, &rx, &counted_tx));
     let mut sender = Sender {
         tx,
         counted,
-        batch: Vec::with_capacity(BATCH),
+        batch: Batch::default(),
     };
 
     let correlator = read_files(files, default_host, zone, parse_options, &mut sender)?;
@@ -292,17 +307,17 @@ fn report_from_files(
 fn count(
     options: ReportOptions,
     rx: &mpsc::Receiver<ToCount>,
-    counted: &mpsc::Sender<Vec<Item>>,
+    counted: &mpsc::Sender<Batch>,
 ) -> ReportBuilder {
     let mut builder = ReportBuilder::new(options);
     for message in rx {
         match message {
             ToCount::Batch(batch) => {
-                for item in &batch {
-                    match item {
-                        Item::Lifecycle(lc) => builder.add_lifecycle(lc),
-                        Item::Reject(r) => builder.add_reject(r),
-                    }
+                for lc in &batch.lifecycles {
+                    builder.add_lifecycle(lc);
+                }
+                for reject in &batch.rejects {
+                    builder.add_reject(reject);
                 }
                 if let Err(unwanted) = counted.send(batch) {
                     // The reading thread is done: the process ends soon.
@@ -379,7 +394,7 @@ fn read_files(
             let count_rejects = log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
             if count_rejects {
                 if let Some(reject) = reject_of(event, host, parsed, zone) {
-                    sender.push(Item::Reject(Box::new(reject)))?;
+                    sender.push_reject(reject)?;
                 }
             }
             correlator.apply_record(host, log, event);
@@ -455,10 +470,7 @@ fn parse_chunks(
 
 /// Sends the lifecycles evicted so far to the counting thread.
 fn pass_evicted(correlator: &mut Correlator, sender: &mut Sender) -> anyhow::Result<()> {
-    for lc in correlator.take_evicted() {
-        sender.push(Item::Lifecycle(Box::new(lc)))?;
-    }
-    Ok(())
+    sender.push_lifecycles(correlator.take_evicted())
 }
 
 /// The stored form of a rejection or failed AUTH event, read from server
