@@ -189,14 +189,24 @@ fn report_from_store(
 /// How many records are read between collecting evicted lifecycles.
 const COLLECT_EVERY: u64 = 100_000;
 
-/// Finished lifecycles and rejections, sent to the counting thread in
-/// batches of about this many.
+/// Rejections are sent to the counting thread in batches of about this
+/// many (evicted lifecycles go as the correlator hands them out).
 const BATCH: usize = 2048;
 
-/// What the reading thread hands the counting thread.
-enum Item {
-    Lifecycle(Box<Lifecycle>),
-    Reject(Box<RejectRecord>),
+/// Finished lifecycles and rejections for the counting thread, kept in
+/// the lists they were gathered in rather than boxed one by one: moving a
+/// lifecycle into a box of its own costs an allocation and a copy each.
+#[derive(Default)]
+struct Batch {
+    lifecycles: Vec<Lifecycle>,
+    rejects: Vec<RejectRecord>,
+}
+
+/// What the counting thread receives: batches while the files are read,
+/// then the correlator with the lifecycles still in memory.
+enum ToCount {
+    Batch(Batch),
+    Rest(Box<Correlator>),
 }
 
 /// Sends items to the counting thread in batches, and frees the batches
@@ -207,33 +217,54 @@ enum Item {
 /// which for a report's millions of small strings was a large part of the
 /// counting thread's work. So counted batches come back here to be freed.
 struct Sender {
-    tx: mpsc::SyncSender<Vec<Item>>,
-    counted: mpsc::Receiver<Vec<Item>>,
-    batch: Vec<Item>,
+    tx: mpsc::SyncSender<ToCount>,
+    counted: mpsc::Receiver<Batch>,
+    batch: Batch,
 }
 
 impl Sender {
-    fn push(&mut self, item: Item) -> anyhow::Result<()> {
-        self.batch.push(item);
-        if self.batch.len() >= BATCH {
+    fn push_reject(&mut self, reject: RejectRecord) -> anyhow::Result<()> {
+        self.batch.rejects.push(reject);
+        if self.batch.rejects.len() >= BATCH {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Sends evicted lifecycles on, with the rejections gathered so far.
+    fn push_lifecycles(&mut self, lifecycles: Vec<Lifecycle>) -> anyhow::Result<()> {
+        if lifecycles.is_empty() {
+            return Ok(());
+        }
+        self.batch.lifecycles = lifecycles;
+        self.flush()
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         for counted in self.counted.try_iter() {
             drop(counted);
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let batch = Batch {
+            lifecycles: std::mem::take(&mut self.batch.lifecycles),
+            rejects: std::mem::replace(&mut self.batch.rejects, Vec::with_capacity(BATCH)),
+        };
+        self.send(ToCount::Batch(batch))
+    }
+
+    fn send(&self, message: ToCount) -> anyhow::Result<()> {
         self.tx
-            .send(batch)
+            .send(message)
             .map_err(|_| anyhow::anyhow!("the report's counting thread stopped"))
     }
 }
 
 /// Reads, parses and correlates the files on this thread while another
 /// counts finished lifecycles and rejections, so a report uses two cores.
+///
+/// The lifecycles still in memory at the end are counted by the counting
+/// thread too, once it has counted every batch: its builder already holds
+/// nearly every cell the report has, so adding to it is much cheaper than
+/// filling fresh builders and merging them.
 fn report_from_files(
     files: &[PathBuf],
     default_host: &str,
@@ -242,71 +273,68 @@ fn report_from_files(
     options: &ReportOptions,
 ) -> anyhow::Result<Report> {
     // A few batches in flight keep both threads busy with bounded memory.
-    let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(4);
-    let (counted_tx, counted) = mpsc::channel::<Vec<Item>>();
+    let (tx, rx) = mpsc::sync_channel::<ToCount>(4);
+    let (counted_tx, counted) = mpsc::channel::<Batch>();
     let counting_options = options.clone();
-    let counter = std::thread::spawn(move || {
-        let mut builder = ReportBuilder::new(counting_options);
-        for batch in rx {
-            for item in &batch {
-                match item {
-                    Item::Lifecycle(lc) => builder.add_lifecycle(lc),
-                    Item::Reject(r) => builder.add_reject(r),
-                }
-            }
-            if let Err(unwanted) = counted_tx.send(batch) {
-                // The reading thread is done: the process ends soon.
-                std::mem::forget(unwanted.0);
-            }
-        }
-        builder
-    });
+    let counter = std::thread::spawn(move || count(counting_options, &rx, &counted_tx));
     let mut sender = Sender {
         tx,
         counted,
-        batch: Vec::with_capacity(BATCH),
+        batch: Batch::default(),
     };
 
     let correlator = read_files(files, default_host, zone, parse_options, &mut sender)?;
-
-    // What is still in memory is final now: an hour of log time or more,
-    // so it is counted in two halves, here and on a helper thread, while
-    // the counting thread drains its queue.
     sender.flush()?;
+    sender.send(ToCount::Rest(Box::new(correlator)))?;
     let Sender { tx, counted, .. } = sender;
     drop(tx);
-    let in_memory: Vec<&Lifecycle> = correlator.lifecycles().collect();
-    let (first, second) = in_memory.split_at(in_memory.len() / 2);
-    let count = |part: &[&Lifecycle]| {
-        let mut builder = ReportBuilder::new(options.clone());
-        for lc in part {
-            builder.add_lifecycle(lc);
-        }
-        builder
-    };
-    let (here, there) = std::thread::scope(|scope| {
-        let helper = scope.spawn(|| count(second));
-        let here = count(first);
-        helper.join().map(|there| (here, there))
-    })
-    .map_err(|_| anyhow::anyhow!("the report's counting thread failed"))?;
-    let mut builder = counter
+    let builder = counter
         .join()
         .map_err(|_| anyhow::anyhow!("the report's counting thread failed"))?;
-    builder.merge(&here);
-    builder.merge(&there);
     let report = builder.finish();
 
     // Freeing hundreds of thousands of small allocations one by one takes
     // a noticeable part of the run; the process ends right after.
-    drop(in_memory);
     std::mem::forget(counted.try_iter().collect::<Vec<_>>());
     std::mem::forget(counted);
-    std::mem::forget(correlator);
     std::mem::forget(builder);
-    std::mem::forget(here);
-    std::mem::forget(there);
     Ok(report)
+}
+
+/// The counting thread: adds every item of every batch to a report, sends
+/// each counted batch back to be freed, and at the end adds the lifecycles
+/// still in the correlator.
+fn count(
+    options: ReportOptions,
+    rx: &mpsc::Receiver<ToCount>,
+    counted: &mpsc::Sender<Batch>,
+) -> ReportBuilder {
+    let mut builder = ReportBuilder::new(options);
+    for message in rx {
+        match message {
+            ToCount::Batch(batch) => {
+                for lc in &batch.lifecycles {
+                    builder.add_lifecycle(lc);
+                }
+                for reject in &batch.rejects {
+                    builder.add_reject(reject);
+                }
+                if let Err(unwanted) = counted.send(batch) {
+                    // The reading thread is done: the process ends soon.
+                    std::mem::forget(unwanted.0);
+                }
+            }
+            ToCount::Rest(correlator) => {
+                for lc in correlator.lifecycles() {
+                    builder.add_lifecycle(lc);
+                }
+                // The process ends soon; freeing it one piece at a time
+                // would only add to the run.
+                std::mem::forget(correlator);
+            }
+        }
+    }
+    builder
 }
 
 /// Feeds every file to a correlator, sending rejections and evicted
@@ -366,7 +394,7 @@ fn read_files(
             let count_rejects = log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
             if count_rejects {
                 if let Some(reject) = reject_of(event, host, parsed, zone) {
-                    sender.push(Item::Reject(Box::new(reject)))?;
+                    sender.push_reject(reject)?;
                 }
             }
             correlator.apply_record(host, log, event);
@@ -442,10 +470,7 @@ fn parse_chunks(
 
 /// Sends the lifecycles evicted so far to the counting thread.
 fn pass_evicted(correlator: &mut Correlator, sender: &mut Sender) -> anyhow::Result<()> {
-    for lc in correlator.take_evicted() {
-        sender.push(Item::Lifecycle(Box::new(lc)))?;
-    }
-    Ok(())
+    sender.push_lifecycles(correlator.take_evicted())
 }
 
 /// The stored form of a rejection or failed AUTH event, read from server
