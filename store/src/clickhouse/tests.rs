@@ -622,3 +622,26 @@ async fn a_batch_sent_again_with_other_content_counts_what_it_sent_last() {
     }
     assert_same_answers(&store, &expected, &batches).await;
 }
+
+#[test]
+fn a_marks_applied_cells_read_back_as_written() {
+    for lc in fixtures::varied() {
+        let mut cells = exim_pilot_schema::report::contribution(&lc);
+        for cell in cells.cells.values_mut() {
+            cell.samples = Default::default();
+        }
+        let text = encode_applied(&cells);
+        assert_eq!(decode_applied(&lc.host, &text), Some(cells), "{text}");
+    }
+    let mut less = exim_pilot_schema::report::contribution(&fixtures::varied()[3]);
+    less.subtract(&exim_pilot_schema::report::contribution(
+        &fixtures::varied()[5],
+    ));
+    less.prune();
+    for cell in less.cells.values_mut() {
+        cell.samples = Default::default();
+    }
+    let host = &fixtures::varied()[3].host;
+    assert_eq!(decode_applied(host, &encode_applied(&less)), Some(less));
+    assert_eq!(decode_applied(host, "not a mark"), None);
+}
