@@ -536,13 +536,13 @@ pub struct MarkRead {
 
 /// One hour cell of a mark's `applied`: (hour, dimension code, key,
 /// non-zero counters by index, histogram buckets).
-type AppliedCell<'a> = (i64, u8, &'a str, Vec<(u8, i64)>, Vec<(u16, i64)>);
+type AppliedCell<K> = (i64, u8, K, Vec<(u8, i64)>, Vec<(u16, i64)>);
 
 /// The hour cells of one server's change, as a mark keeps them: JSON, an
 /// array of [`AppliedCell`]s sorted by key, so that the same change is
 /// the same text. Samples are not part of it (they are only ever added).
 pub fn encode_applied(cells: &ReportCells) -> String {
-    let mut out: Vec<AppliedCell> = cells
+    let mut out: Vec<AppliedCell<&str>> = cells
         .cells
         .iter()
         .map(|(key, cell)| {
@@ -572,8 +572,7 @@ pub fn encode_applied(cells: &ReportCells) -> String {
 /// the text is not such an array. A dimension this build does not know
 /// is kept out, as reads keep it out.
 pub fn decode_applied(host: &str, text: &str) -> Option<ReportCells> {
-    let cells: Vec<(i64, u8, String, Vec<(u8, i64)>, Vec<(u16, i64)>)> =
-        serde_json::from_str(text).ok()?;
+    let cells: Vec<AppliedCell<String>> = serde_json::from_str(text).ok()?;
     let mut out = ReportCells::new();
     for (hour, dim, key, counters, delay) in cells {
         let Some(dim) = Dimension::from_code(dim as i64) else {
