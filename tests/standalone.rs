@@ -487,3 +487,47 @@ fn report_reads_rotated_files_oldest_first_whatever_their_order() {
     assert_eq!(report([&live, &rotated]), forward);
     assert_eq!(forward["state_frozen"], 2);
 }
+
+#[test]
+fn a_last_line_still_being_written_is_imported_once_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = corpus_mainlog("s02_default_selectors");
+    let text = fs::read_to_string(&full).unwrap();
+    let import = |data: &Path, file: &Path| {
+        let out = exim_pilot()
+            .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
+            .arg("--data")
+            .arg(data)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    // A live mainlog read while Exim writes a delivery line: the import
+    // leaves the half line out, and takes it whole the next time.
+    let cut = text
+        .match_indices(" => ")
+        .nth(100)
+        .map(|(at, _)| at + 2)
+        .expect("a delivery line");
+    let live = dir.path().join("mainlog");
+    fs::write(&live, &text[..cut]).unwrap();
+    let growing = dir.path().join("growing");
+    let first = import(&growing, &live);
+    assert!(first.contains("was left out"), "{first}");
+    append(&live, &[text[cut..].to_string()]);
+    let second = import(&growing, &live);
+    assert!(!second.contains("left out"), "{second}");
+
+    let whole = dir.path().join("whole");
+    import(&whole, &full);
+    let got = lifecycles(&["--data", growing.to_str().unwrap()]);
+    assert_eq!(got, lifecycles(&["--data", whole.to_str().unwrap()]));
+    assert_eq!(got.len(), 128);
+}

@@ -16,7 +16,11 @@
 //! `mainlog.3.gz`, `mainlog.2.gz`, `mainlog.1`, then `mainlog`; dated
 //! rotations (`mainlog-20240101`) by their date; files without a rotation
 //! suffix last; ties by path. A file's final line without a newline is
-//! imported as it is.
+//! read as it is, unless the importer was asked to hold such lines back
+//! ([`Importer::holding_back_unfinished_lines`]): a plain file may be a
+//! live log whose writer has not finished that line, and a store that took
+//! half a line would keep that half, the whole line being later found at
+//! the same offset and so taken as stored.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -121,6 +125,8 @@ pub struct Importer {
     counters: Counters,
     bytes_total: u64,
     bytes_finished: u64,
+    hold_back: bool,
+    held_back: Vec<(PathBuf, usize)>,
 }
 
 impl Importer {
@@ -142,6 +148,8 @@ impl Importer {
             counters: Counters::default(),
             bytes_total,
             bytes_finished: 0,
+            hold_back: false,
+            held_back: Vec::new(),
         })
     }
 
@@ -166,6 +174,20 @@ impl Importer {
     /// Lines read and records emitted so far.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Leaves out the final line of a plain file when it has no newline
+    /// (see [`Importer::held_back`]); compressed files are finished, and
+    /// their last line is read whatever it ends with.
+    pub fn holding_back_unfinished_lines(mut self) -> Importer {
+        self.hold_back = true;
+        self
+    }
+
+    /// The plain files whose unfinished last line was left out, with its
+    /// length in bytes.
+    pub fn held_back(&self) -> &[(PathBuf, usize)] {
+        &self.held_back
     }
 
     /// The next up to `max_records` records; `None` once every file is read.
@@ -203,6 +225,12 @@ impl Importer {
             )
             .map_err(|e| IngestError::read(&source.path, e))?;
         if read == 0 {
+            if self.hold_back && source.is_plain() {
+                let held = source.hold_back_unfinished_line();
+                if held > 0 {
+                    self.held_back.push((source.path.clone(), held));
+                }
+            }
             source.finish(&label, &mut self.ready, &mut self.counters);
             self.bytes_finished += *size;
             self.current = None;

@@ -447,6 +447,12 @@ impl Source {
         }
     }
 
+    /// Forgets a last line that has no newline yet, leaving it to be read
+    /// again once it is complete; returns its length.
+    pub fn hold_back_unfinished_line(&mut self) -> usize {
+        std::mem::take(&mut self.line).len()
+    }
+
     /// The file is finished: emits the held record and, as a record of its
     /// own, a last line that never got its newline.
     pub fn finish(

@@ -5,7 +5,9 @@
 //! [`Pipeline`](exim_pilot_processor::pipeline::Pipeline) as
 //! `exim-pilot standalone`, and committed batch by batch with the
 //! pipeline's state, so an interrupted import can simply be run again:
-//! records already stored are recognised and skipped.
+//! records already stored are recognised and skipped. The last line of a
+//! plain file is left out while it has no newline (see
+//! [`Importer::holding_back_unfinished_lines`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +48,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // taken, and without one the store's own server is assumed.
     let host = rt.block_on(args.log_args.store_host(&*store, true))?;
     let mut pipeline = rt.block_on(common::load_pipeline(&*store, &args.log_args))?;
-    let mut importer = Importer::new(&args.files, host.clone()).context("cannot read the files")?;
+    // A live log may end in a line Exim is still writing: stored half, it
+    // would stay half (the whole line, at the same offset, is taken as
+    // stored), so it waits for a later import or for `standalone`.
+    let mut importer = Importer::new(&args.files, host.clone())
+        .context("cannot read the files")?
+        .holding_back_unfinished_lines();
 
     let started = Instant::now();
     let total = importer.bytes_total().max(1);
@@ -89,6 +96,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         thousands(summary.rejects_added),
         thousands(counts.unparsed),
     );
+    for (path, bytes) in importer.held_back() {
+        println!(
+            "{}: its last line has no newline yet ({bytes} bytes, still being written?) and              was left out; import the file again, or let `exim-pilot standalone` read it, once              the line is complete.",
+            path.display()
+        );
+    }
     if counts.unparsed > 0 {
         println!(
             "Unparsed records are kept whole; list them with \
