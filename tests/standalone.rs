@@ -521,13 +521,35 @@ fn a_last_line_still_being_written_is_imported_once_complete() {
     let growing = dir.path().join("growing");
     let first = import(&growing, &live);
     assert!(first.contains("was left out"), "{first}");
+    // `standalone --once` does not read it either, and says so.
+    let followed = dir.path().join("followed");
+    let once = |data: &Path| {
+        let out = exim_pilot()
+            .args(["standalone", "--once", "--quiet", "--timezone", "utc"])
+            .args(["--host", HOST, "--log"])
+            .arg(&live)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let said = once(&followed);
+    assert!(said.contains("ends in a line without a newline"), "{said}");
+
     append(&live, &[text[cut..].to_string()]);
     let second = import(&growing, &live);
     assert!(!second.contains("left out"), "{second}");
+    let said = once(&followed);
+    assert!(!said.contains("without a newline"), "{said}");
 
     let whole = dir.path().join("whole");
     import(&whole, &full);
-    let got = lifecycles(&["--data", growing.to_str().unwrap()]);
-    assert_eq!(got, lifecycles(&["--data", whole.to_str().unwrap()]));
-    assert_eq!(got.len(), 128);
+    let expected = lifecycles(&["--data", whole.to_str().unwrap()]);
+    assert_eq!(expected.len(), 128);
+    for data in [&growing, &followed] {
+        let got = lifecycles(&["--data", data.to_str().unwrap()]);
+        assert_eq!(got, expected);
+    }
 }

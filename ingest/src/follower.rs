@@ -394,6 +394,7 @@ impl Follower {
             log: self.log,
             counters: self.counters,
             bytes_behind: behind,
+            unfinished_line_bytes: self.live.as_ref().map_or(0, |s| s.unfinished_line_len()),
             records_ready: self.ready.len(),
             batches_unacked: self.window.in_flight(),
         }

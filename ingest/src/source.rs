@@ -447,6 +447,12 @@ impl Source {
         }
     }
 
+    /// The length of the line being read: once the file is read to its
+    /// end, a last line that has no newline yet.
+    pub fn unfinished_line_len(&self) -> u64 {
+        self.line.len() as u64
+    }
+
     /// Forgets a last line that has no newline yet, leaving it to be read
     /// again once it is complete; returns its length.
     pub fn hold_back_unfinished_line(&mut self) -> usize {

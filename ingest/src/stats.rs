@@ -45,6 +45,10 @@ pub struct Stats {
     /// offset, plus what is left of rotated files still to be drained
     /// (compressed bytes for gzip files).
     pub bytes_behind: u64,
+    /// Bytes read at the end of the followed file that are no line yet
+    /// (no newline after them): a line Exim is still writing, read as a
+    /// record once it is complete.
+    pub unfinished_line_bytes: u64,
     /// Records read and waiting to be pulled.
     pub records_ready: usize,
     /// Batches handed out and not yet acknowledged.

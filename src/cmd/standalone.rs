@@ -213,6 +213,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = job.progress.as_mut() {
         p.finish();
     }
+    if args.once && result.is_ok() {
+        job.tell_unfinished_lines();
+    }
     stop.store(true, Ordering::Relaxed);
     if let Some(server) = server {
         rt.block_on(server)
@@ -379,6 +382,21 @@ impl Job<'_> {
             "Retention applied"
         );
         Ok(())
+    }
+
+    /// Says which logs end in a line without its newline: it is read
+    /// once complete, so a run that stops now has not read it.
+    fn tell_unfinished_lines(&self) {
+        for stats in self.tailer.stats() {
+            if stats.unfinished_line_bytes > 0 {
+                eprintln!(
+                    "exim-pilot: {} ends in a line without a newline ({} bytes, still being \
+                     written?): it is read once the line is complete",
+                    stats.path.display(),
+                    stats.unfinished_line_bytes
+                );
+            }
+        }
     }
 
     fn bytes_behind(&self) -> u64 {
