@@ -309,8 +309,21 @@ impl LogQuery {
         let p = caller(ctx, Role::Viewer).await?;
         let host = scoped_host(p, Some(host))?.unwrap_or_default();
         let id: MessageId = id.parse().map_err(|_| "invalid message id")?;
-        let lc = api(ctx)?.store.lifecycle(&host, id).await?;
-        Ok(lc.as_ref().map(Message::from))
+        let store = &api(ctx)?.store;
+        // A trace asks for the raw lines too: read them at the same time
+        // as the lifecycle rather than after it.
+        if !ctx.look_ahead().field("rawLines").exists() {
+            let lc = store.lifecycle(&host, id).await?;
+            return Ok(lc.as_ref().map(Message::from));
+        }
+        let (lc, records) =
+            tokio::join!(store.lifecycle(&host, id), store.message_records(&host, id));
+        // Records that failed to load are asked for again by `rawLines`,
+        // which reports its own error.
+        Ok(lc?.as_ref().map(|lc| Message {
+            records: records.ok(),
+            ..Message::from(lc)
+        }))
     }
 
     /// Messages matching a filter, newest first, a page at a time.

@@ -51,6 +51,9 @@ pub struct Message {
     pub recipients: Vec<Recipient>,
     /// Everything known, as the store keeps it.
     pub details: Json<serde_json::Value>,
+    /// The raw records, when they were read with the lifecycle.
+    #[graphql(skip)]
+    pub records: Option<Vec<StoredRecord>>,
 }
 
 #[ComplexObject]
@@ -58,6 +61,9 @@ impl Message {
     /// The raw log lines of the message, in log order.
     async fn raw_lines(&self, ctx: &Context<'_>) -> Result<Vec<LogLine>> {
         caller(ctx, Role::Viewer).await?;
+        if let Some(records) = &self.records {
+            return Ok(records.iter().map(LogLine::from).collect());
+        }
         let id: exim_pilot_schema::MessageId = self.id.parse().map_err(|_| "invalid message id")?;
         let records = api(ctx)?.store.message_records(&self.host, id).await?;
         Ok(records.iter().map(LogLine::from).collect())
@@ -108,6 +114,7 @@ impl From<&Lifecycle> for Message {
                 })
                 .collect(),
             details: Json(serde_json::to_value(lc).unwrap_or_default()),
+            records: None,
         }
     }
 }
