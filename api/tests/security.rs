@@ -368,6 +368,20 @@ async fn queries_over_the_depth_or_complexity_limit_are_refused_before_running()
         "{v}"
     );
 
+    // A page size out of range is refused for what it is, whatever the
+    // size: the limit counts it as the largest page.
+    for first in [0, 501, 100_000_000] {
+        let query = format!("{{ messages(first: {first}) {{ edges {{ node {{ id }} }} }} }}");
+        let v = server.query(Some(&viewer), &query, json!({})).await;
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("first must be between 1 and 500"),
+            "{v}"
+        );
+    }
+
     // Neither reached a resolver: resolvers of refused queries would have
     // audited nothing either way, so check a resolver's own refusal is
     // absent: a viewer asking for the audit trail that deep is refused by

@@ -177,6 +177,13 @@ pub struct AuditLogFilter {
     pub action: Option<String>,
 }
 
+/// A page's size as its complexity counts it: a size out of range counts
+/// as the largest, so that it is refused by [`page`] with a clear reason
+/// rather than as too complex.
+fn page_size(first: Option<i32>) -> usize {
+    first.unwrap_or(50).clamp(1, MAX_FIRST) as usize
+}
+
 pub(super) fn page(first: Option<i32>, after: Option<String>) -> Result<PageRequest> {
     let first = first.unwrap_or(50);
     if !(1..=MAX_FIRST).contains(&first) {
@@ -327,7 +334,7 @@ impl LogQuery {
     }
 
     /// Messages matching a filter, newest first, a page at a time.
-    #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "page_size(first) * child_complexity")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -525,7 +532,7 @@ impl LogQuery {
     }
 
     /// SMTP rejections, newest first.
-    #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "page_size(first) * child_complexity")]
     async fn rejects(
         &self,
         ctx: &Context<'_>,
@@ -587,7 +594,7 @@ impl LogQuery {
     }
 
     /// The audit trail, newest first (admins only).
-    #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "page_size(first) * child_complexity")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
