@@ -9,7 +9,9 @@ use std::future::Future;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use exim_pilot_schema::report::{contribution, reject_contribution, Cell, CellKey, ReportCells};
+use exim_pilot_schema::report::{
+    cohort_hour, contribution, hour_of, reject_contribution, Cell, CellKey, ReportCells,
+};
 use exim_pilot_schema::{Lifecycle, RejectRecord};
 
 use super::migrations::MARK_DIM;
@@ -82,10 +84,17 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
 
     // What is stored already: records, rejections and the batch's
     // lifecycles, asked together.
-    let (unseen, unseen_rej, mut current) = tokio::try_join!(
+    // And the day-sum marks of the changes it may make, at the same time.
+    let expected = expected_changes(&batch);
+    let expected_keys: Vec<ChangeKey> = expected
+        .iter()
+        .map(|(h, d, s)| (*h, *d, s.as_str()))
+        .collect();
+    let (unseen, unseen_rej, mut current, mut applied) = tokio::try_join!(
         unseen_records(db, &batch.records),
         unseen_rejects(db, &batch.rejects),
         stored_lifecycles(db, &batch.lifecycles),
+        applied_changes(db, &expected_keys),
     )?;
     timer.lap("read");
 
@@ -103,10 +112,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         let h = hosts.entry(reject.origin.host.clone()).or_default();
         h.rejects += 1;
         h.saw(Some(ms(reject.at)));
-        let source = format!(
-            "reject {} {} {}",
-            reject.origin.host, reject.origin.file_id, reject.origin.offset
-        );
+        let source = reject_source(reject);
         push_cells(
             &mut rows,
             &reject_contribution(reject),
@@ -146,7 +152,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
                 (1, day_of_ms(cohort), None)
             }
         };
-        let source = format!("message {} {}", lc.host, lc.id);
+        let source = message_source(lc);
         let new = contribution(lc);
         push_cells(&mut rows, &new, old.as_ref(), &source, version, Some(index));
         rows.attempts.extend(attempt_rows(lc, version));
@@ -166,8 +172,19 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
 
     // Day cells change by what each change wants less what the marks of
     // a batch sent before, that failed after its day sums, applied.
+    // Marks of changes in other days than expected (a stored version
+    // whose cells lie in another day) are looked up now.
     timer.lap("build_rows");
-    let applied = applied_changes(db, &rows.day_changes).await?;
+    let asked: HashSet<ChangeKey> = expected_keys.iter().copied().collect();
+    let missed: Vec<ChangeKey> = rows
+        .day_changes
+        .iter()
+        .map(|c| (c.host.as_str(), c.day, c.source.as_str()))
+        .filter(|key| !asked.contains(key))
+        .collect();
+    if !missed.is_empty() {
+        applied.extend(applied_changes(db, &missed).await?);
+    }
     timer.lap("read_marks");
     let day = day_change_rows(&batch, &rows.day_changes, &applied)?;
     rows.cells_hour.extend(day.stale_hour_cells);
@@ -421,13 +438,42 @@ enum Applied {
     Unnamed,
 }
 
+/// A change as its marks are looked up: (host, day, source).
+type ChangeKey<'a> = (&'a str, i64, &'a str);
+
+/// The changes a batch may make, looked up before it is compared with
+/// what is stored: each lifecycle's and rejection's, in the day of its
+/// cells (a lifecycle's cells all lie in its cohort hour).
+fn expected_changes(batch: &Batch) -> Vec<(&str, i64, String)> {
+    let lifecycles = batch.lifecycles.iter().map(|lc| {
+        let day = cohort_hour(lc).div_euclid(24);
+        (lc.host.as_str(), day, message_source(lc))
+    });
+    let rejects = batch.rejects.iter().map(|r| {
+        let day = hour_of(r.at).div_euclid(24);
+        (r.origin.host.as_str(), day, reject_source(r))
+    });
+    lifecycles.chain(rejects).collect()
+}
+
+/// The source of a lifecycle's cells.
+fn message_source(lc: &Lifecycle) -> String {
+    format!("message {} {}", lc.host, lc.id)
+}
+
+/// The source of a rejection's cells.
+fn reject_source(reject: &RejectRecord) -> String {
+    let o = &reject.origin;
+    format!("reject {} {} {}", o.host, o.file_id, o.offset)
+}
+
 /// What the stored marks of `changes` applied: changes a batch sent
 /// before made before it failed. Each (host, day) asks for its sources'
 /// marks, in that day's partition only.
-async fn applied_changes(db: &Db, changes: &[DayChange]) -> Result<HashMap<Mark, Applied>> {
+async fn applied_changes(db: &Db, changes: &[ChangeKey<'_>]) -> Result<HashMap<Mark, Applied>> {
     let mut wanted: HashMap<(&str, i64), Vec<&str>> = HashMap::new();
-    for c in changes {
-        wanted.entry((&c.host, c.day)).or_default().push(&c.source);
+    for &(host, day, source) in changes {
+        wanted.entry((host, day)).or_default().push(source);
     }
     let mut asks = Vec::new();
     for ((host, day), mut sources) in wanted {
