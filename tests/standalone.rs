@@ -65,6 +65,23 @@ fn start(log: &Path, data: &Path) -> Child {
         .unwrap()
 }
 
+/// Imports `file` into the store in `data` and returns what it printed.
+fn import(data: &Path, file: &Path) -> String {
+    let out = exim_pilot()
+        .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
+        .arg("--data")
+        .arg(data)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Records the store holds for the host, read through a separate reader.
 fn stored_records(data: &Path) -> i64 {
     if !data.join(exim_pilot_store::sqlite::DATABASE_FILE).exists() {
@@ -226,21 +243,7 @@ fn import_twice_changes_nothing_and_reads_gzip() {
     let gz = dir.path().join("mainlog.1.gz");
     write_gz(&gz, &fs::read(&plain).unwrap());
 
-    let import = |file: &Path| {
-        let out = exim_pilot()
-            .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
-            .arg("--data")
-            .arg(&data)
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let import = |file: &Path| import(&data, file);
     let first = import(&gz);
     assert!(first.contains("537 records (537 new"), "{first}");
     let before = lifecycles(&["--data", data.to_str().unwrap()]);
@@ -493,22 +496,6 @@ fn a_last_line_still_being_written_is_imported_once_complete() {
     let dir = tempfile::tempdir().unwrap();
     let full = corpus_mainlog("s02_default_selectors");
     let text = fs::read_to_string(&full).unwrap();
-    let import = |data: &Path, file: &Path| {
-        let out = exim_pilot()
-            .args(["import", "--quiet", "--timezone", "utc", "--host", HOST])
-            .arg("--data")
-            .arg(data)
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-
     // A live mainlog read while Exim writes a delivery line: the import
     // leaves the half line out, and takes it whole the next time.
     let cut = text

@@ -452,14 +452,7 @@ impl DaySumRow {
     /// The change of the day cell `key`: its counters that are not zero,
     /// and its histogram.
     pub fn new(key: &CellKey, cell: &Cell) -> Self {
-        let (counter_ids, counter_values) = cell
-            .counters
-            .to_array()
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n != 0)
-            .map(|(i, n)| (i as u8, *n))
-            .unzip();
+        let (counter_ids, counter_values) = nonzero_counters(cell).unzip();
         DaySumRow {
             dim: key.dim.code() as u8,
             host: key.host.clone(),
@@ -520,6 +513,15 @@ pub fn histogram(buckets: &[u16], counts: &[i64]) -> DelayHistogram {
     out
 }
 
+/// A cell's counters that are not zero, by their index in
+/// `Counters::NAMES`.
+fn nonzero_counters(cell: &Cell) -> impl Iterator<Item = (u8, i64)> {
+    let values = cell.counters.to_array();
+    (0..values.len())
+        .filter(move |&i| values[i] != 0)
+        .map(move |i| (i as u8, values[i]))
+}
+
 /// A day change's identity: (host, source, day, version).
 pub type Mark = (String, String, i64, u64);
 
@@ -546,14 +548,7 @@ pub fn encode_applied(cells: &ReportCells) -> String {
         .cells
         .iter()
         .map(|(key, cell)| {
-            let counters = cell
-                .counters
-                .to_array()
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n != 0)
-                .map(|(i, n)| (i as u8, *n))
-                .collect();
+            let counters = nonzero_counters(cell).collect();
             let delay = cell.delay.buckets.iter().map(|(b, n)| (*b, *n)).collect();
             (
                 key.hour,
