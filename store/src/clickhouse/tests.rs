@@ -508,6 +508,13 @@ async fn migrating_from_version_4_keeps_traces_and_reports() {
     assert_same_answers(&store, &expected, &batches).await;
 }
 
+/// A store on a database of its own.
+async fn fresh_store() -> ClickHouseStore {
+    ClickHouseStore::connect(url(), &fresh_database())
+        .await
+        .expect("connect")
+}
+
 /// Renames a table, or fails the test.
 async fn rename(db: &Db, from: &str, to: &str) {
     let sql = format!("RENAME TABLE {from} TO {to}");
@@ -519,12 +526,7 @@ async fn rename(db: &Db, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_sent_again_after_failing_past_its_cells_counts_once() {
     let batches = upgrade_batches();
-    let expected = ClickHouseStore::connect(url(), &fresh_database())
-        .await
-        .expect("connect");
-    let store = ClickHouseStore::connect(url(), &fresh_database())
-        .await
-        .expect("connect");
+    let (store, expected) = (fresh_store().await, fresh_store().await);
     for batch in &batches {
         expected.commit_batch(batch.clone()).await.expect("commit");
 
@@ -562,12 +564,7 @@ fn changed(batch: &Batch, change: impl Fn(&Lifecycle) -> Lifecycle) -> Batch {
 async fn a_batch_sent_again_with_other_content_counts_what_it_sent_last() {
     let batches = upgrade_batches();
     let first = &batches[0];
-    let expected = ClickHouseStore::connect(url(), &fresh_database())
-        .await
-        .expect("connect");
-    let store = ClickHouseStore::connect(url(), &fresh_database())
-        .await
-        .expect("connect");
+    let (store, expected) = (fresh_store().await, fresh_store().await);
     for s in [&store, &expected] {
         s.commit_batch(first.clone()).await.expect("commit");
     }

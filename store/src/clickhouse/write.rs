@@ -186,7 +186,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         applied.extend(applied_changes(db, &missed).await?);
     }
     timer.lap("read_marks");
-    let day = day_change_rows(&batch, &rows.day_changes, &applied)?;
+    let day = day_change_rows(&batch, &rows.day_changes, &applied);
     rows.cells_hour.extend(day.stale_hour_cells);
     let day_samples: Vec<DaySampleRow> = rows
         .day_samples
@@ -229,9 +229,10 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     timer.lap("insert_rejects_lifecycles");
 
     // A retry after a failure past the first step finds every record
-    // stored, so its counts are zero: counts may be lost on such a failure, never
-    // doubled. Blobs (the processors' state) come with them: state saved
-    // before the rows it describes would skip those rows after a restart.
+    // stored, so its counts are zero: counts may be lost on such a
+    // failure, never doubled. Blobs (the processors' state) come with
+    // them: state saved before the rows it describes would skip those
+    // rows after a restart.
     let deltas: Vec<HostDeltaRow> = hosts
         .into_iter()
         .map(|(host, d)| HostDeltaRow {
@@ -564,7 +565,7 @@ fn day_change_rows(
     batch: &Batch,
     changes: &[DayChange],
     applied: &HashMap<Mark, Applied>,
-) -> Result<DayRows> {
+) -> DayRows {
     let mut sums = ReportCells::new();
     let mut out = DayRows {
         sums: Vec::new(),
@@ -597,7 +598,7 @@ fn day_change_rows(
             .iter()
             .map(|(key, cell)| DaySumRow::new(key, cell)),
     );
-    Ok(out)
+    out
 }
 
 /// Zero hour cells of `change`'s source and version for the cells that
