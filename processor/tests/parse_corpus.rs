@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{
+    parse_record_brief, parse_record_with, Brief, ParseOptions, RecordReader,
+};
 use exim_pilot_schema::{EventKind, LogFile};
 
 fn corpus_dir() -> PathBuf {
@@ -76,4 +78,37 @@ fn corpus_has_no_unparsed_record() {
         "unparsed records:\n{}",
         unparsed.join("\n")
     );
+}
+
+/// A brief parse reads every record of the corpus as the full parse does,
+/// but for mainlog SMTP connection and `cwd=` lines without a message id,
+/// of which it keeps the time and syslog wrapping; and it does leave some
+/// out, or it would save nothing.
+#[test]
+fn brief_parse_differs_only_by_unread_connection_lines() {
+    let opts = ParseOptions {
+        syslog_year: Some(2026),
+    };
+    let mut left_out = 0;
+    for (path, log) in corpus_logs() {
+        let mut reader = RecordReader::new(BufReader::new(File::open(&path).unwrap()));
+        while let Some(record) = reader.next_record().unwrap() {
+            let full = parse_record_with(&opts, log, record.bytes);
+            match parse_record_brief(&opts, log, record.bytes) {
+                Brief::Event(event) => assert_eq!(event, full, "{}", path.display()),
+                Brief::Header { time, syslog } => {
+                    left_out += 1;
+                    let line = String::from_utf8_lossy(record.bytes);
+                    assert_eq!(log, LogFile::Main, "{line}");
+                    assert_eq!((time, &syslog), (full.time, &full.syslog), "{line}");
+                    assert_eq!(full.id, None, "{line}");
+                    assert!(
+                        matches!(full.kind, EventKind::Smtp(_) | EventKind::Arguments { .. }),
+                        "{line}: {full:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(left_out > 100, "only {left_out} records left unread");
 }

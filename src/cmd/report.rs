@@ -18,14 +18,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use exim_pilot_processor::classify::{classify_auth_failure, classify_reject};
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
-use exim_pilot_processor::parse::{open_log, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{open_log, Brief, ParseOptions, RecordReader};
 use exim_pilot_schema::event::EventKind;
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{Lifecycle, LogFile, RecordOrigin, RejectRecord, Report, Zone};
@@ -35,7 +35,7 @@ use super::common::{self, ClickHouseArgs, LogArgs};
 mod parsed;
 mod render;
 
-use parsed::{ChunkBuilder, Parsed, ParsedChunk};
+use parsed::{ChunkBuilder, Parsed, ParsedChunk, Spare};
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,7 +187,12 @@ fn report_from_store(
 }
 
 /// How many records are read between collecting evicted lifecycles.
-const COLLECT_EVERY: u64 = 100_000;
+///
+/// Small batches keep the counting thread in step with the reading one:
+/// with large ones it fell behind and counted a backlog alone at the end
+/// (a fifth of a report's time on two cores), and the lifecycles waiting
+/// for it held memory that small batches hand back while still in cache.
+const COLLECT_EVERY: u64 = 5_000;
 
 /// Rejections are sent to the counting thread in batches of about this
 /// many (evicted lifecycles go as the correlator hands them out).
@@ -203,10 +208,17 @@ struct Batch {
 }
 
 /// What the counting thread receives: batches while the files are read,
-/// then the correlator with the lifecycles still in memory.
+/// then the correlator with the lifecycles still in memory, of which it
+/// counts every other one (the reading thread counts the others).
 enum ToCount {
     Batch(Batch),
-    Rest(Box<Correlator>),
+    Rest(Arc<Correlator>),
+}
+
+/// Whether the counting thread counts the `n`th lifecycle left in memory
+/// at the end; the reading thread counts the others.
+fn counted_by_counting_thread(n: usize) -> bool {
+    n % 2 == 0
 }
 
 /// Sends items to the counting thread in batches, and frees the batches
@@ -261,10 +273,11 @@ impl Sender {
 /// Reads, parses and correlates the files on this thread while another
 /// counts finished lifecycles and rejections, so a report uses two cores.
 ///
-/// The lifecycles still in memory at the end are counted by the counting
-/// thread too, once it has counted every batch: its builder already holds
-/// nearly every cell the report has, so adding to it is much cheaper than
-/// filling fresh builders and merging them.
+/// The lifecycles still in memory at the end (tens of thousands on a busy
+/// log: every message of the last minutes, and every one still queued)
+/// are split between both threads, so that neither counts them alone
+/// while the other waits: this one counts its half into a builder of its
+/// own, added to the counting thread's at the end.
 fn report_from_files(
     files: &[PathBuf],
     default_host: &str,
@@ -272,8 +285,10 @@ fn report_from_files(
     parse_options: &ParseOptions,
     options: &ReportOptions,
 ) -> anyhow::Result<Report> {
-    // A few batches in flight keep both threads busy with bounded memory.
-    let (tx, rx) = mpsc::sync_channel::<ToCount>(4);
+    // Two batches in flight keep both threads busy; a counting thread
+    // that falls behind slows the reading one rather than building up a
+    // backlog (see `COLLECT_EVERY`).
+    let (tx, rx) = mpsc::sync_channel::<ToCount>(2);
     let (counted_tx, counted) = mpsc::channel::<Batch>();
     let counting_options = options.clone();
     let counter = std::thread::spawn(move || count(counting_options, &rx, &counted_tx));
@@ -283,14 +298,27 @@ fn report_from_files(
         batch: Batch::default(),
     };
 
-    let correlator = read_files(files, default_host, zone, parse_options, &mut sender)?;
+    let correlator = Arc::new(read_files(
+        files,
+        default_host,
+        zone,
+        parse_options,
+        &mut sender,
+    )?);
     sender.flush()?;
-    sender.send(ToCount::Rest(Box::new(correlator)))?;
+    sender.send(ToCount::Rest(Arc::clone(&correlator)))?;
     let Sender { tx, counted, .. } = sender;
     drop(tx);
-    let builder = counter
+    let mut mine = ReportBuilder::new(options.clone());
+    for (n, lc) in correlator.lifecycles().enumerate() {
+        if !counted_by_counting_thread(n) {
+            mine.add_lifecycle(lc);
+        }
+    }
+    let mut builder = counter
         .join()
         .map_err(|_| anyhow::anyhow!("the report's counting thread failed"))?;
+    builder.merge(&mine);
     let report = builder.finish();
 
     // Freeing hundreds of thousands of small allocations one by one takes
@@ -298,12 +326,14 @@ fn report_from_files(
     std::mem::forget(counted.try_iter().collect::<Vec<_>>());
     std::mem::forget(counted);
     std::mem::forget(builder);
+    std::mem::forget(mine);
+    std::mem::forget(correlator);
     Ok(report)
 }
 
 /// The counting thread: adds every item of every batch to a report, sends
-/// each counted batch back to be freed, and at the end adds the lifecycles
-/// still in the correlator.
+/// each counted batch back to be freed, and at the end adds its share of
+/// the lifecycles still in the correlator.
 fn count(
     options: ReportOptions,
     rx: &mpsc::Receiver<ToCount>,
@@ -325,12 +355,11 @@ fn count(
                 }
             }
             ToCount::Rest(correlator) => {
-                for lc in correlator.lifecycles() {
-                    builder.add_lifecycle(lc);
+                for (n, lc) in correlator.lifecycles().enumerate() {
+                    if counted_by_counting_thread(n) {
+                        builder.add_lifecycle(lc);
+                    }
                 }
-                // The process ends soon; freeing it one piece at a time
-                // would only add to the run.
-                std::mem::forget(correlator);
             }
         }
     }
@@ -372,32 +401,44 @@ fn read_files(
     };
 
     // A few chunks in flight keep both threads busy with bounded memory.
-    // Used chunks go back to be freed where they were allocated (see
-    // `Sender`).
+    // Used chunks go back to the parsing thread, which frees their events
+    // where they were allocated (see `Sender`) and hands their buffers on
+    // to be filled again.
     let (read_tx, read) = mpsc::sync_channel::<anyhow::Result<ChunkBuilder>>(4);
     let (tx, rx) = mpsc::sync_channel::<anyhow::Result<ParsedChunk>>(4);
     let (used_tx, used) = mpsc::channel::<ParsedChunk>();
+    let (spare_tx, spare) = mpsc::channel::<Spare>();
     let parse_options = *parse_options;
-    let reader = std::thread::spawn(move || read_chunks(&files, &read_tx));
-    let parser = std::thread::spawn(move || parse_chunks(&read, &parse_options, &tx, &used));
+    let reader = std::thread::spawn(move || read_chunks(&files, &read_tx, &spare));
+    let parser = std::thread::spawn(move || {
+        parse_chunks(&read, &parse_options, &tx, &used, &spare_tx);
+    });
 
     let mut records = 0u64;
     for chunk in rx {
         let chunk = chunk?;
         for parsed in chunk.records() {
-            let event = &parsed.event;
-            let host = event
-                .syslog
-                .as_ref()
-                .map_or(default_host, |s| s.host.as_ref());
             let log = parsed.log;
-            let count_rejects = log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
-            if count_rejects {
-                if let Some(reject) = reject_of(event, host, parsed, zone) {
-                    sender.push_reject(reject)?;
+            match &parsed.read {
+                Brief::Event(event) => {
+                    let host = event
+                        .syslog
+                        .as_ref()
+                        .map_or(default_host, |s| s.host.as_ref());
+                    let count_rejects =
+                        log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
+                    if count_rejects {
+                        if let Some(reject) = reject_of(event, host, parsed, zone) {
+                            sender.push_reject(reject)?;
+                        }
+                    }
+                    correlator.apply_record(host, log, event);
+                }
+                Brief::Header { time, syslog } => {
+                    let host = syslog.as_ref().map_or(default_host, |s| s.host.as_ref());
+                    correlator.apply_time(host, *time);
                 }
             }
-            correlator.apply_record(host, log, event);
 
             records += 1;
             if records.is_multiple_of(COLLECT_EVERY) {
@@ -420,9 +461,14 @@ fn read_files(
     Ok(correlator)
 }
 
-/// Reads every file in order, sending chunks of records to `tx`; a reading
+/// Reads every file in order, sending chunks of records to `tx`, filling
+/// the buffers of used chunks that come back through `spare`; a reading
 /// error is sent as the last item.
-fn read_chunks(files: &[PathBuf], tx: &mpsc::SyncSender<anyhow::Result<ChunkBuilder>>) {
+fn read_chunks(
+    files: &[PathBuf],
+    tx: &mpsc::SyncSender<anyhow::Result<ChunkBuilder>>,
+    spare: &mpsc::Receiver<Spare>,
+) {
     let mut chunk = ChunkBuilder::default();
     for (file_no, path) in files.iter().enumerate() {
         let log = LogFile::from_path(path);
@@ -431,7 +477,7 @@ fn read_chunks(files: &[PathBuf], tx: &mpsc::SyncSender<anyhow::Result<ChunkBuil
             let mut reader = RecordReader::new(input);
             while let Some(record) = reader.next_record()? {
                 chunk.push(record.bytes, log, file_no as u64, record.offset);
-                if chunk.is_full() && tx.send(Ok(chunk.take())).is_err() {
+                if chunk.is_full() && tx.send(Ok(chunk.take(spare))).is_err() {
                     // The parsing thread stopped; the correlating one
                     // reports why.
                     return Ok(());
@@ -445,23 +491,30 @@ fn read_chunks(files: &[PathBuf], tx: &mpsc::SyncSender<anyhow::Result<ChunkBuil
         }
     }
     if !chunk.is_empty() {
-        let _ = tx.send(Ok(chunk.take()));
+        let _ = tx.send(Ok(std::mem::take(&mut chunk)));
     }
 }
 
 /// Parses the chunks `read` hands over, in order, sending them on to `tx`.
-/// Frees the chunks that come back through `used`.
+/// Frees the events of the chunks that come back through `used`, and
+/// sends their buffers back to the reading thread through `spare`.
 fn parse_chunks(
     read: &mpsc::Receiver<anyhow::Result<ChunkBuilder>>,
     options: &ParseOptions,
     tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
     used: &mpsc::Receiver<ParsedChunk>,
+    spare: &mpsc::Sender<Spare>,
 ) {
+    let mut lists = Vec::new();
     for chunk in read {
         for done in used.try_iter() {
-            drop(done);
+            let (buffers, list) = done.into_spare();
+            // The reading thread may be done; the buffers are then freed.
+            let _ = spare.send(buffers);
+            lists.push(list);
         }
-        if tx.send(chunk.map(|c| c.parse(options))).is_err() {
+        let list = lists.pop().unwrap_or_default();
+        if tx.send(chunk.map(|c| c.parse(options, list))).is_err() {
             // The correlating thread stopped; it reports why.
             return;
         }

@@ -125,7 +125,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use chrono::{DateTime, Duration, Utc};
 use exim_pilot_schema::event::{Delivery, DeliveryMark, Event, EventKind};
 use exim_pilot_schema::lifecycle::{AttemptResult, Lifecycle, MessageState, Origin};
-use exim_pilot_schema::{LogFile, MessageId, Zone};
+use exim_pilot_schema::{LogFile, LogTime, MessageId, Zone};
 
 use crate::classify::classify_delivery;
 use message::Detail;
@@ -286,10 +286,19 @@ impl Correlator {
         }
     }
 
+    /// What [`Correlator::apply`] does with a mainlog record that names no
+    /// message and is no queue run, for a record read only as far as its
+    /// time (see `parse_record_brief`): the server's clock moves on.
+    pub fn apply_time(&mut self, host: &str, time: Option<LogTime>) {
+        let hid = self.host_id(host);
+        let at = self.clock(hid, time);
+        self.evict(hid, at);
+    }
+
     /// Applies one mainlog event from mail server `host`.
     pub fn apply(&mut self, host: &str, event: &Event<'_>) {
         let hid = self.host_id(host);
-        let at = self.event_time(hid, event);
+        let at = self.clock(hid, event.time);
 
         if let EventKind::QueueRun(_) = event.kind {
             self.hosts[hid as usize].queue_epoch += 1;
@@ -551,11 +560,12 @@ impl Correlator {
         id
     }
 
-    /// The event's time in UTC; the host's latest time when the record
-    /// had none, and the Unix epoch when nothing is known yet.
-    fn event_time(&mut self, hid: u32, event: &Event<'_>) -> DateTime<Utc> {
+    /// A record's time in UTC, moving the host's clock on; the host's
+    /// latest time when the record had none, and the Unix epoch when
+    /// nothing is known yet.
+    fn clock(&mut self, hid: u32, time: Option<LogTime>) -> DateTime<Utc> {
         let host = &mut self.hosts[hid as usize];
-        match event.time.map(|t| t.resolve(self.zone)) {
+        match time.map(|t| t.resolve(self.zone)) {
             Some(t) => {
                 if host.clock.is_none_or(|c| t > c) {
                     host.clock = Some(t);

@@ -8,17 +8,18 @@
 //! events, and lends the events out only for as long as the chunk lives.
 
 use std::ops::Range;
+use std::sync::mpsc;
 
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
-use exim_pilot_schema::{Event, LogFile};
+use exim_pilot_processor::parse::{parse_record_brief, Brief, ParseOptions};
+use exim_pilot_schema::LogFile;
 
 /// How many records a chunk holds at most.
 pub const CHUNK_RECORDS: usize = 4096;
 
 /// One parsed record and where it was read.
 pub struct Parsed<'a> {
-    /// The event.
-    pub event: Event<'a>,
+    /// The event, or the header of a record the report needs no more of.
+    pub read: Brief<'a>,
     /// The log it was read from.
     pub log: LogFile,
     /// The file's place in reading order.
@@ -53,19 +54,33 @@ impl ChunkBuilder {
         self.records.is_empty()
     }
 
-    /// The records gathered, leaving the builder empty.
-    pub fn take(&mut self) -> ChunkBuilder {
+    /// The records gathered, leaving the builder empty with the buffers of
+    /// a used chunk when one came back through `spare`.
+    ///
+    /// Reusing buffers spares the system's work of handing out fresh
+    /// memory for every chunk (page faults, zeroed pages), and keeps the
+    /// bytes in memory that is already mapped.
+    pub fn take(&mut self, spare: &mpsc::Receiver<Spare>) -> ChunkBuilder {
         // The next chunk will be about as large: reserving that now spares
         // growing its buffer step by step, copying it each time.
         let room = self.bytes.len() + self.bytes.len() / 8;
+        let Spare {
+            mut bytes,
+            mut records,
+        } = spare.try_recv().unwrap_or_default();
+        bytes.clear();
+        bytes.reserve(room);
+        records.clear();
+        records.reserve(CHUNK_RECORDS);
         ChunkBuilder {
-            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(room)),
-            records: std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK_RECORDS)),
+            bytes: std::mem::replace(&mut self.bytes, bytes),
+            records: std::mem::replace(&mut self.records, records),
         }
     }
 
-    /// Parses every record gathered.
-    pub fn parse(self, options: &ParseOptions) -> ParsedChunk {
+    /// Parses every record gathered into `list` (emptied first; the list
+    /// of a used chunk, so its memory is reused).
+    pub fn parse(self, options: &ParseOptions, list: Vec<Parsed<'static>>) -> ParsedChunk {
         let ChunkBuilder {
             bytes,
             records: ranges,
@@ -73,38 +88,68 @@ impl ChunkBuilder {
 
         // SAFETY: the events borrow from the heap buffer of `bytes`, which
         // the chunk owns and never changes, moves out or grows (moving the
-        // Vec moves only its handle), and which is freed after the events:
-        // fields drop in declaration order, `records` first. Events leave
-        // the chunk only through `ParsedChunk::records`, whose borrows end
-        // with the chunk's.
+        // Vec moves only its handle), and which is freed or handed on only
+        // after the events are gone: fields drop in declaration order,
+        // `records` first, and `ParsedChunk::into_spare` empties the list
+        // before it gives the buffer up. Events leave the chunk only
+        // through `ParsedChunk::records`, whose borrows end with the
+        // chunk's.
         let whole: &'static [u8] =
             unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
-        let records = ranges
-            .into_iter()
-            .map(|(range, log, file_no, offset)| Parsed {
-                event: parse_record_with(options, log, &whole[range]),
-                log,
-                file_no,
-                offset,
-            })
-            .collect();
+        let mut records = list;
+        records.clear();
+        records.extend(ranges.iter().map(|(range, log, file_no, offset)| Parsed {
+            read: parse_record_brief(options, *log, &whole[range.clone()]),
+            log: *log,
+            file_no: *file_no,
+            offset: *offset,
+        }));
         ParsedChunk {
             records,
-            _bytes: bytes,
+            bytes,
+            ranges,
         }
     }
 }
 
+/// The buffers of a used chunk, for the reading thread to fill again.
+#[derive(Default)]
+pub struct Spare {
+    bytes: Vec<u8>,
+    records: Vec<(Range<usize>, LogFile, u64, u64)>,
+}
+
 /// Parsed records with the bytes their events borrow from.
 pub struct ParsedChunk {
-    /// Declared before `_bytes`, so dropped before them.
+    /// Declared before `bytes`, so dropped before them.
     records: Vec<Parsed<'static>>,
-    _bytes: Vec<u8>,
+    bytes: Vec<u8>,
+    ranges: Vec<(Range<usize>, LogFile, u64, u64)>,
 }
 
 impl ParsedChunk {
     /// The records, in reading order.
     pub fn records(&self) -> &[Parsed<'_>] {
         &self.records
+    }
+
+    /// Drops the records, giving back the chunk's buffers for reuse: the
+    /// reading thread's (bytes and record places) and the empty list of
+    /// parsed records.
+    pub fn into_spare(self) -> (Spare, Vec<Parsed<'static>>) {
+        let ParsedChunk {
+            mut records,
+            bytes,
+            ranges,
+        } = self;
+        // The events borrow from `bytes`: they go before it is handed on.
+        records.clear();
+        (
+            Spare {
+                bytes,
+                records: ranges,
+            },
+            records,
+        )
     }
 }
