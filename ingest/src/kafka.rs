@@ -65,7 +65,7 @@
 //! crash re-reads and re-publishes only records whose Kafka records had not
 //! all been reported delivered.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -247,7 +247,15 @@ struct Reports {
     /// polling the queue, once more as the producer's event); the second
     /// call is recognised by its text and dropped.
     last_error: Mutex<Option<String>>,
+    /// When each client error was last logged as a warning: while no
+    /// broker answers, librdkafka reports the same few errors many times a
+    /// second, each logged as a warning once per [`REPEAT_WARNING_AFTER`]
+    /// (and at debug level in between).
+    warned: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long the same client error goes without a second warning.
+const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(30);
 
 /// Logs a librdkafka message at its level. Errors go to debug: the error
 /// callback reports the same failures, counted.
@@ -278,7 +286,31 @@ impl ClientContext for Reports {
             return;
         }
         *last = Some(text);
-        client_error(&self.stats, &error, reason);
+        drop(last);
+        let warn = self.is_new_warning(&error.to_string());
+        client_error(&self.stats, &error, reason, warn);
+    }
+}
+
+impl Reports {
+    /// True when `error` was not warned about in the last
+    /// [`REPEAT_WARNING_AFTER`] (the reason, such as how many brokers are
+    /// down, may change in between).
+    fn is_new_warning(&self, error: &str) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned
+            .get(error)
+            .is_some_and(|at| at.elapsed() < REPEAT_WARNING_AFTER)
+        {
+            return false;
+        }
+        // Errors are of a few kinds; forgetting them all now and then
+        // keeps the map small whatever librdkafka says.
+        if warned.len() >= 64 {
+            warned.clear();
+        }
+        warned.insert(error.to_string(), Instant::now());
+        true
     }
 }
 
@@ -773,6 +805,7 @@ fn create_producer(
         queue: Mutex::new(Vec::new()),
         stats: stats.clone(),
         last_error: Mutex::new(None),
+        warned: Mutex::new(HashMap::new()),
     };
     config
         .client_config()
@@ -798,9 +831,15 @@ fn publish_failed(stats: &PublishStats, error: &str) {
     tracing::warn!(error, "Kafka record not delivered; it is sent again");
 }
 
-fn client_error(stats: &PublishStats, error: &KafkaError, reason: &str) {
+/// Counts a client error; logs it as a warning when `warn`, else at debug
+/// level (a repeat of the last warning).
+fn client_error(stats: &PublishStats, error: &KafkaError, reason: &str, warn: bool) {
     stats.client_errors.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(error = %error, reason, "Kafka client error");
+    if warn {
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    } else {
+        tracing::debug!(error = %error, reason, "Kafka client error");
+    }
 }
 
 fn fatal_error(stats: &PublishStats, reason: &str) {
@@ -885,5 +924,29 @@ mod tests {
         assert_eq!(publisher.pulls[0].pieces, 3);
         let payload: usize = publisher.outgoing.iter().map(|o| o.payload.len()).sum();
         assert_eq!(publisher.in_flight_bytes, payload);
+    }
+
+    #[test]
+    fn a_client_error_repeated_is_counted_each_time_and_warned_once() {
+        let stats = Arc::new(PublishStats::default());
+        let reports = Reports {
+            queue: Mutex::new(Vec::new()),
+            stats: stats.clone(),
+            last_error: Mutex::new(None),
+            warned: Mutex::new(HashMap::new()),
+        };
+        let down = || KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        for n in 0..5 {
+            // The same event reported twice in a row counts once.
+            reports.error(down(), &format!("{} brokers are down", n % 2));
+            reports.error(down(), &format!("{} brokers are down", n % 2));
+        }
+        assert_eq!(stats.client_errors.load(Ordering::Relaxed), 5);
+        // Warned about with the first report, so not again for a while.
+        assert!(!reports.is_new_warning(&down().to_string()));
+        // Another error is warned about, and the first one still not again.
+        let other = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(reports.is_new_warning(&other.to_string()));
+        assert!(!reports.is_new_warning(&down().to_string()));
     }
 }

@@ -5,6 +5,7 @@
 //! metrics are registered in the registry the caller passes, which the
 //! binary serves at `/metrics`. No label carries a value from the logs.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,8 @@ pub struct FleetMetrics {
     pending: IntGauge,
     partitions: IntGauge,
     lag: IntGauge,
-    last_warning: Arc<Mutex<Option<(String, Instant)>>>,
+    /// When each Kafka error was last logged as a warning.
+    warned: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// How long the same Kafka error is not logged again. While a broker is
@@ -117,7 +119,7 @@ impl FleetMetrics {
                 "exim_pilot_kafka_consumer_lag",
                 "Kafka records not yet consumed, over this processor's partitions.",
             )?,
-            last_warning: Arc::new(Mutex::new(None)),
+            warned: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -244,14 +246,20 @@ impl FleetMetrics {
     /// True when `text` was not warned about in the last
     /// [`REPEAT_WARNING_AFTER`].
     fn is_new_warning(&self, text: &str) -> bool {
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-        let repeated = last
-            .as_ref()
-            .is_some_and(|(t, at)| t == text && at.elapsed() < REPEAT_WARNING_AFTER);
-        if !repeated {
-            *last = Some((text.to_string(), Instant::now()));
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned
+            .get(text)
+            .is_some_and(|at| at.elapsed() < REPEAT_WARNING_AFTER)
+        {
+            return false;
         }
-        !repeated
+        // Errors are of a few kinds (a broker down reports two, in turn);
+        // forgetting them all now and then keeps the map small.
+        if warned.len() >= 64 {
+            warned.clear();
+        }
+        warned.insert(text.to_string(), Instant::now());
+        true
     }
 
     pub(crate) fn assigned(&self, partitions: usize) {
