@@ -7,6 +7,13 @@
 //! `EXIM_PILOT_PASSWORD` in the environment) a random password is
 //! generated and printed once. Every user added is in the audit trail,
 //! made by `cli`.
+//!
+//! `exim-pilot user set NAME` changes a user from the same machine: role,
+//! host scope, disabled or enabled, and a new password (read or generated
+//! as for `add`), which is how an administrator who lost theirs gets back
+//! in. Disabling a user or setting a password ends their sessions. Users
+//! are disabled rather than removed, so that the audit trail keeps naming
+//! someone who exists.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use exim_pilot_api::auth::{self, password, Actor};
+use exim_pilot_api::auth::{self, password, Actor, UserChange};
 use exim_pilot_store::{ClickHouseStore, Role, Store};
 
 use super::common;
@@ -30,6 +37,8 @@ pub struct Args {
 enum Action {
     /// Add a user.
     Add(AddArgs),
+    /// Change a user: role, hosts, disabled or enabled, password.
+    Set(SetArgs),
     /// List the users.
     List(StoreArgs),
 }
@@ -76,6 +85,53 @@ struct AddArgs {
     store: StoreArgs,
 }
 
+#[derive(clap::Args, Debug)]
+struct SetArgs {
+    /// The login name.
+    name: String,
+
+    /// A new role: admin, operator or viewer.
+    #[arg(long)]
+    role: Option<Role>,
+
+    /// Refuse the user's logins and end their sessions.
+    #[arg(long, conflicts_with = "enable")]
+    disable: bool,
+
+    /// Let a disabled user log in again.
+    #[arg(long)]
+    enable: bool,
+
+    /// The mail servers the user may see, replacing the current ones;
+    /// repeat for several.
+    #[arg(long = "host", value_name = "NAME", conflicts_with = "all_hosts")]
+    hosts: Vec<String>,
+
+    /// Let the user see every mail server.
+    #[arg(long)]
+    all_hosts: bool,
+
+    /// Set a new password, read from standard input (its first line).
+    #[arg(long, conflicts_with = "new_password")]
+    password_stdin: bool,
+
+    /// Set a new password, generated and printed once.
+    #[arg(long)]
+    new_password: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// The first line of standard input.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read the password from standard input")?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
 fn open(rt: &tokio::runtime::Runtime, args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     match (&args.clickhouse, &args.data) {
         (Some(url), _) => Ok(Arc::new(
@@ -94,11 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Add(add) => {
             let store = open(&rt, &add.store)?;
             let (secret, generated) = if add.password_stdin {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .context("cannot read the password from standard input")?;
-                (text.lines().next().unwrap_or("").to_string(), false)
+                (password_from_stdin()?, false)
             } else if let Ok(p) = std::env::var("EXIM_PILOT_PASSWORD") {
                 (p, false)
             } else {
@@ -116,6 +168,52 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot add the user {}", add.name))?;
             println!("Added user {} with role {}.", user.name, user.role);
             if generated {
+                println!("Password (shown only now): {secret}");
+            }
+        }
+        Action::Set(set) => {
+            let generated = set.new_password.then(password::generate);
+            let password = if set.password_stdin {
+                Some(password_from_stdin()?)
+            } else {
+                generated.clone()
+            };
+            let change = UserChange {
+                role: set.role,
+                disabled: (set.disable || set.enable).then_some(set.disable),
+                hosts: (set.all_hosts || !set.hosts.is_empty()).then_some(set.hosts),
+                password,
+            };
+            if change.role.is_none()
+                && change.disabled.is_none()
+                && change.hosts.is_none()
+                && change.password.is_none()
+            {
+                bail!(
+                    "nothing to change: give --role, --disable, --enable, --host, --all-hosts, \
+                     --password-stdin or --new-password"
+                );
+            }
+            let store = open(&rt, &set.store)?;
+            let user = rt
+                .block_on(auth::update_user(
+                    &*store,
+                    &Actor::command_line(),
+                    &set.name,
+                    change,
+                ))
+                .with_context(|| format!("cannot change the user {}", set.name))?;
+            let state = if user.disabled { ", disabled" } else { "" };
+            let hosts = if user.hosts.is_empty() {
+                "every mail server".to_string()
+            } else {
+                user.hosts.join(", ")
+            };
+            println!(
+                "User {}: role {}{state}; sees {hosts}.",
+                user.name, user.role
+            );
+            if let Some(secret) = generated {
                 println!("Password (shown only now): {secret}");
             }
         }

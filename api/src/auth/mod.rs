@@ -227,6 +227,61 @@ pub async fn add_user(
     outcome
 }
 
+/// Changes a user: role, disabled, host scope, password (checked against
+/// the policy). Disabling a user or setting a password revokes their
+/// sessions. Audited as `user_update`. What both `exim-pilot user set` and
+/// the `updateUser` mutation do.
+pub async fn update_user(
+    store: &dyn Store,
+    actor: &Actor,
+    name: &str,
+    change: UserChange,
+) -> Result<User, AuthError> {
+    let params = json!({
+        "role": change.role.map(Role::as_str),
+        "disabled": change.disabled,
+        "hosts": change.hosts,
+        "password": change.password.is_some(),
+    });
+    let outcome = async {
+        let mut user = store.user(name).await?.ok_or(StoreError::NotFound {
+            what: "user",
+            name: name.to_string(),
+        })?;
+        let revoke = change.disabled == Some(true) || change.password.is_some();
+        if let Some(role) = change.role {
+            user.role = role;
+        }
+        if let Some(disabled) = change.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(hosts) = change.hosts {
+            user.hosts = hosts;
+        }
+        if let Some(password) = change.password {
+            password::check_policy(name, &password)?;
+            user.password_hash = hash(password).await?;
+        }
+        user.updated_at = Utc::now();
+        store.update_user(&user).await?;
+        if revoke {
+            store.revoke_sessions(name, Utc::now()).await?;
+        }
+        Ok(user)
+    }
+    .await;
+    audit(
+        store,
+        actor,
+        "user_update",
+        Some(name),
+        Some(params),
+        result_word(&outcome),
+    )
+    .await;
+    outcome
+}
+
 fn result_word<T>(r: &Result<T, AuthError>) -> &'static str {
     match r {
         Ok(_) => "ok",
@@ -554,57 +609,14 @@ impl Auth {
     }
 
     /// Changes a user (admins only: the caller's role is checked by the
-    /// API). Disabling a user or setting a password revokes their
-    /// sessions.
+    /// API); see [`update_user`].
     pub async fn update_user(
         &self,
         actor: &Actor,
         name: &str,
         change: UserChange,
     ) -> Result<User, AuthError> {
-        let params = json!({
-            "role": change.role.map(Role::as_str),
-            "disabled": change.disabled,
-            "hosts": change.hosts,
-            "password": change.password.is_some(),
-        });
-        let outcome = async {
-            let mut user = self.store.user(name).await?.ok_or(StoreError::NotFound {
-                what: "user",
-                name: name.to_string(),
-            })?;
-            let revoke = change.disabled == Some(true) || change.password.is_some();
-            if let Some(role) = change.role {
-                user.role = role;
-            }
-            if let Some(disabled) = change.disabled {
-                user.disabled = disabled;
-            }
-            if let Some(hosts) = change.hosts {
-                user.hosts = hosts;
-            }
-            if let Some(password) = change.password {
-                password::check_policy(name, &password)?;
-                user.password_hash = hash(password).await?;
-            }
-            user.updated_at = Utc::now();
-            self.store.update_user(&user).await?;
-            if revoke {
-                self.store.revoke_sessions(name, Utc::now()).await?;
-            }
-            Ok(user)
-        }
-        .await;
-        audit(
-            &*self.store,
-            actor,
-            "user_update",
-            Some(name),
-            Some(params),
-            result_word(&outcome),
-        )
-        .await;
-        outcome
+        update_user(&*self.store, actor, name, change).await
     }
 
     /// Counts failed attempts against the caller's IP without checking
