@@ -218,7 +218,7 @@ enum ToCount {
 /// Whether the counting thread counts the `n`th lifecycle left in memory
 /// at the end; the reading thread counts the others.
 fn counted_by_counting_thread(n: usize) -> bool {
-    n % 2 == 0
+    n.is_multiple_of(2)
 }
 
 /// Sends items to the counting thread in batches, and frees the batches

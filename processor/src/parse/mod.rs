@@ -105,7 +105,7 @@ pub fn parse_record(log: LogFile, record: &[u8]) -> Event<'_> {
 pub fn parse_record_with<'a>(opts: &ParseOptions, log: LogFile, record: &'a [u8]) -> Event<'a> {
     match head(opts, record) {
         Ok(head) => event(log, record, head),
-        Err(unparsed) => unparsed,
+        Err(reason) => unparsed(reason, record),
     }
 }
 
@@ -134,7 +134,7 @@ pub enum Brief<'a> {
 pub fn parse_record_brief<'a>(opts: &ParseOptions, log: LogFile, record: &'a [u8]) -> Brief<'a> {
     let head = match head(opts, record) {
         Ok(head) => head,
-        Err(unparsed) => return Brief::Event(unparsed),
+        Err(reason) => return Brief::Event(unparsed(reason, record)),
     };
     let body = head.header.body;
     if log == LogFile::Main
@@ -159,9 +159,8 @@ struct Head<'a> {
     continuation: Option<&'a [u8]>,
 }
 
-/// Reads the header of a record, or gives the [`EventKind::Unparsed`]
-/// event of a record without one.
-fn head<'a>(opts: &ParseOptions, record: &'a [u8]) -> Result<Head<'a>, Event<'a>> {
+/// Reads the header of a record, or says why the record has none.
+fn head<'a>(opts: &ParseOptions, record: &'a [u8]) -> Result<Head<'a>, &'static str> {
     let first_end = memchr(b'\n', record).unwrap_or(record.len());
     // NUL bytes left by a crash before the line, and the carriage return
     // of a log that went through Windows tools, are not part of it (the
@@ -177,7 +176,7 @@ fn head<'a>(opts: &ParseOptions, record: &'a [u8]) -> Result<Head<'a>, Event<'a>
         .get(first_end + 1..)
         .filter(|_| first_end < record.len());
 
-    let header = header::read(first, opts).map_err(|reason| unparsed(reason, record))?;
+    let header = header::read(first, opts)?;
     // The header only strips a prefix, so the body is a suffix of the line.
     let body_start = start + first.len() - header.body.len();
     Ok(Head {
