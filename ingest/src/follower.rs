@@ -197,6 +197,7 @@ impl Follower {
             Some(path) => Checkpoint::load(path)?,
             None => None,
         };
+        let first_start = saved.is_none();
         match saved {
             Some(checkpoint) => follower.resume(checkpoint)?,
             None if follower.config.backfill => follower.plan_backfill()?,
@@ -207,6 +208,18 @@ impl Follower {
         // before the first poll still finds it.
         if follower.live.is_none() {
             follower.open_live()?;
+        }
+
+        // On a first start, the files about to be read are written down at
+        // once, at offset 0: a process killed before its first
+        // acknowledgement, whose file is rotated before it starts again,
+        // then finds the file under its new name and reads it again from
+        // the start (what was stored already is recognised), rather than
+        // starting afresh on the new file and never reading the rest of
+        // the old one.
+        if first_start && (follower.anchor.is_some() || !follower.generations.is_empty()) {
+            follower.checkpoint_dirty = true;
+            follower.write_checkpoint()?;
         }
         Ok(follower)
     }

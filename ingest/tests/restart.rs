@@ -76,11 +76,9 @@ fn only_acknowledged_batches_reach_the_checkpoint_even_out_of_order() {
     let second = follower.take_batch(2).unwrap();
 
     follower.ack(&second.ack()).unwrap();
-    assert_eq!(
-        Checkpoint::load(&checkpoint).unwrap(),
-        None,
-        "the first is in flight"
-    );
+    let saved = Checkpoint::load(&checkpoint).unwrap().unwrap();
+    assert_eq!(saved.files.len(), 1);
+    assert_eq!(saved.files[0].offset, 0, "the first is in flight");
 
     follower.ack(&first.ack()).unwrap();
     let saved = Checkpoint::load(&checkpoint).unwrap().unwrap();
@@ -196,6 +194,30 @@ fn a_file_renamed_while_stopped_is_finished_before_the_new_one() {
     let after = pump(&mut follower(&log, &checkpoint), true);
     assert_eq!(texts(&after), lines(2..5));
     assert_eq!(after[0].origin.file_id, before[0].origin.file_id);
+}
+
+/// Killed on its first start before anything was acknowledged, then the
+/// file is rotated: the next start still knows which file it was reading,
+/// and reads it again, whole, before the new one.
+#[test]
+fn a_first_start_killed_before_any_acknowledgement_survives_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, checkpoint) = paths(&dir);
+    append_lines(&log, 0..20);
+    let mut first = follower(&log, &checkpoint);
+    let unacked = pump(&mut first, false);
+    assert_eq!(unacked.len(), 20);
+    drop(first);
+
+    std::fs::rename(&log, dir.path().join("mainlog.1")).unwrap();
+    append_lines(&log, 20..25);
+    let after = pump(&mut follower(&log, &checkpoint), true);
+    assert_eq!(texts(&after), lines(0..25));
+    assert_eq!(
+        keyed(&after[..20]),
+        keyed(&unacked),
+        "the same records again"
+    );
 }
 
 /// The checkpointed file was rotated twice and compressed, and the new
