@@ -59,6 +59,7 @@ enum Command {
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    raise_open_files_limit();
     let cli = Cli::parse();
     cmd::init_tracing();
     match run(cli) {
@@ -66,6 +67,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("exim-pilot: error: {}", error_chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one. Many systems start
+/// processes at 1,024 open files while allowing far more: a server with
+/// many logs, clients and store files should not run out where it need
+/// not (the HTTP server's connection cap follows the limit; see
+/// `exim_pilot_api::server`).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            // A refusal leaves the limit as it was, which is still usable.
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -403,6 +403,82 @@ fn health_readiness_and_metrics_are_served_while_following() {
     stop(child);
 }
 
+/// Idle connections by the hundred, more than the process may open files
+/// for: it serves as many as leave room for its other files, keeps
+/// following its logs into the store, and answers again once they go.
+#[test]
+fn idle_connections_beyond_the_open_files_limit_do_not_stop_the_work() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    let first = lines_of(&corpus_mainlog("s02_default_selectors"));
+    append(&log, &first);
+    let mut cmd = exim_pilot();
+    cmd.args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
+        .args(["--no-queue", "--listen", "127.0.0.1:0", "--log"])
+        .arg(&log)
+        .arg("--data")
+        .arg(&data)
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim()
+        .to_string();
+    // Keep reading: a closed pipe would end the process at its next log.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    wait_for_records(&data, first.len(), &mut child);
+
+    // 400 connections at once; those past the listen queue's length may
+    // not complete, and are given up after a second.
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let idle = rt.block_on(async {
+        let mut tries = tokio::task::JoinSet::new();
+        for _ in 0..400 {
+            tries.spawn(tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(target),
+            ));
+        }
+        let mut open = Vec::new();
+        while let Some(done) = tries.join_next().await {
+            if let Ok(Ok(Ok(stream))) = done {
+                open.push(stream);
+            }
+        }
+        open
+    });
+    assert!(idle.len() > 200, "only {} connections made", idle.len());
+    let more = lines_of(&corpus_mainlog("s01_core_all"));
+    append(&log, &more);
+    wait_for_records(&data, first.len() + more.len(), &mut child);
+    drop(idle);
+    assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_string()));
+    stop(child);
+}
+
 #[test]
 fn the_first_host_name_sticks_to_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();

@@ -256,6 +256,7 @@ pub fn transport(config: &ApiConfig) -> Result<server::Transport, ServeError> {
         read_timeout: config.read_timeout,
         write_timeout: config.write_timeout,
         idle_timeout: config.idle_timeout,
+        max_connections: server::default_max_connections(),
     })
 }
 

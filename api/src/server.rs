@@ -25,6 +25,13 @@
 //! has no read or idle limit either (a quiet subscription is no idle
 //! connection; the protocol has its own timers), only the write limit.
 //!
+//! At most `max_connections` connections are served at once; more wait
+//! in the listen queue until one ends. Each takes a file descriptor, and a
+//! process out of them cannot open its logs, store or checkpoints either:
+//! idle connections must not be able to stop the rest of its work. The
+//! default cap leaves room under the process's limit of open files
+//! ([`default_max_connections`]).
+//!
 //! On shutdown the listener closes, idle connections are closed and busy
 //! ones finish their requests first; the server returns when the last
 //! has. WebSockets are not waited for.
@@ -65,6 +72,32 @@ pub struct Transport {
     pub write_timeout: Duration,
     /// Longest wait for the next request on a kept-alive connection.
     pub idle_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+/// The most connections served at once by default.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// File descriptors kept for the rest of the process (logs, store,
+/// checkpoints, Kafka) when the connection cap is derived from the limit.
+const RESERVED_FILES: u64 = 128;
+
+/// [`MAX_CONNECTIONS`], or fewer when the process may open too few files
+/// for that and its other work: its limit of open files less
+/// [`RESERVED_FILES`], and at least 16.
+pub fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !known || limit.rlim_cur == libc::RLIM_INFINITY {
+        return MAX_CONNECTIONS;
+    }
+    let room = limit.rlim_cur.saturating_sub(RESERVED_FILES).max(16);
+    MAX_CONNECTIONS.min(usize::try_from(room).unwrap_or(MAX_CONNECTIONS))
 }
 
 impl Default for Transport {
@@ -75,6 +108,7 @@ impl Default for Transport {
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
             idle_timeout: config.idle_timeout,
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -89,11 +123,20 @@ pub async fn serve(
 ) {
     let (stop, stopped) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let mut warned_full: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let room = connections.len() < transport.max_connections;
+        if !room && warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+            warned_full = Some(Instant::now());
+            tracing::warn!(
+                connections = connections.len(),
+                "Connection limit reached; new connections wait until one ends"
+            );
+        }
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if room => match accepted {
                 Ok((stream, peer)) => {
                     let task = connection(stream, peer, app.clone(), transport.clone());
                     connections.spawn(until_stopped(task, stopped.clone()));
@@ -112,6 +155,9 @@ pub async fn serve(
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
 }
+
+/// How often a server at its connection limit says so.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// A connection's task, told when to stop.
 async fn until_stopped(task: impl Future<Output = Connection>, stopped: watch::Receiver<bool>) {
@@ -521,6 +567,7 @@ mod tests {
             read_timeout: Duration::from_millis(read),
             write_timeout: Duration::from_millis(write),
             idle_timeout: Duration::from_millis(idle),
+            max_connections: MAX_CONNECTIONS,
         }
     }
 
