@@ -205,4 +205,15 @@ fn a_change_that_would_weaken_or_do_nothing_is_refused() {
         "",
         "cannot be used with",
     );
+
+    // A mistyped data directory is not made into an empty store.
+    let typo = data.path().join("no-such-store");
+    let typo = typo.to_str().expect("UTF-8 path");
+    refused(&["user", "list", "--data", typo], "", "no exim-pilot data");
+    refused(
+        &["user", "set", "bob", "--disable", "--data", typo],
+        "",
+        "no exim-pilot data",
+    );
+    assert!(!Path::new(typo).exists());
 }

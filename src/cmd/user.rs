@@ -132,13 +132,21 @@ fn password_from_stdin() -> anyhow::Result<String> {
     Ok(text.lines().next().unwrap_or("").to_string())
 }
 
-fn open(rt: &tokio::runtime::Runtime, args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store; an embedded one is created when `create` (adding the
+/// first user may come before anything else), and must exist otherwise,
+/// so that a mistyped directory is an error rather than an empty store.
+fn open(
+    rt: &tokio::runtime::Runtime,
+    args: &StoreArgs,
+    create: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
     match (&args.clickhouse, &args.data) {
         (Some(url), _) => Ok(Arc::new(
             rt.block_on(ClickHouseStore::connect(url, &args.database))
                 .with_context(|| format!("cannot open the ClickHouse store at {url}"))?,
         )),
-        (None, Some(dir)) => Ok(common::open_store(dir)?),
+        (None, Some(dir)) if create => Ok(common::open_store(dir)?),
+        (None, Some(dir)) => Ok(common::open_existing_store(dir)?),
         (None, None) => bail!("give --data DIR or --clickhouse URL"),
     }
 }
@@ -148,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = common::runtime()?;
     match args.action {
         Action::Add(add) => {
-            let store = open(&rt, &add.store)?;
+            let store = open(&rt, &add.store, true)?;
             let (secret, generated) = if add.password_stdin {
                 (password_from_stdin()?, false)
             } else if let Ok(p) = std::env::var("EXIM_PILOT_PASSWORD") {
@@ -194,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                      --password-stdin or --new-password"
                 );
             }
-            let store = open(&rt, &set.store)?;
+            let store = open(&rt, &set.store, false)?;
             let user = rt
                 .block_on(auth::update_user(
                     &*store,
@@ -218,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Action::List(store_args) => {
-            let store = open(&rt, &store_args)?;
+            let store = open(&rt, &store_args, false)?;
             for u in rt.block_on(store.users())? {
                 let state = if u.disabled { " (disabled)" } else { "" };
                 println!("{}\t{}{state}", u.name, u.role);
