@@ -1117,6 +1117,10 @@ pub struct Rollup {
     pub by_host: BTreeMap<String, Cell>,
     /// [`Dimension::Total`] per hour bucket, summed over servers.
     pub hourly: BTreeMap<i64, Cell>,
+    /// [`Dimension::Total`] per day (days since the epoch), summed over
+    /// servers, from a store's day cells: the per-day series of days whose
+    /// hour cells are no longer kept (day cells are kept longer).
+    pub daily: BTreeMap<i64, Cell>,
 }
 
 impl Rollup {
@@ -1165,6 +1169,11 @@ impl Rollup {
         self.hourly.entry(hour).or_default().add(cell);
     }
 
+    /// Adds a [`Dimension::Total`] day cell to the daily series only.
+    pub fn add_daily(&mut self, day: i64, cell: &Cell) {
+        self.daily.entry(day).or_default().add(cell);
+    }
+
     /// Adds everything of another rollup.
     pub fn merge(&mut self, other: &Rollup) {
         for (dim, keys) in &other.by_key {
@@ -1183,6 +1192,9 @@ impl Rollup {
         }
         for (hour, cell) in &other.hourly {
             self.add_hourly(*hour, cell);
+        }
+        for (day, cell) in &other.daily {
+            self.add_daily(*day, cell);
         }
     }
 
@@ -1629,6 +1641,29 @@ impl Report {
         for (h, cell) in &hourly {
             days.entry(h.div_euclid(24)).or_default().add(cell);
         }
+        // Days without hour cells (past the hour cells' retention) come
+        // from their day cells.
+        let mut day_cells_only = Vec::new();
+        for (d, cell) in &rollup.daily {
+            if !cell.is_zero() && !days.contains_key(d) {
+                days.insert(*d, cell.clone());
+                day_cells_only.push(*d);
+            }
+        }
+        let first_hour = [
+            hourly.first().map(|(h, _)| *h),
+            day_cells_only.first().map(|d| d * 24),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let last_hour = [
+            hourly.last().map(|(h, _)| *h),
+            day_cells_only.last().map(|d| d * 24 + 23),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         let per_day = days
             .iter()
             .map(|(d, cell)| TimeRow {
@@ -1643,8 +1678,8 @@ impl Report {
                 until: options.end_hour().map(hour_start),
                 ..options.clone()
             },
-            first_hour: hourly.first().map(|(h, _)| hour_start(*h)),
-            last_hour: hourly.last().map(|(h, _)| hour_start(*h)),
+            first_hour: first_hour.map(hour_start),
+            last_hour: last_hour.map(hour_start),
             totals: c,
             rates: Rates::of(&c),
             messages_by_state: States {

@@ -4,7 +4,8 @@
 //! A report reads the day cells of the whole days in its range, the hour
 //! cells of the hours at its edges, and the hourly totals of the whole
 //! days for its per-hour series; a range within one day reads hour cells
-//! only.
+//! only. The day cells' totals, per day, give the per-day series of days
+//! whose hour cells retention has dropped (day cells are kept longer).
 
 use exim_pilot_schema::report::{Cell, Dimension, ReportOptions, Rollup};
 
@@ -17,7 +18,8 @@ pub(crate) struct CellRead {
     pub bucket: Bucket,
     /// Buckets `[lo, hi)`, in hours or days since the epoch.
     pub range: (i64, i64),
-    /// Only the totals, for the hourly series; else every dimension.
+    /// Only the totals, for the hourly series (or, of day cells, the
+    /// daily one); else every dimension.
     pub totals_only: bool,
 }
 
@@ -42,6 +44,7 @@ impl CellRead {
         cell: &Cell,
     ) {
         match (self.bucket, self.totals_only) {
+            (Bucket::Day, true) => rollup.add_daily(bucket, cell),
             (_, true) => rollup.add_hourly(bucket, cell),
             (Bucket::Hour, false) => rollup.add(Some(bucket), host, dim, key, cell),
             (Bucket::Day | Bucket::Range, false) => rollup.add(None, host, dim, key, cell),
@@ -74,6 +77,7 @@ pub(crate) fn rollup_reads(options: &ReportOptions) -> Vec<CellRead> {
             read(Bucket::Hour, (h0, d0 * 24), false),
             read(Bucket::Hour, (d1 * 24, h1), false),
             read(Bucket::Hour, (d0 * 24, d1 * 24), true),
+            read(Bucket::Day, (d0, d1), true),
         ]
     } else {
         vec![read(Bucket::Hour, (h0, h1), false)]
@@ -122,7 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn an_open_range_reads_days_edges_and_the_hourly_series() {
+    fn an_open_range_reads_days_edges_and_the_hourly_and_daily_series() {
         let reads = rollup_reads(&ReportOptions::default());
         let buckets: Vec<(Bucket, bool)> =
             reads.iter().map(|r| (r.bucket, r.totals_only)).collect();
@@ -132,7 +136,8 @@ mod tests {
                 (Bucket::Day, false),
                 (Bucket::Hour, false),
                 (Bucket::Hour, false),
-                (Bucket::Hour, true)
+                (Bucket::Hour, true),
+                (Bucket::Day, true)
             ]
         );
     }

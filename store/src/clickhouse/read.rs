@@ -440,9 +440,9 @@ async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
     let mut rollup = Rollup::new();
     for read in rollup_reads(options) {
         // Day cells are added up whatever their day: read them summed over
-        // the range.
+        // the range, but for the daily series.
         let bucket = match read.bucket {
-            Bucket::Day => Bucket::Range,
+            Bucket::Day if !read.totals_only => Bucket::Range,
             other => other,
         };
         read_cells(

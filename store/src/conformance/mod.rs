@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 
 use exim_pilot_schema::report::{
     cohort_time, hour_of, recipient_domain, Dimension, ReportBuilder, ReportOptions,
@@ -585,6 +585,26 @@ pub async fn retention_drops_old_keeps_new(backend: &dyn Backend) {
     assert_eq!(
         old_day.totals.delivered, 1,
         "day rollups dropped with the details"
+    );
+    // Its hour cells are gone, but its day is in the per-day series and in
+    // the hours the report covers, as the totals are.
+    assert!(old_day.per_hour.is_empty(), "{:?}", old_day.per_hour);
+    let midnight = |t: DateTime<Utc>| {
+        t.date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+    };
+    let days: Vec<_> = old_day
+        .per_day
+        .iter()
+        .map(|d| (d.start, d.numbers.messages, d.numbers.delivered))
+        .collect();
+    assert_eq!(days, [(midnight(old_time), 1, 1)]);
+    assert_eq!(old_day.first_hour, Some(midnight(old_time)));
+    assert_eq!(
+        old_day.last_hour,
+        Some(midnight(old_time) + Duration::hours(23))
     );
 
     let again = store
