@@ -281,6 +281,60 @@ async fn refresh_tokens_rotate_and_stop_working_once_revoked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_refresh_token_for_a_known_session_does_not_end_it() {
+    let (server, _dir) = server().await;
+    let login = server.login("root", ADMIN_PASSWORD).await;
+    let access = login["data"]["login"]["accessToken"]
+        .as_str()
+        .expect("access")
+        .to_string();
+    let genuine = login["data"]["login"]["refreshToken"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    let refresh =
+        "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
+
+    // Anyone can read the session id from an access token.
+    let payload = access.split('.').nth(1).expect("payload");
+    let claims: Claims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("claims");
+    let (_, genuine_rest) = genuine.split_once('.').expect("session prefix");
+    for forged in [
+        format!("{}.AAAA", claims.sid),
+        format!("{}.AAAA.AAAA", claims.sid),
+        format!("{}.{}", claims.sid, genuine_rest.replace('.', "")),
+    ] {
+        let v = server.query(None, refresh, json!({ "t": forged })).await;
+        assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
+    }
+
+    // The session lives on: its access token and refresh token still work.
+    assert!(server
+        .query(Some(&access), "{ me { name } }", json!({}))
+        .await["errors"]
+        .is_null());
+    let v = server.query(None, refresh, json!({ "t": genuine })).await;
+    assert!(v["errors"].is_null(), "{v}");
+
+    // The refusals are audited as failed refreshes.
+    let audit = server
+        .data(
+            &access,
+            "{ auditLog(first: 100) { nodes { action outcome } } }",
+            json!({}),
+        )
+        .await;
+    let failed = audit["auditLog"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["action"] == "token_refresh" && n["outcome"] == "failed")
+        .count();
+    assert_eq!(failed, 3, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_calling_an_admin_mutation_is_refused_and_audited() {
     let (server, _dir) = server().await;
     let viewer = server.token("val", VIEWER_PASSWORD).await;

@@ -27,7 +27,7 @@ pub mod tokens;
 
 pub use password::PasswordError;
 pub use throttle::{Throttle, ThrottleConfig};
-pub use tokens::{Claims, Key, Keyring, TokenError};
+pub use tokens::{Claims, Key, Keyring, RefreshKey, TokenError};
 
 /// Settings of authentication.
 #[derive(Clone, Debug)]
@@ -123,6 +123,7 @@ pub enum AuthError {
 pub struct Auth {
     store: Arc<dyn Store>,
     keys: Keyring,
+    refresh_key: RefreshKey,
     config: AuthConfig,
     throttle: Throttle,
     metrics: Option<ApiMetrics>,
@@ -335,6 +336,7 @@ impl Auth {
         let throttle = Throttle::new(Arc::clone(&store), config.throttle);
         Auth {
             store,
+            refresh_key: keys.refresh_key(),
             keys,
             config,
             throttle,
@@ -421,7 +423,7 @@ impl Auth {
         let session_ttl = chrono::Duration::from_std(self.config.session_ttl)
             .unwrap_or(chrono::Duration::hours(12));
         let id = tokens::new_session_id();
-        let refresh = tokens::new_refresh_token(&id);
+        let refresh = self.refresh_key.issue(&id);
         let session = Session {
             id,
             user: user.name.clone(),
@@ -468,8 +470,11 @@ impl Auth {
         })
     }
 
-    /// Exchanges a refresh token for new tokens. A refresh token that was
-    /// already exchanged revokes its session: it was copied.
+    /// Exchanges a refresh token for new tokens. A refresh token this API
+    /// issued for the session that was already exchanged revokes the
+    /// session: it was copied. One it did not issue (its MAC does not
+    /// verify; see [`tokens`]) is refused and changes nothing, since
+    /// anyone may know a session's id.
     pub async fn refresh(&self, refresh: &str, ip: IpAddr) -> Result<Tokens, AuthError> {
         let mut actor = Actor {
             name: "-".into(),
@@ -484,7 +489,10 @@ impl Auth {
 
     async fn try_refresh(&self, refresh: &str, actor: &mut Actor) -> Result<Tokens, AuthError> {
         let now = Utc::now();
-        let id = tokens::refresh_session(refresh).ok_or(AuthError::InvalidToken)?;
+        let id = self
+            .refresh_key
+            .session_of(refresh)
+            .ok_or(AuthError::InvalidToken)?;
         let mut session = self
             .store
             .session(id)
@@ -506,7 +514,7 @@ impl Auth {
             .filter(|u| !u.disabled)
             .ok_or(AuthError::InvalidToken)?;
         actor.role = Some(user.role);
-        let next = tokens::new_refresh_token(&session.id);
+        let next = self.refresh_key.issue(&session.id);
         session.token_hash = tokens::token_hash(&next);
         self.store.save_session(&session).await?;
         self.tokens(user, &session.id, next)

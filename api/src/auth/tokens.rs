@@ -8,14 +8,28 @@
 //! (`kid`): the [`Keyring`] keeps the current key and the ones before it,
 //! so that keys can be rotated without logging everybody out.
 //!
-//! A refresh token is 32 random bytes prefixed by its session id
-//! (`<session>.<secret>`); only a SHA-256 hash of it is stored, in the
-//! session. Refreshing hands out a new one and the old one stops working.
+//! A refresh token names its session and vouches for itself:
+//! `<session>.<nonce>.<mac>`, where the nonce is 32 random bytes and the
+//! MAC an HMAC-SHA-256 of `<session>.<nonce>` under a [`RefreshKey`]
+//! derived from the keyring's root secret. Only a SHA-256 hash of the
+//! whole token is stored, in the session. Refreshing hands out a new one
+//! and the old one stops working.
+//!
+//! The MAC is what tells a stolen old token from a made-up one. The
+//! session id is no secret (every access token carries it), so a token
+//! whose MAC does not verify proves nothing about the session and is
+//! simply refused; only a token that verifies, and so was issued by this
+//! API for that session, yet is not the session's current one, shows
+//! that a token was copied, and revokes the session. Tokens of the
+//! earlier `<session>.<secret>` form carry no MAC and are refused like
+//! any other forgery: their holders log in again. So are all refresh
+//! tokens when the root secret changes.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header};
+use ring::hmac;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -107,6 +121,11 @@ impl Keyring {
         self.keys.first().map(Key::bytes).unwrap_or_default()
     }
 
+    /// The key refresh tokens are authenticated with.
+    pub fn refresh_key(&self) -> RefreshKey {
+        RefreshKey::new(&self.root_secret())
+    }
+
     /// The keyring to use: the secret given (configuration or
     /// environment) if any, else the keys kept in the store, generating
     /// and saving one on first use.
@@ -176,15 +195,44 @@ impl Keyring {
     }
 }
 
-/// A new refresh token for a session.
-pub fn new_refresh_token(session: &str) -> String {
-    let secret: [u8; 32] = rand::random();
-    format!("{session}.{}", URL_SAFE_NO_PAD.encode(secret))
+/// Issues and checks refresh tokens (see the module docs).
+pub struct RefreshKey {
+    key: hmac::Key,
 }
 
-/// The session a refresh token names.
-pub fn refresh_session(token: &str) -> Option<&str> {
-    token.split_once('.').map(|(session, _)| session)
+impl std::fmt::Debug for RefreshKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshKey")
+    }
+}
+
+impl RefreshKey {
+    /// The key derived from `root`: an HMAC of a fixed label, so that it
+    /// differs from every other key derived from the same secret.
+    pub fn new(root: &[u8]) -> RefreshKey {
+        let derive = hmac::Key::new(hmac::HMAC_SHA256, root);
+        let bytes = hmac::sign(&derive, b"exim-pilot refresh tokens v1");
+        RefreshKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes.as_ref()),
+        }
+    }
+
+    /// A new refresh token for a session.
+    pub fn issue(&self, session: &str) -> String {
+        let nonce: [u8; 32] = rand::random();
+        let body = format!("{session}.{}", URL_SAFE_NO_PAD.encode(nonce));
+        let mac = hmac::sign(&self.key, body.as_bytes());
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
+    }
+
+    /// The session a refresh token was issued for, if this key issued it.
+    pub fn session_of<'t>(&self, token: &'t str) -> Option<&'t str> {
+        let (body, mac) = token.rsplit_once('.')?;
+        let (session, _nonce) = body.split_once('.')?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        hmac::verify(&self.key, body.as_bytes(), &mac).ok()?;
+        Some(session)
+    }
 }
 
 /// The hash of a refresh token, as stored.
@@ -271,9 +319,29 @@ mod tests {
 
     #[test]
     fn refresh_tokens_name_their_session() {
-        let t = new_refresh_token("abc");
-        assert_eq!(refresh_session(&t), Some("abc"));
+        let key = RefreshKey::new(b"root");
+        let t = key.issue("abc");
+        assert_eq!(key.session_of(&t), Some("abc"));
+        assert_ne!(key.issue("abc"), t);
         assert!(same(&token_hash(&t), &token_hash(&t)));
         assert!(!same(&token_hash(&t), &token_hash("abc.x")));
+    }
+
+    #[test]
+    fn refresh_tokens_not_issued_by_the_key_name_no_session() {
+        let key = RefreshKey::new(b"root");
+        let t = key.issue("abc");
+        let (body, _) = t.rsplit_once('.').unwrap();
+        let (_, nonce) = body.split_once('.').unwrap();
+        for forged in [
+            "abc.AAAA".to_string(),
+            "abc".to_string(),
+            format!("abc.{nonce}"),
+            format!("abc.{nonce}.AAAA"),
+            format!("abd.{nonce}.{}", t.rsplit_once('.').unwrap().1),
+            RefreshKey::new(b"another root").issue("abc"),
+        ] {
+            assert_eq!(key.session_of(&forged), None, "{forged}");
+        }
     }
 }
