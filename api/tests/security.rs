@@ -57,6 +57,24 @@ async fn guessing_one_account_is_slowed_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_the_right_password_during_a_wait_does_not_lengthen_it() {
+    let (server, _dir) = server().await;
+    for _ in 0..3 {
+        server.login("root", "wrong-password-9").await;
+    }
+
+    // The wait is one second; retrying through it, from here or from
+    // elsewhere, is refused without being counted.
+    for _ in 0..5 {
+        let v = server.login("root", ADMIN_PASSWORD).await;
+        assert_eq!(error_code(&v), "THROTTLED", "{v}");
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let v = server.login("root", ADMIN_PASSWORD).await;
+    assert!(v["errors"].is_null(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_login_aliases_are_refused_and_count_as_attempts() {
     let (server, _dir) = server().await;
     let fields: Vec<String> = (0..100)

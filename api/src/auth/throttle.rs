@@ -5,7 +5,12 @@
 //! account from anywhere (guessing one account from many places). Past a
 //! few free failures, each key makes further attempts wait, twice as long
 //! after every new failure, up to a ceiling; an attempt during the wait is
-//! refused without its password being looked at, and counts as a failure.
+//! refused without its password being looked at. Only a password that was
+//! checked and found wrong counts as a failure: an attempt refused during
+//! a wait says nothing about the password, so it leaves the wait as it
+//! was. Were it counted, anyone could keep an account waiting at the
+//! ceiling for ever with one attempt per wait from a few addresses, and a
+//! user retrying with the right password would lengthen their own wait.
 //! Counts are forgotten after a quiet period, and a successful login clears
 //! the counts of its account from its IP.
 //!
@@ -37,8 +42,10 @@
 //! of milliseconds, and attempts sent together in that time are counted
 //! only once they have failed.
 //!
-//! Every attempt counts, whether it comes alone, as one of many aliases of
-//! one request or in a batch: the login resolver asks here each time.
+//! Every wrong password counts, whether it comes alone, as one of many
+//! aliases of one request or in a batch: the login resolver asks here each
+//! time. A request refused for holding too many logins is counted against
+//! its client's address only (see `Auth::count_failures`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -138,10 +145,8 @@ impl Throttle {
     }
 
     /// How long this attempt must still wait; zero when it may go ahead.
-    /// An attempt that must wait is counted as a failure, which makes the
-    /// wait longer: the wait returned is the one that holds after counting
-    /// it, so a caller who waits that long (and tries nothing else in the
-    /// meantime) may go ahead.
+    /// Asking counts nothing (only [`Throttle::failed`] does), so a caller
+    /// who waits that long may go ahead, however often they asked.
     pub async fn check(&self, account: &str, ip: IpAddr) -> Result<Duration, StoreError> {
         self.check_at(account, ip, Utc::now()).await
     }
@@ -153,25 +158,9 @@ impl Throttle {
         now: DateTime<Utc>,
     ) -> Result<Duration, StoreError> {
         let keys = Keys::new(account, ip);
-        let mut marks = self.marks(&keys, now).await?;
+        let marks = self.marks(&keys, now).await?;
         let counted = self.counted(&keys, &marks);
-        let wait = self.longest_wait(&marks, &counted, now);
-        if wait.is_zero() {
-            return Ok(wait);
-        }
-        let failures = failures(&counted, now, 1);
-        self.store.append_login_marks(&failures).await?;
-        marks.extend(failures);
         Ok(self.longest_wait(&marks, &counted, now))
-    }
-
-    /// How long an attempt would wait at `now`, without counting one.
-    #[cfg(test)]
-    async fn pending(&self, account: &str, ip: IpAddr, now: DateTime<Utc>) -> Duration {
-        let keys = Keys::new(account, ip);
-        let marks = self.marks(&keys, now).await.expect("marks");
-        let counted = self.counted(&keys, &marks);
-        self.longest_wait(&marks, &counted, now)
     }
 
     /// Counts `n` failed attempts.
@@ -365,10 +354,10 @@ mod tests {
         let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
         let told = t.check_at("alice", ip(1), now).await.unwrap();
         assert!(!told.is_zero());
-        let holds = t.pending("alice", ip(1), now).await;
+        let holds = t.check_at("alice", ip(1), now).await.unwrap();
         assert_eq!(holds, told);
         let later = now + chrono::Duration::from_std(told).unwrap();
-        assert!(t.pending("alice", ip(1), later).await.is_zero());
+        assert!(t.check_at("alice", ip(1), later).await.unwrap().is_zero());
     }
 
     #[tokio::test]
@@ -380,10 +369,38 @@ mod tests {
         }
         let first = t.check("ann", ip(1)).await.unwrap();
         assert!(first > Duration::ZERO);
+
+        // Each further wrong password doubles the wait.
+        t.failed("ann", ip(1), 1).await.unwrap();
         let second = t.check("ann", ip(1)).await.unwrap();
         assert!(second > first, "waits grow: {first:?} then {second:?}");
+
         // Another user elsewhere is not affected.
         assert!(t.check("bob", ip(2)).await.unwrap().is_zero());
+    }
+
+    #[tokio::test]
+    async fn attempts_refused_during_a_wait_do_not_lengthen_it() {
+        let (t, _dir) = throttle();
+        let start = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+            - chrono::Duration::minutes(5);
+        t.failed_at("ann", ip(1), 4, start).await.unwrap();
+        let first = t.check_at("ann", ip(1), start).await.unwrap();
+        assert_eq!(first, Duration::from_secs(2));
+
+        // Asking again and again, from the same address or from many (the
+        // account-wide key), during the wait changes nothing.
+        for n in 0..40 {
+            let at = start + chrono::Duration::milliseconds(n * 10);
+            t.check_at("ann", ip(1), at).await.unwrap();
+            t.check_at("ann", ip(100 + n as u8), at).await.unwrap();
+        }
+        let at = start + chrono::Duration::milliseconds(400);
+        let told = t.check_at("ann", ip(1), at).await.unwrap();
+        assert_eq!(told, Duration::from_millis(1600));
+        let after = start + chrono::Duration::from_std(first).unwrap();
+        assert!(t.check_at("ann", ip(1), after).await.unwrap().is_zero());
+        assert!(t.check_at("ann", ip(99), after).await.unwrap().is_zero());
     }
 
     #[tokio::test]
