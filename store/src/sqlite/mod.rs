@@ -90,6 +90,54 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The query a read is running, for its caller to interrupt.
+#[derive(Default)]
+struct Running {
+    /// The connection's handle while the read runs.
+    handle: Option<rusqlite::InterruptHandle>,
+    /// The caller stopped waiting.
+    cancelled: bool,
+}
+
+impl Running {
+    /// Notes that a read starts on `conn`, until the guard returned is
+    /// dropped; refused when its caller already stopped waiting.
+    fn start<'a>(slot: &'a Mutex<Running>, conn: &Connection) -> Result<RunningGuard<'a>> {
+        let mut running = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if running.cancelled {
+            return Err(StoreError::Task("the read was cancelled".into()));
+        }
+        running.handle = Some(conn.get_interrupt_handle());
+        Ok(RunningGuard(slot))
+    }
+}
+
+/// Notes, when dropped, that a read is over: from then on an interrupt
+/// would hit whatever its connection runs next, so none is sent.
+struct RunningGuard<'a>(&'a Mutex<Running>);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).handle = None;
+    }
+}
+
+/// Interrupts a read's query, if it is still running, when dropped: by
+/// the read once it has its answer (nothing is running then) or with the
+/// read's future, when its caller stopped waiting.
+#[derive(Default)]
+struct CancelOnDrop(Arc<Mutex<Running>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let mut running = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        running.cancelled = true;
+        if let Some(handle) = &running.handle {
+            handle.interrupt();
+        }
+    }
+}
+
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.execute_batch(&format!(
@@ -164,7 +212,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Runs `f` on a free reader connection on a blocking thread.
+    /// Runs `f` on a free reader connection on a blocking thread. A caller
+    /// that stops waiting (a request that ran out of time drops its
+    /// future) interrupts the query, so that it does not keep a reader
+    /// and a core busy for nobody.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -172,18 +223,21 @@ impl SqliteStore {
     {
         let readers = Arc::clone(&self.readers);
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
+        let cancel = CancelOnDrop::default();
+        let running = Arc::clone(&cancel.0);
+        let out = tokio::task::spawn_blocking(move || {
             // Take the first idle connection, else wait for the next in turn.
-            for i in 0..readers.len() {
-                let m = &readers[(start + i) % readers.len()];
-                if let Ok(conn) = m.try_lock() {
-                    return f(&conn);
-                }
-            }
-            f(&lock(&readers[start % readers.len()]))
+            let n = readers.len();
+            let conn = (0..n)
+                .find_map(|i| readers[(start + i) % n].try_lock().ok())
+                .unwrap_or_else(|| lock(&readers[start % n]));
+            let _running = Running::start(&running, &conn)?;
+            f(&conn)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        drop(cancel);
+        out
     }
 
     /// Recomputes every rollup cell from the stored lifecycles and

@@ -109,3 +109,39 @@ async fn a_late_fragment_does_not_replace_a_whole_lifecycle() {
     let report = store.report(&ReportOptions::default()).await.unwrap();
     assert_eq!(report.totals.delivered, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_caller_stops_waiting_is_interrupted() {
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let slow = store.read(move |conn| {
+        let started = Instant::now();
+        let counted = conn.query_row(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000000)
+             SELECT count(*) FROM c",
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        let _ = tx.send((counted.is_err(), started.elapsed()));
+        Ok(())
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(200), slow)
+        .await
+        .is_err());
+
+    let (interrupted, took) =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .expect("the query ran on after its caller stopped waiting");
+    assert!(interrupted);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // Every reader, the interrupted one among them, answers the next reads.
+    for _ in 0..super::READERS * 2 {
+        store.hosts().await.unwrap();
+    }
+}
