@@ -644,3 +644,57 @@ async fn subscriptions_receive_what_the_pipeline_commits() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_text_search_of_eighty_thousand_words_is_refused_at_once() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let search = "query($t: String!) { logLines(filter: { text: $t }) { text } }";
+
+    let started = std::time::Instant::now();
+    let v = server
+        .query(Some(&admin), search, json!({ "t": "a* ".repeat(80_000) }))
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+    let message = v["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("search for at most"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let v = server
+        .query(Some(&admin), search, json!({ "t": "a ".repeat(33) }))
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+    let message = v["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("33 words"), "{message}");
+
+    let v = server
+        .query(Some(&admin), search, json!({ "t": "a ".repeat(32) }))
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_texts_with_a_nul_or_too_long_are_refused_as_bad_input() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let lines = "query($t: String!) { logLines(filter: { text: $t }) { text } }";
+    let messages =
+        "query($s: String!) { messages(filter: { subject: $s }) { edges { node { id } } } }";
+
+    for (query, variables) in [
+        (lines, json!({ "t": "ali\u{0}ce" })),
+        (messages, json!({ "s": "\u{0}zzzz-not-present" })),
+        (messages, json!({ "s": "%_".repeat(100_000) })),
+    ] {
+        let v = server.query(Some(&admin), query, variables).await;
+        assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+        let message = v["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(!message.contains("database"), "{message}");
+    }
+
+    // Wildcards in a subject are matched literally.
+    let v = server
+        .query(Some(&admin), messages, json!({ "s": "%" }))
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+}

@@ -114,6 +114,7 @@ pub use queue::{
     QueueJobFilter, QueueJobSummary, QueuePoint, RecipientScope, MAX_HISTORY_POINTS,
 };
 pub use sqlite::SqliteStore;
+pub use types::{check_search_text, search_words, MAX_SEARCH_BYTES, MAX_SEARCH_WORDS};
 pub use types::{
     AuditEntry, AuditFilter, Batch, BatchSummary, Blob, Bucket, CellQuery, HostSummary, LineQuery,
     MessageFilter, Page, PageRequest, RecipientCount, RecipientQuery, RejectFilter, Retention,

@@ -9,6 +9,8 @@ use exim_pilot_schema::{
     RejectRecord,
 };
 
+use crate::error::StoreError;
+
 /// One raw log record as stored: its bytes and origin, plus what the parser
 /// said about it, so that a message's records and full-text hits can be
 /// found without parsing again.
@@ -137,7 +139,8 @@ pub struct MessageFilter {
     pub outcome: Option<Outcome>,
     /// With a deferral or failure of this class.
     pub reason: Option<ReasonClass>,
-    /// With this text in its subject.
+    /// With this text in its subject, matched literally, ASCII letters in
+    /// either case; refused when [`check_search_text`] refuses it.
     pub subject: Option<String>,
     /// With this Message-ID header (angle brackets optional).
     pub message_id_header: Option<String>,
@@ -190,6 +193,51 @@ pub struct RejectFilter {
     pub client_ip: Option<String>,
     /// Of this reason class.
     pub class: Option<ReasonClass>,
+}
+
+/// Most words a full-text search may hold. Each word is one more index
+/// lookup to intersect; a few dozen find any line worth finding, while
+/// tens of thousands keep the database busy for minutes.
+pub const MAX_SEARCH_WORDS: usize = 32;
+
+/// Longest text, in bytes, a full-text search or a subject filter may be.
+pub const MAX_SEARCH_BYTES: usize = 1000;
+
+/// Checks text a user typed to search for: at most [`MAX_SEARCH_BYTES`]
+/// and no NUL (which the database would read as the end of the text).
+/// `what` names the field in the error.
+pub fn check_search_text(what: &str, text: &str) -> Result<(), StoreError> {
+    if text.contains('\0') {
+        return Err(StoreError::InvalidQuery(format!(
+            "{what} contains a NUL character; remove it"
+        )));
+    }
+    if text.len() > MAX_SEARCH_BYTES {
+        return Err(StoreError::InvalidQuery(format!(
+            "{what} is {} bytes long; search for at most {MAX_SEARCH_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The words of a full-text search, checked: at least one, at most
+/// [`MAX_SEARCH_WORDS`], and text [`check_search_text`] accepts.
+pub fn search_words(text: &str) -> Result<Vec<&str>, StoreError> {
+    check_search_text("the search text", text)?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() {
+        return Err(StoreError::InvalidQuery(
+            "full-text search needs at least one word".into(),
+        ));
+    }
+    if words.len() > MAX_SEARCH_WORDS {
+        return Err(StoreError::InvalidQuery(format!(
+            "the search text has {} words; search for at most {MAX_SEARCH_WORDS}",
+            words.len()
+        )));
+    }
+    Ok(words)
 }
 
 /// A full-text search over raw log lines.

@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 
 use exim_pilot_schema::report::{hour_start, Cell, CellKey, Dimension, ReportOptions};
 use exim_pilot_schema::MessageId;
+use exim_pilot_store::{check_search_text, search_words};
 use exim_pilot_store::{
     AuditFilter, Bucket, CellQuery, LineQuery, MessageFilter as StoreFilter, PageRequest,
-    RecipientQuery, RejectFilter as StoreRejectFilter, Role, Store, MAX_TOP_RECIPIENTS,
+    RecipientQuery, RejectFilter as StoreRejectFilter, Role, Store, StoreError, MAX_TOP_RECIPIENTS,
 };
 
+use super::queue::bad_input;
 use super::types::*;
 use super::{api, caller, scoped_host};
 
@@ -61,7 +63,8 @@ pub struct MessageFilter {
     pub outcome: Option<String>,
     /// With a deferral or failure of this reason class.
     pub reason: Option<String>,
-    /// With this text in the subject.
+    /// With this text in the subject, matched literally (`%` and `_` are
+    /// no wildcards), ASCII letters in either case; at most 1000 bytes.
     pub subject: Option<String>,
     /// With this Message-ID header.
     pub message_id_header: Option<String>,
@@ -81,8 +84,44 @@ fn parse_name<T: serde::de::DeserializeOwned>(
     .transpose()
 }
 
+/// A store's refusal of what a user typed, as a `BAD_USER_INPUT` error.
+fn user_input<T>(checked: Result<T, StoreError>) -> Result<T> {
+    checked.map_err(|e| bad_input(e.to_string()))
+}
+
 impl MessageFilter {
+    /// Refuses a NUL in any text of the filter (the database would read
+    /// it as the end of the text, so `subject: "\u0000x"` would find every
+    /// message) and a subject longer than a search may be.
+    fn check(&self) -> Result<()> {
+        let texts = [
+            ("host", &self.host),
+            ("sender", &self.sender),
+            ("senderDomain", &self.sender_domain),
+            ("recipient", &self.recipient),
+            ("address", &self.address),
+            ("domain", &self.domain),
+            ("state", &self.state),
+            ("outcome", &self.outcome),
+            ("reason", &self.reason),
+            ("messageIdHeader", &self.message_id_header),
+            ("clientIp", &self.client_ip),
+        ];
+        for (name, text) in texts {
+            if text.as_deref().is_some_and(|t| t.contains('\0')) {
+                return Err(bad_input(format!(
+                    "{name} contains a NUL character; remove it"
+                )));
+            }
+        }
+        if let Some(subject) = &self.subject {
+            user_input(check_search_text("the subject filter", subject))?;
+        }
+        Ok(())
+    }
+
     fn into_store(self, host: Option<String>) -> Result<StoreFilter> {
+        self.check()?;
         Ok(StoreFilter {
             since: self.since,
             until: self.until,
@@ -135,7 +174,7 @@ pub enum BucketSize {
 /// Which raw lines to find.
 #[derive(InputObject)]
 pub struct LogLineFilter {
-    /// Words that must all appear.
+    /// Words that must all appear: at most 32 words and 1000 bytes.
     pub text: String,
     /// Only this mail server.
     pub host: Option<String>,
@@ -566,6 +605,7 @@ impl LogQuery {
     #[graphql(complexity = "filter.limit.unwrap_or(100).max(1) as usize * child_complexity")]
     async fn log_lines(&self, ctx: &Context<'_>, filter: LogLineFilter) -> Result<Vec<LogLine>> {
         let p = caller(ctx, Role::Viewer).await?;
+        user_input(search_words(&filter.text))?;
         let query = LineQuery {
             text: filter.text,
             host: scoped_host(p, filter.host)?,

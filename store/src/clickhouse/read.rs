@@ -15,7 +15,7 @@ use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 use super::rows::*;
 use super::Db;
 use crate::cursor::{cursor_number, decode_cursor, encode_cursor};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::plan::{cell_query_range, hour_bounds, range_key, rollup_reads};
 use crate::types::*;
 
@@ -206,6 +206,7 @@ pub async fn search(db: &Db, f: &MessageFilter, page: &PageRequest) -> Result<Pa
         c.push("has(reasons, ?)", [text(class.as_str())]);
     }
     if let Some(s) = &f.subject {
+        crate::check_search_text("the subject filter", s)?;
         // Like SQLite's LIKE: ASCII letters match either case.
         c.push(
             "positionCaseInsensitive(ifNull(subject, ''), ?) > 0 AND isNotNull(subject)",
@@ -666,12 +667,7 @@ pub async fn cells(db: &Db, q: &CellQuery) -> Result<ReportCells> {
 /// Full-text search over raw lines: every word a case-insensitive
 /// substring.
 pub async fn search_lines(db: &Db, q: &LineQuery) -> Result<Vec<StoredRecord>> {
-    let words: Vec<&str> = q.text.split_whitespace().collect();
-    if words.is_empty() {
-        return Err(StoreError::InvalidQuery(
-            "full-text search needs at least one word".into(),
-        ));
-    }
+    let words = crate::search_words(&q.text)?;
     let mut c = Conditions::default();
     for w in words {
         c.push("positionCaseInsensitive(bytes, ?) > 0", [text(w)]);

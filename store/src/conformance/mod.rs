@@ -929,6 +929,18 @@ pub async fn search_filters(backend: &dyn Backend) {
             "filter {name}"
         );
     }
+
+    // A subject is searched for as typed: `_` and `%` are no wildcards.
+    for subject in ["number_1", "Fixture%1", "%"] {
+        let filter = MessageFilter {
+            subject: Some(subject.into()),
+            ..Default::default()
+        };
+        assert!(
+            all_ids(store.as_ref(), &filter).await.is_empty(),
+            "subject {subject:?}"
+        );
+    }
 }
 
 /// Blobs commit with their batch, replace older values and read back.

@@ -172,17 +172,13 @@ pub fn normalize_msgid(s: &str) -> String {
 
 /// Turns words typed by a user into an FTS5 query: each word becomes a
 /// quoted phrase (so punctuation inside it cannot be read as query
-/// syntax), and all words must match.
+/// syntax), and all words must match. The text is checked by
+/// [`crate::search_words`] first.
 pub fn fts_query(text: &str) -> Result<String> {
-    let words: Vec<String> = text
-        .split_whitespace()
+    let words: Vec<String> = crate::search_words(text)?
+        .into_iter()
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
         .collect();
-    if words.is_empty() {
-        return Err(StoreError::InvalidQuery(
-            "full-text search needs at least one word".into(),
-        ));
-    }
     Ok(words.join(" "))
 }
 
@@ -197,6 +193,22 @@ mod tests {
             "\"bob@example.com\" \"say\"\"hi\""
         );
         assert!(fts_query("   ").is_err());
+    }
+
+    #[test]
+    fn fts_queries_of_too_many_words_a_nul_or_too_long_are_refused() {
+        let words = "a* ".repeat(86_000);
+        assert!(matches!(
+            fts_query(&words),
+            Err(StoreError::InvalidQuery(_))
+        ));
+        assert!(fts_query(&"a ".repeat(32)).is_ok());
+        assert!(fts_query(&"a ".repeat(33)).is_err());
+        assert!(matches!(
+            fts_query("ali\u{0}ce"),
+            Err(StoreError::InvalidQuery(_))
+        ));
+        assert!(fts_query(&"x".repeat(1001)).is_err());
     }
 
     #[test]

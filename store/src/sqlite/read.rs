@@ -248,6 +248,7 @@ pub fn search(conn: &Connection, f: &MessageFilter, page: &PageRequest) -> Resul
         ));
     }
     if let Some(s) = &f.subject {
+        crate::check_search_text("the subject filter", s)?;
         c.push(
             "l.subject LIKE ? ESCAPE '\\'",
             [text(&format!("%{}%", codec::like_escape(s.trim())))],
