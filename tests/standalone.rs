@@ -357,9 +357,25 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The address a child started with `--listen 127.0.0.1:0` serves on, from
+/// the first line it writes to its standard error (piped); the rest of
+/// its output is read and dropped, since a closed pipe would end the
+/// process at its next line.
+fn served_address(child: &mut Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    line.split("http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn health_readiness_and_metrics_are_served_while_following() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("mainlog");
     let data = dir.path().join("data");
@@ -373,15 +389,7 @@ fn health_readiness_and_metrics_are_served_while_following() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim()
-        .to_string();
+    let addr = served_address(&mut child);
     wait_for_records(&data, 537, &mut child);
 
     assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_string()));
@@ -408,7 +416,6 @@ fn health_readiness_and_metrics_are_served_while_following() {
 /// following its logs into the store, and answers again once they go.
 #[test]
 fn idle_connections_beyond_the_open_files_limit_do_not_stop_the_work() {
-    use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("mainlog");
@@ -437,17 +444,7 @@ fn idle_connections_beyond_the_open_files_limit_do_not_stop_the_work() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim()
-        .to_string();
-    // Keep reading: a closed pipe would end the process at its next log.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let addr = served_address(&mut child);
     wait_for_records(&data, first.len(), &mut child);
 
     // 400 connections at once; those past the listen queue's length may
