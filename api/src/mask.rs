@@ -33,10 +33,10 @@
 //! follows a delivery mark (`=>`, `->`, `**`, `==`, `>>`, `*>`) or stands
 //! alone in angle brackets (`<alice>`, unqualified) or names a mailbox
 //! in a path (`/var/mail/alice`, `/home/alice/`) is masked whatever its
-//! length. A quoted local part with spaces
-//! (`"john doe"@example.com`) is masked only from its last word on; a
-//! word equal to a masked local part is masked even where it meant
-//! something else (a router named like a mailbox).
+//! length. A quoted local part (`"john doe"@example.com`) is masked
+//! whole, quotes included. A word equal to a masked local part is masked
+//! even where it meant something else (a router named like a mailbox, a
+//! word of a subject).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,7 +208,9 @@ fn pieces(text: &str) -> Vec<Piece<'_>> {
     let mut rest = text;
     let mut offset = 0;
     while !rest.is_empty() {
-        let start = rest.find(local_char).unwrap_or(rest.len());
+        let start = rest
+            .find(|c| local_char(c) || c == '"')
+            .unwrap_or(rest.len());
         if start > 0 {
             out.push(Piece::Other(&rest[..start]));
         }
@@ -216,6 +218,27 @@ fn pieces(text: &str) -> Vec<Piece<'_>> {
         offset += start;
         if rest.is_empty() {
             break;
+        }
+        if rest.starts_with('"') {
+            // A quoted local part (`"john doe"@example.com`) is one word,
+            // quotes included; any other quote is punctuation.
+            let used = match quoted_address(rest) {
+                Some((quoted, domain)) => {
+                    out.push(Piece::Word {
+                        text: quoted,
+                        at: offset,
+                        domain: Some(domain),
+                    });
+                    quoted.len() + 1 + domain.len()
+                }
+                None => {
+                    out.push(Piece::Other(&rest[..1]));
+                    1
+                }
+            };
+            rest = &rest[used..];
+            offset += used;
+            continue;
         }
         let len = rest.find(|c| !local_char(c)).unwrap_or(rest.len());
         let (word, after) = rest.split_at(len);
@@ -247,6 +270,22 @@ fn pieces(text: &str) -> Vec<Piece<'_>> {
         offset += used;
     }
     out
+}
+
+/// The longest local part an address may have (RFC 5321), quotes
+/// included here.
+const MAX_LOCAL: usize = 66;
+
+/// A quoted local part at the start of `s` (which starts with `"`) and
+/// the domain after its `@`, when `s` starts with such an address.
+fn quoted_address(s: &str) -> Option<(&str, &str)> {
+    let close = 1 + s[1..].find(['"', '\n'])?;
+    if close >= MAX_LOCAL || !s[close..].starts_with('"') {
+        return None;
+    }
+    let quoted = &s[..=close];
+    let domain = s[close + 1..].strip_prefix('@').and_then(domain_of)?;
+    Some((quoted, domain))
 }
 
 /// The domain at the start of `s`, if there is one.
@@ -418,6 +457,31 @@ mod tests {
         let file = mask("1xZVcO-0007B8-1C => /var/mail/grace <grace@lab.test> R=local");
         assert!(!file.contains("grace"), "{file}");
         assert!(file.contains("/var/mail/*"), "{file}");
+    }
+
+    #[test]
+    fn quoted_local_parts_are_masked_whole() {
+        let line = "1xZVcO-0007B8-1C => \"john doe\"@lab.test R=smarthost \
+                    T=\"a \"quoted\" subject\" for \"x\"@y.test \"\"@z.test";
+        let out = mask(line);
+        for local in ["john", "doe", "\"x\"", "\"\"@"] {
+            assert!(!out.contains(local), "{local} in {out}");
+        }
+        for kept in [
+            "@lab.test R=smarthost",
+            "T=\"a \"quoted\" subject\" for *",
+            "@y.test",
+        ] {
+            assert!(out.contains(kept), "{kept} not in {out}");
+        }
+        // Not an address: left as it is.
+        for text in ["say \"hi\" @ noon", "\"unclosed@x.test", "\"a\nb\"@x.test"] {
+            assert_eq!(
+                mask(text).contains('*'),
+                text.contains("unclosed"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
