@@ -399,6 +399,41 @@ async fn admins_create_users_with_checked_passwords() {
     let me = server.data(&token, "{ me { role } }", json!({})).await;
     assert_eq!(me["me"]["role"], "operator");
 
+    // A name taken, and a change of a user who does not exist, say so.
+    let again = server
+        .query(Some(&admin), create, json!({ "p": null }))
+        .await;
+    assert_eq!(error_code(&again), "ALREADY_EXISTS", "{again}");
+    let nobody = server
+        .query(
+            Some(&admin),
+            "mutation { updateUser(name: \"nobody\", disabled: true) { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&nobody), "NOT_FOUND", "{nobody}");
+
+    // A viewer of one mail server asking about another is told so.
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"scoped\", role: \"viewer\", \
+             password: \"Vx7qLm2pWz9k-sc\", hosts: [\"mx9.example\"]) { user { name } } }",
+            json!({}),
+        )
+        .await;
+    let scoped = server.token("scoped", "Vx7qLm2pWz9k-sc").await;
+    let other = server
+        .query(
+            Some(&scoped),
+            "{ message(host: \"mx1.example\", id: \"1vcY0u-000001-58\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&other), "FORBIDDEN", "{other}");
+    let said = other["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("may not see mail server"), "{other}");
+
     // Changing one's password ends one's sessions.
     server
         .data(

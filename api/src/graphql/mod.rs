@@ -24,7 +24,7 @@ use async_graphql::{
 };
 use tokio::sync::broadcast;
 
-use exim_pilot_store::{Role, Store};
+use exim_pilot_store::{Role, Store, StoreError};
 
 use crate::auth::{Actor, Auth, AuthError, Principal};
 use crate::live::LiveBatch;
@@ -136,6 +136,8 @@ pub fn coded(e: AuthError) -> async_graphql::Error {
         AuthError::InvalidToken => "UNAUTHENTICATED",
         AuthError::Forbidden(_) => "FORBIDDEN",
         AuthError::Password(_) | AuthError::BadName(_) => "BAD_USER_INPUT",
+        AuthError::Store(StoreError::Exists { .. }) => "ALREADY_EXISTS",
+        AuthError::Store(StoreError::NotFound { .. }) => "NOT_FOUND",
         AuthError::Store(_) => "INTERNAL",
     };
     async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
@@ -171,7 +173,10 @@ pub async fn caller<'a>(ctx: &'a Context<'_>, role: Role) -> async_graphql::Resu
 pub fn scoped_host(p: &Principal, asked: Option<String>) -> async_graphql::Result<Option<String>> {
     match asked {
         Some(h) if p.may_see(&h) => Ok(Some(h)),
-        Some(_) => Err(coded(AuthError::Forbidden(Role::Admin))),
+        Some(h) => Err(async_graphql::Error::new(format!(
+            "forbidden: you may not see mail server {h:?}"
+        ))
+        .extend_with(|_, ext| ext.set("code", "FORBIDDEN"))),
         None if p.hosts.is_empty() => Ok(None),
         None if p.hosts.len() == 1 => Ok(p.hosts.first().cloned()),
         None => Err(async_graphql::Error::new(
