@@ -160,3 +160,34 @@ fn lifecycles_read_standard_input() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 128);
 }
+
+/// `trace` finds messages by id, and by the null sender
+/// written as the log and reports write it, `<>`.
+#[test]
+fn trace_finds_messages_by_id_and_by_the_null_sender() {
+    let trace = |target: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+            .args(["trace", "--format", "json", "--timezone", "utc"])
+            .args(["--host", "mx1.lab.test", "--file"])
+            .arg(scenario("s01_core_all").join("mainlog"))
+            .arg(target)
+            .output()
+            .unwrap();
+        let found: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        found
+    };
+    let bounces = trace("<>");
+    assert!(bounces.len() > 5, "{} messages from <>", bounces.len());
+    assert!(bounces
+        .iter()
+        .all(|f| f["lifecycle"]["sender"].as_str().is_none_or(str::is_empty)));
+    assert_eq!(bounces, trace(""));
+    let first = &bounces[0]["lifecycle"];
+    let by_id = trace(first["id"].as_str().unwrap());
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(&by_id[0]["lifecycle"], first);
+}

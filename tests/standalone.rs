@@ -580,7 +580,10 @@ fn a_last_line_still_being_written_is_imported_once_complete() {
     fs::write(&live, &text[..cut]).unwrap();
     let growing = dir.path().join("growing");
     let first = import(&growing, &live);
-    assert!(first.contains("was left out"), "{first}");
+    assert!(
+        first.contains("still being written?) and was left out; import the file again"),
+        "{first}"
+    );
     // `standalone --once` does not read it either, and says so.
     let followed = dir.path().join("followed");
     let once = |data: &Path| {

@@ -98,7 +98,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     for (path, bytes) in importer.held_back() {
         println!(
-            "{}: its last line has no newline yet ({bytes} bytes, still being written?) and              was left out; import the file again, or let `exim-pilot standalone` read it, once              the line is complete.",
+            "{}: its last line has no newline yet ({bytes} bytes, still being written?) and \
+             was left out; import the file again, or let `exim-pilot standalone` read it, once \
+             the line is complete.",
             path.display()
         );
     }

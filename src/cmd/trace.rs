@@ -65,14 +65,26 @@ struct Found {
 }
 
 /// Runs the subcommand.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    // The null sender is written `<>`, as the log and reports show it; it
+    // is stored as the empty address.
+    for target in &mut args.targets {
+        if target.trim() == "<>" {
+            target.clear();
+        }
+    }
     let found = if args.files.is_empty() {
         from_store(&args)?
     } else {
         from_files(&args)?
     };
     if found.is_empty() {
-        eprintln!("exim-pilot: no message matches {}", args.targets.join(", "));
+        let named: Vec<&str> = args
+            .targets
+            .iter()
+            .map(|t| if t.is_empty() { "<>" } else { t.as_str() })
+            .collect();
+        eprintln!("exim-pilot: no message matches {}", named.join(", "));
         return Ok(ExitCode::from(1));
     }
     let mut out = String::new();
