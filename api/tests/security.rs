@@ -488,6 +488,29 @@ async fn queries_over_the_depth_or_complexity_limit_are_refused_before_running()
             "{v}"
         );
     }
+    // So are rankings and line searches asked for no rows or fewer.
+    for (query, says) in [
+        (
+            "{ topSenders(top: 0) { sender } }",
+            "top must be between 1 and",
+        ),
+        (
+            "{ topRecipients(top: -1) { address } }",
+            "top must be between 1 and",
+        ),
+        (
+            "{ deliverability(top: 0) { key } }",
+            "top must be between 1 and",
+        ),
+        (
+            "{ logLines(filter: { text: \"x\", limit: 0 }) { text } }",
+            "limit must be between 1 and 1000",
+        ),
+    ] {
+        let v = server.query(Some(&viewer), query, json!({})).await;
+        let message = v["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(says), "{query}: {v}");
+    }
 
     // Neither reached a resolver: resolvers of refused queries would have
     // audited nothing either way, so check a resolver's own refusal is

@@ -29,6 +29,17 @@ fn ranking_size(top: Option<i32>) -> usize {
         .clamp(1, MAX_TOP_RECIPIENTS as i32) as usize
 }
 
+/// A size argument (`top`, `limit`) given or its default, refused when
+/// outside `1..=max`, as a page size out of range is.
+fn size_arg(name: &str, value: Option<i32>, default: i32, max: i32) -> Result<usize> {
+    let value = value.unwrap_or(default);
+    if (1..=max).contains(&value) {
+        Ok(value as usize)
+    } else {
+        Err(format!("{name} must be between 1 and {max}").into())
+    }
+}
+
 /// A time range; open ends are unbounded.
 #[derive(InputObject, Clone, Default)]
 pub struct TimeRange {
@@ -419,6 +430,7 @@ impl LogQuery {
     ) -> Result<Vec<DeliverabilityRow>> {
         let p = caller(ctx, Role::Viewer).await?;
         let host = scoped_host(p, host)?;
+        let top = size_arg("top", top, 100, 10_000)?;
         let dim = match group_by {
             GroupBy::Total | GroupBy::LocalHost => Dimension::Total,
             GroupBy::Domain => Dimension::Domain,
@@ -466,7 +478,6 @@ impl LogQuery {
                 .then(b.messages.cmp(&a.messages))
                 .then(a.key.cmp(&b.key))
         });
-        let top = top.unwrap_or(100).clamp(1, 10_000) as usize;
         if bucket.is_none() {
             rows.truncate(top);
         }
@@ -487,6 +498,7 @@ impl LogQuery {
         top: Option<i32>,
     ) -> Result<Vec<TopSender>> {
         let p = caller(ctx, Role::Viewer).await?;
+        let top = size_arg("top", top, DEFAULT_TOP, MAX_TOP_RECIPIENTS as i32)?;
         let query = CellQuery {
             since: range.since,
             until: range.until,
@@ -509,7 +521,7 @@ impl LogQuery {
             .filter(|row| row.messages > 0)
             .collect();
         rows.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.sender.cmp(&b.sender)));
-        rows.truncate(ranking_size(top));
+        rows.truncate(top);
         Ok(rows)
     }
 
@@ -532,7 +544,7 @@ impl LogQuery {
             until: range.until,
             host: scoped_host(p, host)?,
             domain,
-            top: ranking_size(top),
+            top: size_arg("top", top, DEFAULT_TOP, MAX_TOP_RECIPIENTS as i32)?,
         };
         let found = api(ctx)?.store.top_recipients(&query).await?;
         Ok(found.into_iter().map(TopRecipient::from).collect())
@@ -616,7 +628,7 @@ impl LogQuery {
                 .map_err(|_| "log must be main, reject or panic")?,
             since: filter.since,
             until: filter.until,
-            limit: filter.limit.unwrap_or(100).clamp(1, 1000) as usize,
+            limit: size_arg("limit", filter.limit, 100, 1000)?,
         };
         let lines = api(ctx)?.store.search_lines(&query).await?;
         Ok(lines.iter().map(LogLine::from).collect())
