@@ -14,6 +14,10 @@ use exim_pilot_schema::Zone;
 use exim_pilot_store::{ClickHouseStore, SqliteStore, Store};
 use exim_pilot_testkit::Server;
 
+mod support;
+
+use support::stdout_of;
+
 /// Records per batch: small, so that many lifecycles are stored several
 /// times as they change.
 const BATCH_RECORDS: usize = 300;
@@ -25,16 +29,12 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 fn exim_pilot(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .args(args)
-        .output()
-        .expect("running exim-pilot");
-    assert!(
-        out.status.success(),
-        "exim-pilot {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+            .args(args)
+            .output()
+            .expect("running exim-pilot"),
+    )
 }
 
 /// Asserts two outputs are equal line by line, naming the first that

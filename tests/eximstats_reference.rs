@@ -16,6 +16,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod support;
+
+use support::stdout_of;
+
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/corpus")
@@ -29,12 +33,7 @@ fn run(args: &[&str], log: &Path) -> String {
         .arg(log)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(out)
 }
 
 /// The "Received" row of eximstats' grand total: (messages, delayed, failed).

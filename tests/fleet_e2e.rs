@@ -28,6 +28,10 @@ use exim_pilot_schema::Lifecycle;
 use exim_pilot_testkit::kafka::{create_topic, unique_topic};
 use exim_pilot_testkit::Server;
 
+mod support;
+
+use support::stdout_of;
+
 #[path = "../processor/tests/support/ground_truth.rs"]
 mod ground_truth;
 
@@ -448,13 +452,7 @@ fn owns_every_partition(process: &Running) -> bool {
 
 /// The output of a reading command, which must succeed.
 fn read(args: &[&str]) -> String {
-    let out = exim_pilot().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "exim-pilot {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(exim_pilot().args(args).output().unwrap())
 }
 
 fn lifecycles_json(url: &str, db: &str) -> String {

@@ -12,6 +12,10 @@ use exim_pilot_schema::{LogFile, ReasonClass, RecordOrigin, RejectRecord, Zone};
 use exim_pilot_store::{Batch, SqliteStore, Store};
 use serde_json::Value;
 
+mod support;
+
+use support::stdout_of;
+
 const SCENARIOS: [&str; 2] = ["s01_core_all", "s02_default_selectors"];
 const HOST: &str = "mx1.lab.test";
 
@@ -28,12 +32,7 @@ fn report(args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("run exim-pilot");
-    assert!(
-        out.status.success(),
-        "exim-pilot report {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON report")
+    serde_json::from_str(&stdout_of(out)).expect("JSON report")
 }
 
 fn int(v: &Value) -> i64 {

@@ -22,6 +22,10 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+mod support;
+
+use support::stdout_of;
+
 const HOST: &str = "mx1.lab.test";
 const MESSAGE: &str = "1xZVcD-000795-1J";
 const PASSWORD: &str = "a long enough password";
@@ -31,15 +35,12 @@ fn mainlog() -> PathBuf {
 }
 
 fn exim_pilot(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .args(args)
-        .env("EXIM_PILOT_PASSWORD", PASSWORD)
-        .output()
-        .expect("running exim-pilot");
-    assert!(
-        out.status.success(),
-        "exim-pilot {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+            .args(args)
+            .env("EXIM_PILOT_PASSWORD", PASSWORD)
+            .output()
+            .expect("running exim-pilot"),
     );
 }
 

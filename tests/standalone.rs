@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use exim_pilot_store::{SqliteStore, Store};
 use serde_json::Value;
 
+mod support;
+
+use support::stdout_of;
+
 const HOST: &str = "mx1.lab.test";
 
 fn exim_pilot() -> Command {
@@ -65,6 +69,28 @@ fn start(log: &Path, data: &Path) -> Child {
         .unwrap()
 }
 
+/// A temporary directory, with the paths of a mainlog and of a data
+/// directory in it (neither made yet).
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let data = dir.path().join("data");
+    (dir, log, data)
+}
+
+/// `standalone` following `log` into `data` and serving on a free port
+/// (see [`served_address`]), its standard error piped.
+fn standalone_serving(log: &Path, data: &Path) -> Command {
+    let mut cmd = exim_pilot();
+    cmd.args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
+        .args(["--listen", "127.0.0.1:0", "--log"])
+        .arg(log)
+        .arg("--data")
+        .arg(data)
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// Imports `file` into the store in `data` and returns what it printed.
 fn import(data: &Path, file: &Path) -> String {
     let out = exim_pilot()
@@ -74,12 +100,7 @@ fn import(data: &Path, file: &Path) -> String {
         .arg(file)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(out)
 }
 
 /// Records the store holds for the host, read through a separate reader.
@@ -182,9 +203,7 @@ fn outcome_summary(all: &[Value]) -> Vec<String> {
 
 #[test]
 fn rotation_kill_and_restart_lose_and_duplicate_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mainlog");
-    let data = dir.path().join("data");
+    let (dir, log, data) = scratch();
     let lines = lines_of(&corpus_mainlog("s01_core_all"));
     let (a, rest) = lines.split_at(400);
     let (b, rest) = rest.split_at(400);
@@ -271,9 +290,7 @@ fn a_directory_without_logs_is_explained() {
 
 #[test]
 fn a_second_process_on_the_same_data_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mainlog");
-    let data = dir.path().join("data");
+    let (_dir, log, data) = scratch();
     append(
         &log,
         &lines_of(&corpus_mainlog("s02_default_selectors"))[..10],
@@ -293,9 +310,7 @@ fn a_second_process_on_the_same_data_is_refused() {
 
 #[test]
 fn importing_a_compressed_copy_of_a_followed_log_adds_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mainlog");
-    let data = dir.path().join("data");
+    let (dir, log, data) = scratch();
     let lines = lines_of(&corpus_mainlog("s02_default_selectors"));
     append(&log, &lines);
     let status = exim_pilot()
@@ -376,19 +391,9 @@ fn served_address(child: &mut Child) -> String {
 
 #[test]
 fn health_readiness_and_metrics_are_served_while_following() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mainlog");
-    let data = dir.path().join("data");
+    let (_dir, log, data) = scratch();
     append(&log, &lines_of(&corpus_mainlog("s02_default_selectors")));
-    let mut child = exim_pilot()
-        .args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
-        .args(["--listen", "127.0.0.1:0", "--log"])
-        .arg(&log)
-        .arg("--data")
-        .arg(&data)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = standalone_serving(&log, &data).spawn().unwrap();
     let addr = served_address(&mut child);
     wait_for_records(&data, 537, &mut child);
 
@@ -417,18 +422,11 @@ fn health_readiness_and_metrics_are_served_while_following() {
 #[test]
 fn idle_connections_beyond_the_open_files_limit_do_not_stop_the_work() {
     use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mainlog");
-    let data = dir.path().join("data");
+    let (_dir, log, data) = scratch();
     let first = lines_of(&corpus_mainlog("s02_default_selectors"));
     append(&log, &first);
-    let mut cmd = exim_pilot();
-    cmd.args(["standalone", "--quiet", "--timezone", "utc", "--host", HOST])
-        .args(["--no-queue", "--listen", "127.0.0.1:0", "--log"])
-        .arg(&log)
-        .arg("--data")
-        .arg(&data)
-        .stderr(Stdio::piped());
+    let mut cmd = standalone_serving(&log, &data);
+    cmd.arg("--no-queue");
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
         cmd.pre_exec(|| {
@@ -478,9 +476,7 @@ fn idle_connections_beyond_the_open_files_limit_do_not_stop_the_work() {
 
 #[test]
 fn the_first_host_name_sticks_to_the_data_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mainlog");
-    let data = dir.path().join("data");
+    let (_dir, log, data) = scratch();
     append(&log, &lines_of(&corpus_mainlog("s02_default_selectors")));
     let run = |host: Option<&str>| {
         let mut cmd = exim_pilot();

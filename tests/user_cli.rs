@@ -11,6 +11,10 @@ use chrono::Utc;
 use exim_pilot_api::auth::password;
 use exim_pilot_store::{AuditFilter, PageRequest, Role, Session, SqliteStore, Store};
 
+mod support;
+
+use support::stdout_of;
+
 /// Runs the binary with `stdin` as standard input.
 fn exim_pilot(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
@@ -30,14 +34,9 @@ fn exim_pilot(args: &[&str], stdin: &str) -> Output {
 }
 
 /// Runs the binary, which must succeed; returns its standard output.
+#[track_caller]
 fn ok(args: &[&str], stdin: &str) -> String {
-    let out = exim_pilot(args, stdin);
-    assert!(
-        out.status.success(),
-        "exim-pilot {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    stdout_of(exim_pilot(args, stdin))
 }
 
 fn store(dir: &Path) -> SqliteStore {

@@ -52,6 +52,7 @@ use ring::hmac;
 
 use exim_pilot_store::Role;
 
+use crate::auth::tokens::derived_key;
 use crate::graphql::Caller;
 
 /// Hex digits of a mark.
@@ -78,10 +79,8 @@ pub struct Masker {
 impl Masker {
     /// A masker keyed by `secret`.
     pub fn new(secret: &[u8]) -> Masker {
-        let derive = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let key = hmac::sign(&derive, b"exim-pilot address mask v1");
         Masker {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key.as_ref()),
+            key: derived_key(secret, b"exim-pilot address mask v1"),
         }
     }
 

@@ -206,14 +206,20 @@ impl std::fmt::Debug for RefreshKey {
     }
 }
 
+/// An HMAC-SHA-256 key derived from `secret` for one use, named by
+/// `label`: the HMAC of the label under the secret, so that keys of
+/// different uses differ although they come from the same secret.
+pub fn derived_key(secret: &[u8], label: &[u8]) -> hmac::Key {
+    let derive = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let bytes = hmac::sign(&derive, label);
+    hmac::Key::new(hmac::HMAC_SHA256, bytes.as_ref())
+}
+
 impl RefreshKey {
-    /// The key derived from `root`: an HMAC of a fixed label, so that it
-    /// differs from every other key derived from the same secret.
+    /// The key derived from `root` (see [`derived_key`]).
     pub fn new(root: &[u8]) -> RefreshKey {
-        let derive = hmac::Key::new(hmac::HMAC_SHA256, root);
-        let bytes = hmac::sign(&derive, b"exim-pilot refresh tokens v1");
         RefreshKey {
-            key: hmac::Key::new(hmac::HMAC_SHA256, bytes.as_ref()),
+            key: derived_key(root, b"exim-pilot refresh tokens v1"),
         }
     }
 
