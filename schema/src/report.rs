@@ -941,7 +941,8 @@ fn for_each_cell(
 
     // Dimensions that split the addresses: each key gets the message once
     // plus its own addresses.
-    let mut split = SplitCells::default();
+    // Most addresses add a domain, a remote host and a transport.
+    let mut split = SplitCells(Vec::with_capacity(3 * rcpts.len() + 1));
     for (r, c) in rcpts.iter().zip(&per_address) {
         split.add(Dimension::Domain, recipient_domain_key(r), &msg, c);
         if let Some(a) = decisive_attempt(r) {
@@ -966,7 +967,6 @@ fn for_each_cell(
 /// The cells of the dimensions that split a message's addresses, by
 /// (dimension, key). A message has a few of them, so a list searched from
 /// the start costs less than a map, and keys borrow from the lifecycle.
-#[derive(Default)]
 struct SplitCells<'a>(Vec<(Dimension, Cow<'a, str>, Cell)>);
 
 impl<'a> SplitCells<'a> {
@@ -1102,8 +1102,11 @@ impl RejectRecord {
 /// The cells of one dimension by key. An in-memory report looks a key up
 /// for every message it counts, so the maps use foldhash, which is several
 /// times faster than the standard hasher on short keys and still seeded at
-/// random per map (keys come from the logs, that is from outside).
-pub type KeyCells = HashMap<String, Cell, RandomState>;
+/// random per map (keys come from the logs, that is from outside). Cells
+/// are boxed: a map of senders or clients of a busy log grows to hundreds
+/// of thousands of keys, and a table of small entries touches and moves
+/// far less memory as it grows than one holding the cells themselves.
+pub type KeyCells = HashMap<String, Box<Cell>, RandomState>;
 
 /// Cells summed over a time range, ready to become a [`Report`]: per
 /// (dimension, key) over all hours and servers, the totals per server, and
@@ -1149,19 +1152,23 @@ impl Rollup {
         match keys.get_mut(key) {
             Some(c) => c.add(cell),
             None => {
-                keys.insert(key.to_string(), cell.clone());
+                keys.insert(key.to_string(), Box::new(cell.clone()));
             }
         }
     }
 
     /// The summed cell of one dimension and key.
     pub fn get(&self, dim: Dimension, key: &str) -> Option<&Cell> {
-        self.by_key.get(&dim)?.get(key)
+        self.by_key.get(&dim)?.get(key).map(|c| &**c)
     }
 
     /// Every key of a dimension with its cell.
     pub fn keys(&self, dim: Dimension) -> impl Iterator<Item = (&String, &Cell)> {
-        self.by_key.get(&dim).into_iter().flatten()
+        self.by_key
+            .get(&dim)
+            .into_iter()
+            .flatten()
+            .map(|(k, c)| (k, &**c))
     }
 
     /// Adds a [`Dimension::Total`] cell to the hourly series only.

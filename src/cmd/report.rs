@@ -232,6 +232,8 @@ struct Sender {
     tx: mpsc::SyncSender<ToCount>,
     counted: mpsc::Receiver<Batch>,
     batch: Batch,
+    /// The emptied list of a counted batch, for the next evictions.
+    spare: Vec<Lifecycle>,
 }
 
 impl Sender {
@@ -254,7 +256,9 @@ impl Sender {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         for counted in self.counted.try_iter() {
-            drop(counted);
+            let mut room = counted.lifecycles;
+            room.clear();
+            self.spare = room;
         }
         let batch = Batch {
             lifecycles: std::mem::take(&mut self.batch.lifecycles),
@@ -296,6 +300,7 @@ fn report_from_files(
         tx,
         counted,
         batch: Batch::default(),
+        spare: Vec::new(),
     };
 
     let correlator = Arc::new(read_files(
@@ -523,7 +528,8 @@ fn parse_chunks(
 
 /// Sends the lifecycles evicted so far to the counting thread.
 fn pass_evicted(correlator: &mut Correlator, sender: &mut Sender) -> anyhow::Result<()> {
-    sender.push_lifecycles(correlator.take_evicted())
+    let room = std::mem::take(&mut sender.spare);
+    sender.push_lifecycles(correlator.swap_evicted(room))
 }
 
 /// The stored form of a rejection or failed AUTH event, read from server

@@ -503,6 +503,14 @@ impl Correlator {
         std::mem::take(&mut self.evicted)
     }
 
+    /// [`Correlator::take_evicted`] that collects the next evictions in
+    /// `spare` (emptied first), so that a caller done with an earlier list
+    /// hands its room back instead of the list growing again from nothing.
+    pub fn swap_evicted(&mut self, mut spare: Vec<Lifecycle>) -> Vec<Lifecycle> {
+        spare.clear();
+        std::mem::replace(&mut self.evicted, spare)
+    }
+
     /// Every lifecycle in memory.
     pub fn lifecycles(&self) -> impl Iterator<Item = &Lifecycle> {
         self.messages.values().map(|m| &m.lc)
