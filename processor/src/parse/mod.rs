@@ -45,7 +45,6 @@ mod scan;
 mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use chrono::Datelike;
 use exim_pilot_schema::event::{Event, EventKind, Field, QueueRun, Syslog, Text};
@@ -78,20 +77,44 @@ pub struct ParseOptions {
 
 impl ParseOptions {
     fn year_for(&self, month: u32) -> i32 {
-        if let Some(y) = self.syslog_year {
-            return y;
-        }
-        static NOW: OnceLock<(i32, u32)> = OnceLock::new();
-        let (year, current) = *NOW.get_or_init(|| {
-            let today = chrono::Utc::now().date_naive();
-            (today.year(), today.month())
-        });
-        if month > current {
-            year - 1
-        } else {
-            year
+        match self.syslog_year {
+            Some(y) => y,
+            None => year_of_month(month, current_year_month()),
         }
     }
+}
+
+/// The year a syslog stamp of `month` was written in, read in `today`
+/// (year, month): this year, or the year before for a later month.
+fn year_of_month(month: u32, (year, current): (i32, u32)) -> i32 {
+    if month > current {
+        year - 1
+    } else {
+        year
+    }
+}
+
+/// The current UTC (year, month), looked up again when a minute has passed,
+/// so that a process running across New Year dates January's records in
+/// the new year. Packed in one word: the second after which to look again,
+/// the year and the month.
+fn current_year_month() -> (i32, u32) {
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let packed = CACHED.load(Ordering::Relaxed);
+    if packed != 0 && now < packed >> 20 {
+        return (((packed >> 4) & 0xffff) as i32, (packed & 0xf) as u32);
+    }
+    let today = chrono::Utc::now().date_naive();
+    let (year, month) = (today.year(), today.month());
+    let year_bits = year.clamp(0, 0xffff) as u64;
+    CACHED.store(
+        ((now + 60) << 20) | (year_bits << 4) | month as u64,
+        Ordering::Relaxed,
+    );
+    (year, month)
 }
 
 /// Parses one record of `log` (one line, or a multi-line entry joined with
@@ -465,5 +488,32 @@ fn dkim(b: &[u8]) -> EventKind<'_> {
     EventKind::Dkim {
         fields,
         text: scan::text(text_start.unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syslog_month_later_than_the_current_one_is_of_the_year_before() {
+        assert_eq!(year_of_month(12, (2027, 1)), 2026);
+        assert_eq!(year_of_month(1, (2027, 1)), 2027);
+        assert_eq!(year_of_month(11, (2026, 12)), 2026);
+        assert_eq!(year_of_month(12, (2026, 12)), 2026);
+    }
+
+    #[test]
+    fn the_current_year_and_month_come_from_the_clock_cached_or_not() {
+        let before = chrono::Utc::now().date_naive();
+        let first = current_year_month();
+        let again = current_year_month();
+        let after = chrono::Utc::now().date_naive();
+        for got in [first, again] {
+            assert!(
+                got == (before.year(), before.month()) || got == (after.year(), after.month()),
+                "{got:?}"
+            );
+        }
     }
 }
