@@ -101,7 +101,8 @@ pub(crate) fn checkpoint_not_found(
         inode = identity.inode,
         offset,
         "Checkpointed file not found among the log and its rotated copies; \
-         records after the offset that were never acknowledged are lost"
+         whatever was written to it after the checkpointed offset, if anything, \
+         could not be read"
     );
 }
 
