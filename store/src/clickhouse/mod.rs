@@ -135,7 +135,15 @@ pub type Journal = Arc<Mutex<Vec<String>>>;
 pub(crate) struct Db {
     client: Client,
     journal: Option<Journal>,
+    /// The longest a read may run on the server, in whole seconds.
+    read_limit_secs: u64,
 }
+
+/// The longest a read may run on the server. A caller that stops waiting
+/// (an API request past its timeout) only closes its connection, and the
+/// server would finish the query anyway: this bounds that work, well above
+/// what any read of ours takes (the API gives a request 15 s).
+pub const READ_LIMIT: Duration = Duration::from_secs(60);
 
 fn failed(doing: &str, e: clickhouse::error::Error) -> StoreError {
     StoreError::ClickHouse {
@@ -167,7 +175,18 @@ impl Db {
         if let Some(db) = database {
             client = client.with_database(db);
         }
-        Db { client, journal }
+        Db {
+            client,
+            journal,
+            read_limit_secs: READ_LIMIT.as_secs(),
+        }
+    }
+
+    /// The same client with another limit on reads (at least a second).
+    #[cfg(test)]
+    fn with_read_limit(mut self, limit: Duration) -> Db {
+        self.read_limit_secs = limit.as_secs().max(1);
+        self
     }
 
     fn query(&self, sql: &str) -> Query {
@@ -190,7 +209,11 @@ impl Db {
 
     async fn fetch<T: RowOwned + RowRead>(&self, q: Query, doing: &str) -> Result<Vec<T>> {
         self.note(q.sql_display().to_string());
-        q.fetch_all::<T>().await.map_err(|e| failed(doing, e))
+        let limit = self.read_limit_secs.to_string();
+        q.with_option("max_execution_time", limit)
+            .fetch_all::<T>()
+            .await
+            .map_err(|e| failed(doing, e))
     }
 
     /// Inserts rows into `table`, whose columns `columns` names in the

@@ -180,6 +180,23 @@ async fn an_unreachable_server_is_named_in_the_error() {
     assert!(text.contains("running and reachable"), "{text}");
 }
 
+#[tokio::test]
+async fn a_read_past_its_limit_is_stopped_by_the_server() {
+    // Minutes of work without the limit; the server gives up after a second.
+    let db = Db::new(url(), None, None).with_read_limit(std::time::Duration::from_secs(1));
+    let q = db.query("SELECT sum(cityHash64(number)) FROM numbers(20000000000)");
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        db.fetch::<u64>(q, "hash many numbers"),
+    )
+    .await
+    .expect("the server stops the query long before a minute");
+    let text = read.expect_err("the limit is exceeded").to_string();
+    assert!(text.to_lowercase().contains("timeout"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
 /// The Python with PyPI's `chdb` (a current ClickHouse in-process):
 /// `$EXIM_PILOT_CHDB_PYTHON`, else the one `scripts/services.sh install`
 /// sets up.
