@@ -46,6 +46,11 @@ const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Bytes asked for in one read.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Bytes of records a batch holds at most (beyond its one record at
+/// least): a file of long lines (a damaged log) fills a batch of pieces of
+/// [`MAX_RECORD_BYTES`] long before it reaches its number of records.
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
 /// Sorts `paths` into the order they are imported in (see the module
 /// documentation).
 pub fn order_for_import(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -190,14 +195,26 @@ impl Importer {
         &self.held_back
     }
 
-    /// The next up to `max_records` records; `None` once every file is read.
+    /// The next up to `max_records` records (fewer when they hold more than
+    /// [`MAX_BATCH_BYTES`]); `None` once every file is read.
     pub fn next_batch(&mut self, max_records: usize) -> Result<Option<Vec<RawRecord>>> {
         let max_records = max_records.max(1);
-        while self.ready.len() < max_records && self.read_more()? {}
+        while self.ready.len() < max_records
+            && ready_bytes(&self.ready, max_records) < MAX_BATCH_BYTES
+            && self.read_more()?
+        {}
         if self.ready.is_empty() {
             return Ok(None);
         }
-        let count = max_records.min(self.ready.len());
+        let mut count = 0;
+        let mut bytes = 0;
+        for r in self.ready.iter().take(max_records) {
+            if count > 0 && bytes + r.record.bytes.len() > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += r.record.bytes.len();
+            count += 1;
+        }
         self.counters.records_emitted += count as u64;
         Ok(Some(self.ready.drain(..count).map(|r| r.record).collect()))
     }
@@ -271,6 +288,15 @@ impl Iterator for Importer {
     }
 }
 
+/// Bytes held by the first `max_records` ready records.
+fn ready_bytes(ready: &VecDeque<Ready>, max_records: usize) -> usize {
+    ready
+        .iter()
+        .take(max_records)
+        .map(|r| r.record.bytes.len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +312,27 @@ mod tests {
             b"2024-05-23 10:02:11"
         );
         assert_eq!(iso_timestamp(b"May 23 10:02:11 mail exim[2]: x"), None);
+    }
+
+    #[test]
+    fn a_batch_of_long_lines_is_bounded_by_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mainlog");
+        // No newline at all: pieces of the largest record size.
+        let size = MAX_BATCH_BYTES * 2 + 12_345;
+        std::fs::write(&path, vec![b'z'; size]).unwrap();
+        let mut importer = Importer::new(std::slice::from_ref(&path), "mx").unwrap();
+        let mut total = 0;
+        let mut batches = 0;
+        while let Some(batch) = importer.next_batch(10_000).unwrap() {
+            let bytes: usize = batch.iter().map(|r| r.bytes.len()).sum();
+            assert!(bytes <= MAX_BATCH_BYTES, "{bytes} bytes in one batch");
+            assert!(batch.iter().all(|r| r.bytes.len() <= MAX_RECORD_BYTES));
+            total += bytes;
+            batches += 1;
+        }
+        assert_eq!(total, size, "every byte is read");
+        assert!(batches >= 3, "{batches} batches");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::io::Cursor;
 
-use exim_pilot_processor::parse::{parse_record, RecordReader};
+use exim_pilot_processor::parse::{parse_record, RecordReader, MAX_RECORD_BYTES};
 use exim_pilot_schema::LogFile;
 
 const DELIVERY: &str = "2024-07-05 09:14:02 1sPf10-00000000Aid-00JP => bob@example.com \
@@ -88,4 +88,66 @@ fn truncated_gzip_gives_what_it_holds() {
         }
     }
     assert!(n > 100 && n < 2000, "read {n} of 2000 records");
+}
+
+/// Records with their offsets.
+fn records_at(text: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut reader = RecordReader::new(Cursor::new(text.to_vec()));
+    let mut out = Vec::new();
+    while let Some(r) = reader.next_record().unwrap() {
+        out.push((r.offset, r.bytes.to_vec()));
+    }
+    out
+}
+
+#[test]
+fn a_line_longer_than_a_record_is_cut_into_pieces_that_keep_every_byte() {
+    let long: Vec<u8> = (0..MAX_RECORD_BYTES * 3 + 1234)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let mut text = long.clone();
+    text.push(b'\n');
+    text.extend_from_slice(COMPLETED.as_bytes());
+    text.push(b'\n');
+    let got = records_at(&text);
+    assert_eq!(got.len(), 5, "four pieces and the next line");
+    let mut offset = 0u64;
+    let mut joined = Vec::new();
+    for (at, bytes) in &got[..4] {
+        assert_eq!(*at, offset);
+        assert!(bytes.len() <= MAX_RECORD_BYTES);
+        offset += bytes.len() as u64;
+        joined.extend_from_slice(bytes);
+    }
+    assert_eq!(joined, long);
+    assert_eq!(got[4], (offset + 1, COMPLETED.as_bytes().to_vec()));
+}
+
+#[test]
+fn a_line_of_exactly_the_largest_size_is_one_record() {
+    let mut text = vec![b'x'; MAX_RECORD_BYTES];
+    text.push(b'\n');
+    text.extend_from_slice(COMPLETED.as_bytes());
+    let got = records(&text);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].len(), MAX_RECORD_BYTES);
+    assert_eq!(got[1], COMPLETED.as_bytes());
+}
+
+#[test]
+fn continuation_lines_join_a_record_only_while_it_fits() {
+    // A rejectlog entry followed by endless indented lines.
+    let mut text = COMPLETED.as_bytes().to_vec();
+    let filler = format!("  {}\n", "y".repeat(1000));
+    text.push(b'\n');
+    for _ in 0..3000 {
+        text.extend_from_slice(filler.as_bytes());
+    }
+    let got = records(&text);
+    assert!(got.len() > 2, "{} records", got.len());
+    assert!(got.iter().all(|r| r.len() <= MAX_RECORD_BYTES));
+    assert!(got[0].starts_with(COMPLETED.as_bytes()));
+    let bytes: usize = got.iter().map(|r| r.len()).sum();
+    // Every line is kept: the text less the newlines that ended records.
+    assert_eq!(bytes + got.len(), text.len());
 }

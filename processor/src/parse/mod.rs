@@ -52,7 +52,7 @@ use exim_pilot_schema::LogFile;
 use exim_pilot_schema::LogTime;
 use memchr::memchr;
 
-pub use records::{open_log, OwnedRecord, Record, RecordError, RecordReader};
+pub use records::{open_log, OwnedRecord, Record, RecordError, RecordReader, MAX_RECORD_BYTES};
 
 /// Records parsed to [`EventKind::Unparsed`] since the process started.
 static UNPARSED: AtomicU64 = AtomicU64::new(0);

@@ -19,6 +19,11 @@
 //!
 //! Each record carries the byte offset of its first line in the (possibly
 //! decompressed) stream.
+//!
+//! Records are bounded by [`MAX_RECORD_BYTES`], as the tailer's are: a
+//! longer line is cut into pieces of that size, each a record of its own,
+//! and lines are joined to a record only while it fits. So a file without
+//! newlines (a damaged log, `/dev/zero`) is read in bounded memory.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -27,6 +32,11 @@ use std::path::{Path, PathBuf};
 use exim_pilot_schema::record::{is_continuation, is_record_start};
 use flate2::read::MultiGzDecoder;
 use memchr::memchr;
+
+/// The largest record the reader hands out, in bytes: the tailer's
+/// default (`FollowerConfig::max_record_bytes` in `exim-pilot-ingest`).
+/// Exim's own log lines stay far below it (its log buffer is 8 KB).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// Why a log could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -226,10 +236,11 @@ impl<R: BufRead> RecordReader<R> {
         Ok(true)
     }
 
-    /// Appends bytes up to and including the next newline to `self.line`;
-    /// the count read, 0 at the end. It does what `read_until` does, but
-    /// looks for the newline with `memchr`'s vector search, which is much
-    /// faster on log lines than the standard library's.
+    /// Appends bytes up to and including the next newline to `self.line`,
+    /// or [`MAX_RECORD_BYTES`] of a longer line (the rest is the next
+    /// line); the count read, 0 at the end. It does what `read_until` does,
+    /// but looks for the newline with `memchr`'s vector search, which is
+    /// much faster on log lines than the standard library's.
     fn read_until_newline(&mut self) -> io::Result<usize> {
         let mut n = 0;
         loop {
@@ -241,8 +252,11 @@ impl<R: BufRead> RecordReader<R> {
             if buf.is_empty() {
                 return Ok(n);
             }
-            let (take, done) = match memchr(b'\n', buf) {
+            // A line of exactly the largest size still takes its newline.
+            let room = MAX_RECORD_BYTES - n;
+            let (take, done) = match memchr(b'\n', &buf[..buf.len().min(room + 1)]) {
                 Some(i) => (i + 1, true),
+                None if buf.len() > room => (room, true),
                 None => (buf.len(), false),
             };
             self.line.extend_from_slice(&buf[..take]);
@@ -267,7 +281,7 @@ impl<R: BufRead> RecordReader<R> {
         // An empty line stands alone.
         if !self.record.is_empty() {
             while self.read_line()? {
-                if !continues(&self.line) {
+                if !continues(&self.line) || !self.fits(1 + self.line.len()) {
                     if self.continue_split() {
                         continue;
                     }
@@ -308,9 +322,18 @@ impl<R: BufRead> RecordReader<R> {
         std::mem::swap(&mut self.record, &mut self.line);
     }
 
+    /// True when `more` bytes can join the record within
+    /// [`MAX_RECORD_BYTES`].
+    fn fits(&self, more: usize) -> bool {
+        self.record.len() + more <= MAX_RECORD_BYTES
+    }
+
     /// Appends the read-ahead line when it is the next part of the line
     /// being re-assembled.
     fn continue_split(&mut self) -> bool {
+        if !self.fits(1 + self.line.len()) {
+            return false;
+        }
         let Some(split) = &mut self.split else {
             return false;
         };
