@@ -466,17 +466,7 @@ fn csv_line<'a>(cells: impl Iterator<Item = Option<&'a Cell>>) -> String {
             line.push(',');
         }
         let Some(cell) = cell else { continue };
-        let mut text = cell.text.clone();
-        if cell.string && text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            text.insert(0, '\'');
-        }
-        if text.contains([',', '"', '\n', '\r']) {
-            line.push('"');
-            line.push_str(&text.replace('"', "\"\""));
-            line.push('"');
-        } else {
-            line.push_str(&text);
-        }
+        line.push_str(&exim_pilot_schema::csv::cell(&cell.text, cell.string));
     }
     line.push_str("\r\n");
     line

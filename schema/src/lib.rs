@@ -26,6 +26,7 @@
 //! starts with, and [`ReasonClass`], the classification of every failure.
 
 pub mod commit;
+pub mod csv;
 pub mod event;
 pub mod id;
 pub mod lifecycle;

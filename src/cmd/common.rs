@@ -286,6 +286,26 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// `text` safe to print on a terminal: control characters other than
+/// newlines and tabs (an escape sequence in a hostile log's subject could
+/// retitle or clear the operator's terminal) are shown as `\x1b` or
+/// `\u{9b}` instead of being sent as they are.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Reads log files once and correlates them in memory: every lifecycle,
 /// ordered by first sighting (ties by message id). Every lifecycle is held
 /// until the end, so memory grows with the number of messages in the
@@ -366,5 +386,16 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(printable("plain\ttext\nnext"), "plain\ttext\nnext");
+        assert_eq!(
+            printable("Subject: \u{1b}]0;pwned\u{7}\u{1b}[2J!"),
+            "Subject: \\x1b]0;pwned\\x07\\x1b[2J!"
+        );
+        assert_eq!(printable("a\u{9b}b\rc"), "a\\u{9b}b\\x0dc");
+        assert_eq!(printable("jörg"), "jörg");
     }
 }

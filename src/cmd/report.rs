@@ -141,7 +141,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
-        Format::Text => render::text(&report, &mut out)?,
+        Format::Text => {
+            let mut text = Vec::new();
+            render::text(&report, &mut text)?;
+            let text = String::from_utf8_lossy(&text);
+            out.write_all(common::printable(&text).as_bytes())?;
+        }
         Format::Json => {
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;

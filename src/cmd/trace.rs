@@ -94,7 +94,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 out.push_str(&serde_json::to_string(f).context("cannot write JSON")?);
                 out.push('\n');
             }
-            Format::Text => render(&mut out, f),
+            Format::Text => {
+                let mut text = String::new();
+                render(&mut text, f);
+                out.push_str(&common::printable(&text));
+            }
         }
     }
     print!("{out}");

@@ -384,12 +384,10 @@ const CSV_HEADER: &[&str] = &[
 ];
 
 /// Quotes a CSV field when it needs it (RFC 4180).
+/// One CSV cell; text from the logs that reads as a formula is defused
+/// (see [`exim_pilot_schema::csv::cell`]), numbers stay as they are.
 fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    exim_pilot_schema::csv::cell(s, s.parse::<f64>().is_err())
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -548,6 +546,9 @@ mod tests {
         assert_eq!(field("plain"), "plain");
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("=cmd.example"), "'=cmd.example");
+        assert_eq!(field("-3"), "-3");
+        assert_eq!(field("0.95"), "0.95");
     }
 
     #[test]
