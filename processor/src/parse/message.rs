@@ -151,18 +151,45 @@ pub(crate) fn arrival(b: &[u8]) -> Box<Arrival<'_>> {
                 a.from_header = Some(text(strip_angles(sc.take_address())));
             }
             Item::Word(b"for") => {
-                let rest = sc.take_rest();
-                a.recipients = rest
-                    .split(|c| *c == b' ')
-                    .filter(|r| !r.is_empty())
-                    .map(text)
-                    .collect();
+                a.recipients = addresses(sc.take_rest()).map(text).collect();
             }
             Item::Word(w) => keep(&mut a.fields, w, b"", false),
             Item::Message(m) => keep(&mut a.fields, b":", m, false),
         }
     }
     a
+}
+
+/// The space-separated addresses of a `for` list. A quoted local part
+/// may hold spaces (`"name with spaces"@example.com`, with `\"` for a
+/// quote inside), so spaces inside quotes do not separate.
+fn addresses(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        while rest.first() == Some(&b' ') {
+            rest = &rest[1..];
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut quoted, mut escaped) = (false, false);
+        let end = rest
+            .iter()
+            .position(|&c| {
+                match c {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    b' ' if !quoted => return true,
+                    _ => {}
+                }
+                false
+            })
+            .unwrap_or(rest.len());
+        let (address, after) = rest.split_at(end);
+        rest = after;
+        Some(address)
+    })
 }
 
 /// Splits `name:id:sender` (an `A=` value) into its parts.
@@ -578,5 +605,25 @@ mod tests {
         let d = delivery(b"blackhole (RCPT ACL discarded recipients)");
         assert_eq!(d.comment.as_deref(), Some("RCPT ACL discarded recipients"));
         assert!(d.parents.is_empty());
+    }
+
+    #[test]
+    fn a_for_list_keeps_quoted_local_parts_with_spaces_whole() {
+        let list: Vec<&[u8]> =
+            addresses(br#"a@x.test "name with spaces"@test.ex  "q\" uote"@y.test b@z.test"#)
+                .collect();
+        assert_eq!(
+            list,
+            [
+                &b"a@x.test"[..],
+                br#""name with spaces"@test.ex"#,
+                br#""q\" uote"@y.test"#,
+                b"b@z.test"
+            ]
+        );
+        assert_eq!(addresses(b"  ").count(), 0);
+        // An unbalanced quote runs to the end rather than losing text.
+        let odd: Vec<&[u8]> = addresses(br#""open a@b"#).collect();
+        assert_eq!(odd, [&br#""open a@b"#[..]]);
     }
 }
