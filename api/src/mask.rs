@@ -193,12 +193,14 @@ enum Piece<'a> {
     Other(&'a str),
 }
 
+/// Letters and digits of any script count (internationalised addresses:
+/// `jörg.müller@bücher.example`).
 fn local_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "._-+!#%^~&".contains(c)
+    c.is_alphanumeric() || "._-+!#%^~&".contains(c)
 }
 
 fn domain_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '.' || c == '-'
+    c.is_alphanumeric() || c == '.' || c == '-'
 }
 
 /// Splits `text` into words and the rest.
@@ -278,8 +280,19 @@ const MAX_LOCAL: usize = 66;
 /// A quoted local part at the start of `s` (which starts with `"`) and
 /// the domain after its `@`, when `s` starts with such an address.
 fn quoted_address(s: &str) -> Option<(&str, &str)> {
-    let close = 1 + s[1..].find(['"', '\n'])?;
-    if close >= MAX_LOCAL || !s[close..].starts_with('"') {
+    // The closing quote: not one escaped with a backslash (`"a\"b"@x`).
+    let mut escaped = false;
+    let close = s.char_indices().skip(1).find_map(|(i, c)| {
+        match c {
+            '\n' => return Some(None),
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(Some(i)),
+            _ => {}
+        }
+        None
+    })??;
+    if close >= MAX_LOCAL {
         return None;
     }
     let quoted = &s[..=close];
@@ -473,6 +486,14 @@ mod tests {
         ] {
             assert!(out.contains(kept), "{kept} not in {out}");
         }
+        // A quote escaped inside the quotes does not end them.
+        let escaped = mask(r#"from "jane.doe\"x"@corp.test and jane.doe@corp.test"#);
+        assert!(
+            !escaped.contains("jane") && !escaped.contains('x'),
+            "{escaped}"
+        );
+        let marks: Vec<&str> = escaped.split(' ').filter(|w| w.contains('@')).collect();
+        assert_ne!(marks[0], marks[1], "{escaped}");
         // Not an address: left as it is.
         for text in ["say \"hi\" @ noon", "\"unclosed@x.test", "\"a\nb\"@x.test"] {
             assert_eq!(
@@ -481,6 +502,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn internationalised_local_parts_are_masked_whole() {
+        let out = mask("to jörg.müller@corp.test and ß@bücher.example");
+        assert!(!out.contains("jörg") && !out.contains("ü*"), "{out}");
+        assert!(!out.contains('ß'), "{out}");
+        assert!(
+            out.contains("@corp.test") && out.contains("@bücher.example"),
+            "{out}"
+        );
     }
 
     #[test]
