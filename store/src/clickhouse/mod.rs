@@ -210,7 +210,7 @@ impl Db {
     async fn fetch<T: RowOwned + RowRead>(&self, q: Query, doing: &str) -> Result<Vec<T>> {
         self.note(q.sql_display().to_string());
         let limit = self.read_limit_secs.to_string();
-        q.with_option("max_execution_time", limit)
+        q.with_setting("max_execution_time", limit)
             .fetch_all::<T>()
             .await
             .map_err(|e| failed(doing, e))
