@@ -756,3 +756,67 @@ async fn search_texts_with_a_nul_or_too_long_are_refused_as_bad_input() {
         .await;
     assert!(v["errors"].is_null(), "{v}");
 }
+
+/// The audit entries of `action`, newest first, as the admin reads them.
+async fn audit_entries(server: &TestServer, admin: &str, action: &str) -> Vec<Value> {
+    let data = server
+        .data(
+            admin,
+            "query($a: String!) { auditLog(filter: { action: $a }, first: 100) \
+             { nodes { actor target params outcome } } }",
+            json!({ "a": action }),
+        )
+        .await;
+    data["auditLog"]["nodes"]
+        .as_array()
+        .expect("audit entries")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_with_an_overlong_name_is_refused_as_bad_input_and_not_stored() {
+    let (server, _dir) = server().await;
+    let name = "x".repeat(250_000);
+
+    // More attempts than the slowdown lets through: none is stored,
+    // counted or echoed whole.
+    for _ in 0..5 {
+        let v = server.login(&name, "not-the-password-1").await;
+        assert_eq!(error_code(&v), "BAD_USER_INPUT", "{}", &v.to_string()[..200]);
+        assert!(v.to_string().len() < 1_000, "the answer echoes the name");
+    }
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let logins = audit_entries(&server, &admin, "login").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0]["target"], "root");
+
+    // A name of the longest length a user may have is still a login.
+    let v = server.login(&"y".repeat(64), "not-the-password-1").await;
+    assert_eq!(error_code(&v), "INVALID_CREDENTIALS", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_keep_a_bounded_part_of_what_callers_sent() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let name = "z".repeat(100_000);
+    let host = "h".repeat(50_000);
+    let v = server
+        .query(
+            Some(&admin),
+            "mutation($n: String!, $h: String!) { updateUser(name: $n, hosts: [$h]) { name } }",
+            json!({ "n": name, "h": host }),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND", "{}", &v.to_string()[..200]);
+
+    let entries = audit_entries(&server, &admin, "user_update").await;
+    assert_eq!(entries.len(), 1);
+    let entry = entries[0].to_string();
+    assert!(entry.len() < 2_000, "an entry of {} bytes", entry.len());
+    let target = entries[0]["target"].as_str().expect("target");
+    assert!(target.starts_with(&"z".repeat(256)), "{target}");
+    assert!(target.ends_with("[cut, 100000 characters]"), "{target}");
+    let kept = entries[0]["params"]["hosts"][0].as_str().expect("host");
+    assert!(kept.ends_with("[cut, 50000 characters]"), "{kept}");
+}
