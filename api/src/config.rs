@@ -80,6 +80,13 @@ pub struct ApiConfig {
     /// How often a WebSocket's token is checked again for revocation
     /// (default 30 s).
     pub ws_recheck: Duration,
+    /// Most operations (subscriptions, or queries sent over the socket)
+    /// one WebSocket may run at once (default 20); one more is refused
+    /// with an `error` of code `TOO_MANY_SUBSCRIPTIONS`.
+    pub ws_max_subscriptions: usize,
+    /// Most operations one user may run at once over all their
+    /// WebSockets of this process (default 100); refused the same way.
+    pub ws_max_user_subscriptions: usize,
     /// The roles that may read a queued message's headers and body
     /// (default operator and admin): message content, which every view
     /// of is audited.
@@ -146,6 +153,8 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(15),
             ws_init_timeout: Duration::from_secs(10),
             ws_recheck: Duration::from_secs(30),
+            ws_max_subscriptions: 20,
+            ws_max_user_subscriptions: 100,
             queue_view_roles: vec![Role::Operator, Role::Admin],
             queue_log_roles: vec![Role::Viewer, Role::Operator, Role::Admin],
             queue_job_ttl: Duration::from_secs(10 * 60),

@@ -15,10 +15,23 @@
 //!
 //! Once acknowledged, the socket closes with 4403 when the token expires
 //! or is found revoked (it is checked again every `ws_recheck`).
+//!
+//! # Limits
+//!
+//! A socket runs at most `ws_max_subscriptions` operations at once, and a
+//! user at most `ws_max_user_subscriptions` over all their sockets; a
+//! `subscribe` past either gets an `error` message with the code
+//! `TOO_MANY_SUBSCRIPTIONS` for its id, and the socket stays open. The
+//! answers of a socket's operations wait in one queue of [`QUEUED`]
+//! messages; an operation whose answer finds it full waits, holding only
+//! its place in the live batches (see [`crate::graphql`]'s subscriptions),
+//! and one that falls too far behind skips batches with a `LAGGED` error.
+//! A client that stops reading thus costs a bounded amount of memory
+//! until its writes stall for the write time limit and it is closed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::Request;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -37,6 +50,48 @@ use crate::Served;
 
 /// The subprotocol spoken.
 pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// Answers waiting to be written to one socket, at most.
+pub const QUEUED: usize = 64;
+
+/// The operations each user runs over the sockets of this process.
+#[derive(Debug, Default)]
+pub struct UserCounts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl UserCounts {
+    /// A place for one more operation of `user`, if they run fewer than
+    /// `max`; it is given back when dropped.
+    fn take(&self, user: &str, max: usize) -> Option<Slot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let running = counts.entry(user.to_string()).or_insert(0);
+        if *running >= max {
+            return None;
+        }
+        *running += 1;
+        Some(Slot {
+            counts: Arc::clone(&self.0),
+            user: user.to_string(),
+        })
+    }
+}
+
+/// One running operation of a user, counted in [`UserCounts`].
+struct Slot {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = counts.get_mut(&self.user) {
+            *running = running.saturating_sub(1);
+            if *running == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
 
 /// `GET /graphql/ws`.
 pub async fn upgrade(
@@ -89,7 +144,7 @@ struct Session {
 
 async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr) {
     let mut session: Option<Session> = None;
-    let (out_tx, mut out_rx) = mpsc::channel::<Value>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Value>(QUEUED);
     let init_deadline = tokio::time::Instant::now() + served.config.ws_init_timeout;
     let mut recheck = tokio::time::interval(served.config.ws_recheck);
     recheck.tick().await;
@@ -200,6 +255,13 @@ async fn handle(
             if s.running.contains_key(&id) {
                 return Err((4409, format!("Subscriber for {id} already exists")));
             }
+            let slot = match room(served, s) {
+                Ok(slot) => slot,
+                Err(message) => {
+                    send(socket, too_many(&id, &message)).await;
+                    return Ok(());
+                }
+            };
             let request: Request = msg
                 .get("payload")
                 .cloned()
@@ -213,6 +275,7 @@ async fn handle(
             let out = out.clone();
             let task_id = id.clone();
             let task = tokio::spawn(async move {
+                let _slot = slot;
                 while let Some(response) = stream.next().await {
                     let payload = serde_json::to_value(&response).unwrap_or(Value::Null);
                     let next = json!({ "type": "next", "id": task_id, "payload": payload });
@@ -235,4 +298,31 @@ async fn handle(
         }
         _ => Err((4400, format!("unknown message type {kind:?}"))),
     }
+}
+
+/// A place for one more operation on this socket and of its user, or
+/// why there is none.
+fn room(served: &Served, s: &Session) -> Result<Slot, String> {
+    let per_socket = served.config.ws_max_subscriptions;
+    if s.running.len() >= per_socket {
+        return Err(format!(
+            "too many subscriptions on this connection: at most {per_socket} may run at once"
+        ));
+    }
+    let per_user = served.config.ws_max_user_subscriptions;
+    served
+        .ws_users
+        .take(&s.principal.user, per_user)
+        .ok_or_else(|| {
+            format!("too many subscriptions for this user: at most {per_user} may run at once")
+        })
+}
+
+/// The `error` message refusing operation `id` for lack of room.
+fn too_many(id: &str, message: &str) -> Value {
+    json!({
+        "type": "error",
+        "id": id,
+        "payload": [{ "message": message, "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" } }],
+    })
 }

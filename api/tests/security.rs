@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use exim_pilot_api::auth::{Claims, Key, Keyring};
-use exim_pilot_api::LiveBatch;
+use exim_pilot_api::{ApiConfig, LiveBatch};
 use exim_pilot_store::SqliteStore;
 use serde_json::{json, Value};
 
@@ -819,4 +819,137 @@ async fn audit_entries_keep_a_bounded_part_of_what_callers_sent() {
     assert!(target.ends_with("[cut, 100000 characters]"), "{target}");
     let kept = entries[0]["params"]["hosts"][0].as_str().expect("host");
     assert!(kept.ends_with("[cut, 50000 characters]"), "{kept}");
+}
+
+/// An acknowledged subscription socket of `token`.
+async fn acknowledged(server: &TestServer, token: &str) -> Ws {
+    let mut ws = connect(server).await;
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": { "token": token } }),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, Ok(json!({ "type": "connection_ack" })));
+    ws
+}
+
+/// Subscribes `id` to the log records.
+async fn subscribe_records(ws: &mut Ws, id: &str) {
+    send(
+        ws,
+        json!({ "type": "subscribe", "id": id,
+            "payload": { "query": "subscription { logRecords { text } }" } }),
+    )
+    .await;
+}
+
+/// Waits until `n` subscriptions follow the live batches.
+async fn until_following(server: &TestServer, n: usize) {
+    for _ in 0..200 {
+        if server.state.live.receiver_count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(server.state.live.receiver_count(), n);
+}
+
+/// The first batch of the core corpus, as the pipeline commits it.
+fn corpus_batch() -> Arc<LiveBatch> {
+    let files = [corpus("s01_core_all").join("mainlog")];
+    let mut importer = exim_pilot_ingest::Importer::new(&files, HOST).expect("corpus");
+    let mut pipeline = exim_pilot_processor::pipeline::Pipeline::new(
+        exim_pilot_schema::Zone::Utc,
+        exim_pilot_processor::correlate::CorrelatorConfig::default(),
+    );
+    let records = importer.next_batch(200).expect("read").expect("records");
+    Arc::new(LiveBatch::of(&pipeline.process(records, false)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_capped_per_connection_and_per_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        ws_max_subscriptions: 3,
+        ws_max_user_subscriptions: 5,
+        ..test_config()
+    };
+    let server = start(Arc::new(store), config).await;
+    let token = server.token("val", VIEWER_PASSWORD).await;
+
+    // The fourth on one socket is refused; the socket stays open.
+    let mut first = acknowledged(&server, &token).await;
+    for id in ["a", "b", "c", "d"] {
+        subscribe_records(&mut first, id).await;
+    }
+    let refused = next(&mut first).await.expect("an answer");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "d");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    until_following(&server, 3).await;
+
+    // The sixth of the user, on another socket, is refused too.
+    let mut second = acknowledged(&server, &token).await;
+    for id in ["e", "f", "g"] {
+        subscribe_records(&mut second, id).await;
+    }
+    let refused = next(&mut second).await.expect("an answer");
+    assert_eq!(refused["id"], "g", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    until_following(&server, 5).await;
+
+    // Ending one makes room for another.
+    send(&mut first, json!({ "type": "complete", "id": "a" })).await;
+    until_following(&server, 4).await;
+    subscribe_records(&mut second, "g").await;
+    until_following(&server, 5).await;
+
+    // Closing a socket gives its user's places back.
+    drop(first);
+    until_following(&server, 3).await;
+    let mut third = acknowledged(&server, &token).await;
+    subscribe_records(&mut third, "i").await;
+    subscribe_records(&mut third, "j").await;
+    until_following(&server, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_told_what_it_skipped() {
+    let (server, _dir) = server().await;
+    let token = server.token("val", VIEWER_PASSWORD).await;
+    let mut ws = acknowledged(&server, &token).await;
+    subscribe_records(&mut ws, "lines").await;
+    until_following(&server, 1).await;
+
+    // Far more batches than the broadcast keeps, at once.
+    let batch = corpus_batch();
+    assert!(batch.records.len() > 10);
+    for _ in 0..500 {
+        let _ = server.state.live.send(Arc::clone(&batch));
+    }
+
+    let mut lines = 0;
+    let notice = loop {
+        let msg = next(&mut ws).await.expect("a message");
+        assert_eq!(msg["type"], "next", "{msg}");
+        if msg["payload"]["errors"].is_array() {
+            break msg;
+        }
+        lines += 1;
+    };
+    let error = &notice["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "LAGGED", "{notice}");
+    assert!(error["extensions"]["skipped"].as_u64().unwrap_or(0) > 0, "{notice}");
+    assert!(lines < 500 * batch.records.len());
+
+    // The subscription goes on after the notice.
+    let msg = next(&mut ws).await.expect("a message");
+    assert!(msg["payload"]["data"]["logRecords"]["text"].is_string(), "{msg}");
 }
