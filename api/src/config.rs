@@ -77,8 +77,9 @@ pub struct ApiConfig {
     /// How long a WebSocket may take to send `connection_init` (default
     /// 10 s).
     pub ws_init_timeout: Duration,
-    /// How often a WebSocket's token is checked again for revocation
-    /// (default 30 s).
+    /// How often a WebSocket's token is checked again: a revoked session
+    /// or disabled user closes it, changed rights end its operations
+    /// (default 5 s; see `ws`).
     pub ws_recheck: Duration,
     /// Most operations (subscriptions, or queries sent over the socket)
     /// one WebSocket may run at once (default 20); one more is refused
@@ -152,7 +153,7 @@ impl Default for ApiConfig {
             introspection: true,
             request_timeout: Duration::from_secs(15),
             ws_init_timeout: Duration::from_secs(10),
-            ws_recheck: Duration::from_secs(30),
+            ws_recheck: Duration::from_secs(5),
             ws_max_subscriptions: 20,
             ws_max_user_subscriptions: 100,
             queue_view_roles: vec![Role::Operator, Role::Admin],

@@ -14,7 +14,15 @@
 //!   4400 on a message that is not of the protocol.
 //!
 //! Once acknowledged, the socket closes with 4403 when the token expires
-//! or is found revoked (it is checked again every `ws_recheck`).
+//! or its session is found gone: the token is checked again every
+//! `ws_recheck` (default 5 s), which finds a logout, a password change, a
+//! disabled or deleted user. The same check reads the user's current role
+//! and mail servers: when they changed, every operation running on the
+//! socket ends with an `error` of code `RIGHTS_CHANGED`, and what the
+//! client subscribes to next runs with the new rights (masked for a
+//! viewer, limited to their servers). Until the check, up to one
+//! `ws_recheck` later, running operations keep the rights they started
+//! with.
 //!
 //! # Limits
 //!
@@ -178,9 +186,10 @@ async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr)
                 break Some((4403, "Forbidden: the token expired".to_string()));
             }
             _ = recheck.tick(), if session.is_some() => {
-                if let Some(s) = &session {
-                    if served.api.auth.authenticate(&s.token).await.is_err() {
-                        break Some((4403, "Forbidden: the token was revoked".to_string()));
+                if let Some(s) = session.as_mut() {
+                    let checked = recheck_rights(&served, &mut socket, s, &mut out_rx).await;
+                    if let Err(close) = checked {
+                        break Some(close);
                     }
                 }
             }
@@ -195,6 +204,55 @@ async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr)
     if let Some((code, reason)) = code {
         close(socket, code, &reason).await;
     }
+}
+
+/// Checks the session's token again: an error closes the socket when its
+/// session is gone; changed rights end the running operations, and what
+/// they queued under the old rights is dropped unsent.
+async fn recheck_rights(
+    served: &Served,
+    socket: &mut WebSocket,
+    s: &mut Session,
+    queued: &mut mpsc::Receiver<Value>,
+) -> Result<(), (u16, String)> {
+    let Ok(now) = served.api.auth.authenticate(&s.token).await else {
+        return Err((4403, "Forbidden: the token was revoked".to_string()));
+    };
+    if now.role == s.principal.role && now.hosts == s.principal.hosts {
+        return Ok(());
+    }
+    tracing::info!(
+        user = %now.user,
+        role = now.role.as_str(),
+        operations = s.running.len(),
+        "Rights changed; ending the socket's operations"
+    );
+    let mut ended = Vec::new();
+    for (id, task) in s.running.drain() {
+        task.abort();
+        // Stopped for sure once awaited: nothing more can be queued.
+        let _ = task.await;
+        ended.push(id);
+    }
+    while queued.try_recv().is_ok() {}
+    for id in ended {
+        send(socket, rights_changed(&id)).await;
+    }
+    s.principal = now;
+    Ok(())
+}
+
+/// The `error` message ending operation `id` after its user's rights
+/// changed.
+fn rights_changed(id: &str) -> Value {
+    json!({
+        "type": "error",
+        "id": id,
+        "payload": [{
+            "message": "the user's role or mail servers changed: subscribe again",
+            "extensions": { "code": "RIGHTS_CHANGED" },
+        }],
+    })
 }
 
 /// Sleeps until `at` seconds since the epoch.

@@ -953,3 +953,105 @@ async fn a_subscriber_that_falls_behind_is_told_what_it_skipped() {
     let msg = next(&mut ws).await.expect("a message");
     assert!(msg["payload"]["data"]["logRecords"]["text"].is_string(), "{msg}");
 }
+
+/// The close code ending `ws`, skipping what comes before it.
+async fn closed(ws: &mut Ws) -> u16 {
+    loop {
+        if let Err(code) = next(ws).await {
+            return code;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_end_soon_after_their_user_is_disabled_or_logs_out() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    let val = server.token("val", VIEWER_PASSWORD).await;
+    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let mut disabled = acknowledged(&server, &val).await;
+    subscribe_records(&mut disabled, "lines").await;
+    let mut logged_out = acknowledged(&server, &olga).await;
+    subscribe_records(&mut logged_out, "lines").await;
+    until_following(&server, 2).await;
+
+    // Within the default recheck time (the helper waits 20 s at most).
+    server
+        .data(
+            &admin,
+            "mutation { updateUser(name: \"val\", disabled: true) { disabled } }",
+            json!({}),
+        )
+        .await;
+    server
+        .data(&olga, "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(closed(&mut disabled).await, 4403);
+    assert_eq!(closed(&mut logged_out).await, 4403);
+    until_following(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_end_when_their_user_is_given_other_rights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        mask_viewer_addresses: true,
+        ws_recheck: Duration::from_millis(200),
+        ..test_config()
+    };
+    let server = start(Arc::new(store), config).await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let mut ws = acknowledged(&server, &olga).await;
+    subscribe_records(&mut ws, "lines").await;
+    until_following(&server, 1).await;
+
+    server
+        .data(
+            &admin,
+            "mutation { updateUser(name: \"olga\", role: \"viewer\") { role } }",
+            json!({}),
+        )
+        .await;
+    let ended = next(&mut ws).await.expect("an answer");
+    assert_eq!(ended["type"], "error", "{ended}");
+    assert_eq!(ended["id"], "lines");
+    assert_eq!(ended["payload"][0]["extensions"]["code"], "RIGHTS_CHANGED");
+    until_following(&server, 0).await;
+
+    // Subscribing again runs with the viewer's rights: addresses masked.
+    subscribe_records(&mut ws, "again").await;
+    until_following(&server, 1).await;
+    let batch = corpus_batch();
+    let _ = server.state.live.send(Arc::clone(&batch));
+    let mut seen = 0;
+    while seen < 20 {
+        let msg = next(&mut ws).await.expect("a record");
+        assert_eq!(msg["id"], "again", "{msg}");
+        let text = msg["payload"]["data"]["logRecords"]["text"]
+            .as_str()
+            .expect("text");
+        for word in text.split_whitespace().filter(|w| w.contains('@')) {
+            let word = word.rsplit(['<', '(', '=']).next().unwrap_or(word);
+            assert!(word.starts_with('*'), "unmasked in {text}");
+        }
+        seen += 1;
+    }
+}
