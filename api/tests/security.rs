@@ -1055,3 +1055,55 @@ async fn subscriptions_end_when_their_user_is_given_other_rights() {
         seen += 1;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_that_are_not_json_are_refused_with_415() {
+    let (server, _dir) = server().await;
+    let login = json!({
+        "query": "mutation { login(username: \"root\", password: \"wrong-password-9\") \
+                  { accessToken } }"
+    })
+    .to_string();
+    let export = format!("http://{}/export.csv", server.addr);
+
+    // What a page on another site may send without a preflight, and no
+    // type at all.
+    for url in [server.url(), export.clone()] {
+        for kind in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let mut request = server.http.post(&url).body(login.clone());
+            if let Some(kind) = kind {
+                request = request.header("content-type", kind);
+            }
+            let response = request.send().await.expect("send");
+            assert_eq!(response.status().as_u16(), 415, "{url} {kind:?}");
+            let v: Value = response.json().await.expect("JSON answer");
+            assert_eq!(error_code(&v), "UNSUPPORTED_MEDIA_TYPE", "{v}");
+        }
+    }
+
+    // None of them reached the login: the right password is not slowed.
+    for kind in ["application/json; charset=utf-8", "Application/GraphQL-Response+JSON"] {
+        let body = json!({
+            "query": format!(
+                "mutation {{ login(username: \"root\", password: \"{ADMIN_PASSWORD}\") \
+                 {{ accessToken }} }}"
+            )
+        });
+        let response = server
+            .http
+            .post(server.url())
+            .header("content-type", kind)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), 200, "{kind}");
+        let v: Value = response.json().await.expect("JSON answer");
+        assert!(v["data"]["login"]["accessToken"].is_string(), "{kind}: {v}");
+    }
+}
