@@ -782,7 +782,12 @@ async fn a_login_with_an_overlong_name_is_refused_as_bad_input_and_not_stored() 
     // counted or echoed whole.
     for _ in 0..5 {
         let v = server.login(&name, "not-the-password-1").await;
-        assert_eq!(error_code(&v), "BAD_USER_INPUT", "{}", &v.to_string()[..200]);
+        assert_eq!(
+            error_code(&v),
+            "BAD_USER_INPUT",
+            "{}",
+            &v.to_string()[..200]
+        );
         assert!(v.to_string().len() < 1_000, "the answer echoes the name");
     }
     let admin = server.token("root", ADMIN_PASSWORD).await;
@@ -946,12 +951,18 @@ async fn a_subscriber_that_falls_behind_is_told_what_it_skipped() {
     };
     let error = &notice["payload"]["errors"][0];
     assert_eq!(error["extensions"]["code"], "LAGGED", "{notice}");
-    assert!(error["extensions"]["skipped"].as_u64().unwrap_or(0) > 0, "{notice}");
+    assert!(
+        error["extensions"]["skipped"].as_u64().unwrap_or(0) > 0,
+        "{notice}"
+    );
     assert!(lines < 500 * batch.records.len());
 
     // The subscription goes on after the notice.
     let msg = next(&mut ws).await.expect("a message");
-    assert!(msg["payload"]["data"]["logRecords"]["text"].is_string(), "{msg}");
+    assert!(
+        msg["payload"]["data"]["logRecords"]["text"].is_string(),
+        "{msg}"
+    );
 }
 
 /// The close code ending `ws`, skipping what comes before it.
@@ -991,9 +1002,7 @@ async fn subscriptions_end_soon_after_their_user_is_disabled_or_logs_out() {
             json!({}),
         )
         .await;
-    server
-        .data(&olga, "mutation { logout }", json!({}))
-        .await;
+    server.data(&olga, "mutation { logout }", json!({})).await;
     assert_eq!(closed(&mut disabled).await, 4403);
     assert_eq!(closed(&mut logged_out).await, 4403);
     until_following(&server, 0).await;
@@ -1087,7 +1096,10 @@ async fn posts_that_are_not_json_are_refused_with_415() {
     }
 
     // None of them reached the login: the right password is not slowed.
-    for kind in ["application/json; charset=utf-8", "Application/GraphQL-Response+JSON"] {
+    for kind in [
+        "application/json; charset=utf-8",
+        "Application/GraphQL-Response+JSON",
+    ] {
         let body = json!({
             "query": format!(
                 "mutation {{ login(username: \"root\", password: \"{ADMIN_PASSWORD}\") \
