@@ -20,9 +20,10 @@
 //! and mail servers: when they changed, every operation running on the
 //! socket ends with an `error` of code `RIGHTS_CHANGED`, and what the
 //! client subscribes to next runs with the new rights (masked for a
-//! viewer, limited to their servers). Until the check, up to one
-//! `ws_recheck` later, running operations keep the rights they started
-//! with.
+//! viewer, limited to their servers). An answer about to be written is
+//! checked too when the last check is older than [`FRESH`]: what was
+//! committed after a change made a second ago or more is never sent
+//! under the old rights, for one store read per second of delivery.
 //!
 //! # Limits
 //!
@@ -40,6 +41,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_graphql::Request;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -58,6 +60,10 @@ use crate::Served;
 
 /// The subprotocol spoken.
 pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// How old the last check of a socket's rights may be when an answer is
+/// written; an older one is made again first.
+pub const FRESH: Duration = Duration::from_secs(1);
 
 /// Answers waiting to be written to one socket, at most.
 pub const QUEUED: usize = 64;
@@ -156,6 +162,8 @@ async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr)
     let init_deadline = tokio::time::Instant::now() + served.config.ws_init_timeout;
     let mut recheck = tokio::time::interval(served.config.ws_recheck);
     recheck.tick().await;
+    let fresh = FRESH.min(served.config.ws_recheck);
+    let mut checked = tokio::time::Instant::now();
 
     let code = loop {
         let expiry = session.as_ref().map(|s| s.principal.expires);
@@ -175,6 +183,15 @@ async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr)
                 }
             }
             Some(out) = out_rx.recv() => {
+                if let Some(s) = session.as_mut().filter(|_| checked.elapsed() >= fresh) {
+                    checked = tokio::time::Instant::now();
+                    match recheck_rights(&served, &mut socket, s, &mut out_rx).await {
+                        Ok(Rights::Same) => {}
+                        // What `out` holds was made under the old rights.
+                        Ok(Rights::Changed) => continue,
+                        Err(close) => break Some(close),
+                    }
+                }
                 if !send(&mut socket, out).await {
                     break None;
                 }
@@ -187,8 +204,9 @@ async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr)
             }
             _ = recheck.tick(), if session.is_some() => {
                 if let Some(s) = session.as_mut() {
-                    let checked = recheck_rights(&served, &mut socket, s, &mut out_rx).await;
-                    if let Err(close) = checked {
+                    checked = tokio::time::Instant::now();
+                    let rights = recheck_rights(&served, &mut socket, s, &mut out_rx).await;
+                    if let Err(close) = rights {
                         break Some(close);
                     }
                 }
@@ -206,6 +224,14 @@ async fn serve(served: Arc<Served>, mut socket: WebSocket, ip: std::net::IpAddr)
     }
 }
 
+/// What a check of a socket's rights found.
+enum Rights {
+    /// The user's rights are those the operations run with.
+    Same,
+    /// They changed: the operations were ended.
+    Changed,
+}
+
 /// Checks the session's token again: an error closes the socket when its
 /// session is gone; changed rights end the running operations, and what
 /// they queued under the old rights is dropped unsent.
@@ -214,12 +240,12 @@ async fn recheck_rights(
     socket: &mut WebSocket,
     s: &mut Session,
     queued: &mut mpsc::Receiver<Value>,
-) -> Result<(), (u16, String)> {
+) -> Result<Rights, (u16, String)> {
     let Ok(now) = served.api.auth.authenticate(&s.token).await else {
         return Err((4403, "Forbidden: the token was revoked".to_string()));
     };
     if now.role == s.principal.role && now.hosts == s.principal.hosts {
-        return Ok(());
+        return Ok(Rights::Same);
     }
     tracing::info!(
         user = %now.user,
@@ -239,7 +265,7 @@ async fn recheck_rights(
         send(socket, rights_changed(&id)).await;
     }
     s.principal = now;
-    Ok(())
+    Ok(Rights::Changed)
 }
 
 /// The `error` message ending operation `id` after its user's rights

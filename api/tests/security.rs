@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use exim_pilot_api::auth::{Claims, Key, Keyring};
 use exim_pilot_api::{ApiConfig, LiveBatch};
-use exim_pilot_store::SqliteStore;
+use exim_pilot_store::{Role, SqliteStore};
 use serde_json::{json, Value};
 
 use common::*;
@@ -1118,4 +1118,48 @@ async fn posts_that_are_not_json_are_refused_with_415() {
         let v: Value = response.json().await.expect("JSON answer");
         assert!(v["data"]["login"]["accessToken"].is_string(), "{kind}: {v}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_committed_after_a_change_of_rights_is_sent_under_the_old_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        mask_viewer_addresses: true,
+        // Far off: only the check made before writing can see the change.
+        ws_recheck: Duration::from_secs(600),
+        ..test_config()
+    };
+    let server = start(Arc::new(store), config).await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let mut ws = acknowledged(&server, &olga).await;
+    subscribe_records(&mut ws, "lines").await;
+    until_following(&server, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let change = exim_pilot_api::auth::UserChange {
+        role: Some(Role::Viewer),
+        ..Default::default()
+    };
+    exim_pilot_api::auth::update_user(
+        &*server.state.store,
+        &exim_pilot_api::auth::Actor::command_line(),
+        "olga",
+        change,
+    )
+    .await
+    .expect("demoted");
+    let _ = server.state.live.send(corpus_batch());
+    let first = next(&mut ws).await.expect("an answer");
+    assert_eq!(first["type"], "error", "{first}");
+    assert_eq!(first["payload"][0]["extensions"]["code"], "RIGHTS_CHANGED");
 }
