@@ -77,9 +77,17 @@ pub struct ApiConfig {
     /// How long a WebSocket may take to send `connection_init` (default
     /// 10 s).
     pub ws_init_timeout: Duration,
-    /// How often a WebSocket's token is checked again for revocation
-    /// (default 30 s).
+    /// How often a WebSocket's token is checked again: a revoked session
+    /// or disabled user closes it, changed rights end its operations
+    /// (default 5 s; see `ws`).
     pub ws_recheck: Duration,
+    /// Most operations (subscriptions, or queries sent over the socket)
+    /// one WebSocket may run at once (default 20); one more is refused
+    /// with an `error` of code `TOO_MANY_SUBSCRIPTIONS`.
+    pub ws_max_subscriptions: usize,
+    /// Most operations one user may run at once over all their
+    /// WebSockets of this process (default 100); refused the same way.
+    pub ws_max_user_subscriptions: usize,
     /// The roles that may read a queued message's headers and body
     /// (default operator and admin): message content, which every view
     /// of is audited.
@@ -145,7 +153,9 @@ impl Default for ApiConfig {
             introspection: true,
             request_timeout: Duration::from_secs(15),
             ws_init_timeout: Duration::from_secs(10),
-            ws_recheck: Duration::from_secs(30),
+            ws_recheck: Duration::from_secs(5),
+            ws_max_subscriptions: 20,
+            ws_max_user_subscriptions: 100,
             queue_view_roles: vec![Role::Operator, Role::Admin],
             queue_log_roles: vec![Role::Viewer, Role::Operator, Role::Admin],
             queue_job_ttl: Duration::from_secs(10 * 60),

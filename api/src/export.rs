@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{audit, Actor, Principal};
 use crate::graphql::Caller;
-use crate::http::{client_ip, errors, principal};
+use crate::http::{client_ip, errors, json_body, principal};
 use crate::Served;
 
 /// A GraphQL answer's object, its fields in the query's order.
@@ -83,6 +83,9 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refusal) = json_body(&headers) {
+        return refusal;
+    }
     let ip = client_ip(&served, peer, &headers);
     let principal = match principal(&served, &headers).await {
         Ok(Some(p)) => p,

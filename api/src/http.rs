@@ -1,7 +1,9 @@
 //! The GraphQL endpoints: `POST /graphql`, GraphiQL at `GET /graphql`.
 //!
-//! A request goes through, in order: the body size limit (axum), the
-//! bearer token (a bad one is refused with 401 before anything else), the
+//! A request goes through, in order: the body size limit (axum), its
+//! media type (only `application/json` or
+//! `application/graphql-response+json` bodies are read: see
+//! [`json_body`]), the bearer token (a bad one is refused with 401 before anything else), the
 //! batch limits (operations per request, mutation fields per request:
 //! checked on the parsed documents, before any resolver runs), then the
 //! schema's own validation with its depth and complexity limits, then the
@@ -48,6 +50,31 @@ pub(crate) fn errors(status: StatusCode, message: &str, code: &str) -> Response 
         .into_response()
 }
 
+/// The media types a POST body may have.
+const BODY_TYPES: [&str; 2] = ["application/json", "application/graphql-response+json"];
+
+/// `None` when the request says its body is JSON, else the 415 answer.
+///
+/// A browser sends a form or `text/plain` body to another site without
+/// asking it first (no CORS preflight), so a page anywhere could make its
+/// visitors' browsers log in or guess passwords here. A JSON body needs a
+/// preflight, which only the configured origins pass (see `cors`).
+pub(crate) fn json_body(headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if BODY_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t)) {
+        return None;
+    }
+    Some(errors(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "send the request as JSON, with Content-Type: application/json",
+        "UNSUPPORTED_MEDIA_TYPE",
+    ))
+}
+
 /// `POST /graphql`.
 pub async fn post(
     State(served): State<Arc<Served>>,
@@ -55,6 +82,9 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refusal) = json_body(&headers) {
+        return refusal;
+    }
     let ip = client_ip(&served, peer, &headers);
 
     // The caller, if a token came.

@@ -114,6 +114,8 @@ pub struct Served {
     pub schema: graphql::ApiSchema,
     /// The origins allowed cross-origin requests.
     pub origins: Arc<cors::Origins>,
+    /// The operations each user runs over WebSockets now.
+    pub ws_users: ws::UserCounts,
 }
 
 /// Why the server could not start.
@@ -172,6 +174,7 @@ pub async fn prepare(state: AppState) -> Result<Arc<Served>, ServeError> {
         api,
         schema,
         origins,
+        ws_users: ws::UserCounts::default(),
     }))
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use exim_pilot_api::auth::{Claims, Key, Keyring};
-use exim_pilot_api::LiveBatch;
-use exim_pilot_store::SqliteStore;
+use exim_pilot_api::{ApiConfig, LiveBatch};
+use exim_pilot_store::{Role, SqliteStore};
 use serde_json::{json, Value};
 
 use common::*;
@@ -755,4 +755,411 @@ async fn search_texts_with_a_nul_or_too_long_are_refused_as_bad_input() {
         .query(Some(&admin), messages, json!({ "s": "%" }))
         .await;
     assert!(v["errors"].is_null(), "{v}");
+}
+
+/// The audit entries of `action`, newest first, as the admin reads them.
+async fn audit_entries(server: &TestServer, admin: &str, action: &str) -> Vec<Value> {
+    let data = server
+        .data(
+            admin,
+            "query($a: String!) { auditLog(filter: { action: $a }, first: 100) \
+             { nodes { actor target params outcome } } }",
+            json!({ "a": action }),
+        )
+        .await;
+    data["auditLog"]["nodes"]
+        .as_array()
+        .expect("audit entries")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_with_an_overlong_name_is_refused_as_bad_input_and_not_stored() {
+    let (server, _dir) = server().await;
+    let name = "x".repeat(250_000);
+
+    // More attempts than the slowdown lets through: none is stored,
+    // counted or echoed whole.
+    for _ in 0..5 {
+        let v = server.login(&name, "not-the-password-1").await;
+        assert_eq!(
+            error_code(&v),
+            "BAD_USER_INPUT",
+            "{}",
+            &v.to_string()[..200]
+        );
+        assert!(v.to_string().len() < 1_000, "the answer echoes the name");
+    }
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let logins = audit_entries(&server, &admin, "login").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0]["target"], "root");
+
+    // A name of the longest length a user may have is still a login.
+    let v = server.login(&"y".repeat(64), "not-the-password-1").await;
+    assert_eq!(error_code(&v), "INVALID_CREDENTIALS", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_keep_a_bounded_part_of_what_callers_sent() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    let name = "z".repeat(100_000);
+    let host = "h".repeat(50_000);
+    let v = server
+        .query(
+            Some(&admin),
+            "mutation($n: String!, $h: String!) { updateUser(name: $n, hosts: [$h]) { name } }",
+            json!({ "n": name, "h": host }),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND", "{}", &v.to_string()[..200]);
+
+    let entries = audit_entries(&server, &admin, "user_update").await;
+    assert_eq!(entries.len(), 1);
+    let entry = entries[0].to_string();
+    assert!(entry.len() < 2_000, "an entry of {} bytes", entry.len());
+    let target = entries[0]["target"].as_str().expect("target");
+    assert!(target.starts_with(&"z".repeat(256)), "{target}");
+    assert!(target.ends_with("[cut, 100000 characters]"), "{target}");
+    let kept = entries[0]["params"]["hosts"][0].as_str().expect("host");
+    assert!(kept.ends_with("[cut, 50000 characters]"), "{kept}");
+}
+
+/// An acknowledged subscription socket of `token`.
+async fn acknowledged(server: &TestServer, token: &str) -> Ws {
+    let mut ws = connect(server).await;
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": { "token": token } }),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, Ok(json!({ "type": "connection_ack" })));
+    ws
+}
+
+/// Subscribes `id` to the log records.
+async fn subscribe_records(ws: &mut Ws, id: &str) {
+    send(
+        ws,
+        json!({ "type": "subscribe", "id": id,
+            "payload": { "query": "subscription { logRecords { text } }" } }),
+    )
+    .await;
+}
+
+/// Waits until `n` subscriptions follow the live batches.
+async fn until_following(server: &TestServer, n: usize) {
+    for _ in 0..200 {
+        if server.state.live.receiver_count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(server.state.live.receiver_count(), n);
+}
+
+/// The first batch of the core corpus, as the pipeline commits it.
+fn corpus_batch() -> Arc<LiveBatch> {
+    let files = [corpus("s01_core_all").join("mainlog")];
+    let mut importer = exim_pilot_ingest::Importer::new(&files, HOST).expect("corpus");
+    let mut pipeline = exim_pilot_processor::pipeline::Pipeline::new(
+        exim_pilot_schema::Zone::Utc,
+        exim_pilot_processor::correlate::CorrelatorConfig::default(),
+    );
+    let records = importer.next_batch(200).expect("read").expect("records");
+    Arc::new(LiveBatch::of(&pipeline.process(records, false)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_capped_per_connection_and_per_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        ws_max_subscriptions: 3,
+        ws_max_user_subscriptions: 5,
+        ..test_config()
+    };
+    let server = start(Arc::new(store), config).await;
+    let token = server.token("val", VIEWER_PASSWORD).await;
+
+    // The fourth on one socket is refused; the socket stays open.
+    let mut first = acknowledged(&server, &token).await;
+    for id in ["a", "b", "c", "d"] {
+        subscribe_records(&mut first, id).await;
+    }
+    let refused = next(&mut first).await.expect("an answer");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "d");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    until_following(&server, 3).await;
+
+    // The sixth of the user, on another socket, is refused too.
+    let mut second = acknowledged(&server, &token).await;
+    for id in ["e", "f", "g"] {
+        subscribe_records(&mut second, id).await;
+    }
+    let refused = next(&mut second).await.expect("an answer");
+    assert_eq!(refused["id"], "g", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    until_following(&server, 5).await;
+
+    // Ending one makes room for another.
+    send(&mut first, json!({ "type": "complete", "id": "a" })).await;
+    until_following(&server, 4).await;
+    subscribe_records(&mut second, "g").await;
+    until_following(&server, 5).await;
+
+    // Closing a socket gives its user's places back.
+    drop(first);
+    until_following(&server, 3).await;
+    let mut third = acknowledged(&server, &token).await;
+    subscribe_records(&mut third, "i").await;
+    subscribe_records(&mut third, "j").await;
+    until_following(&server, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_told_what_it_skipped() {
+    let (server, _dir) = server().await;
+    let token = server.token("val", VIEWER_PASSWORD).await;
+    let mut ws = acknowledged(&server, &token).await;
+    subscribe_records(&mut ws, "lines").await;
+    until_following(&server, 1).await;
+
+    // Far more batches than the broadcast keeps, at once.
+    let batch = corpus_batch();
+    assert!(batch.records.len() > 10);
+    for _ in 0..500 {
+        let _ = server.state.live.send(Arc::clone(&batch));
+    }
+
+    let mut lines = 0;
+    let notice = loop {
+        let msg = next(&mut ws).await.expect("a message");
+        assert_eq!(msg["type"], "next", "{msg}");
+        if msg["payload"]["errors"].is_array() {
+            break msg;
+        }
+        lines += 1;
+    };
+    let error = &notice["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "LAGGED", "{notice}");
+    assert!(
+        error["extensions"]["skipped"].as_u64().unwrap_or(0) > 0,
+        "{notice}"
+    );
+    assert!(lines < 500 * batch.records.len());
+
+    // The subscription goes on after the notice.
+    let msg = next(&mut ws).await.expect("a message");
+    assert!(
+        msg["payload"]["data"]["logRecords"]["text"].is_string(),
+        "{msg}"
+    );
+}
+
+/// The close code ending `ws`, skipping what comes before it.
+async fn closed(ws: &mut Ws) -> u16 {
+    loop {
+        if let Err(code) = next(ws).await {
+            return code;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_end_soon_after_their_user_is_disabled_or_logs_out() {
+    let (server, _dir) = server().await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    let val = server.token("val", VIEWER_PASSWORD).await;
+    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let mut disabled = acknowledged(&server, &val).await;
+    subscribe_records(&mut disabled, "lines").await;
+    let mut logged_out = acknowledged(&server, &olga).await;
+    subscribe_records(&mut logged_out, "lines").await;
+    until_following(&server, 2).await;
+
+    // Within the default recheck time (the helper waits 20 s at most).
+    server
+        .data(
+            &admin,
+            "mutation { updateUser(name: \"val\", disabled: true) { disabled } }",
+            json!({}),
+        )
+        .await;
+    server.data(&olga, "mutation { logout }", json!({})).await;
+    assert_eq!(closed(&mut disabled).await, 4403);
+    assert_eq!(closed(&mut logged_out).await, 4403);
+    until_following(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_end_when_their_user_is_given_other_rights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        mask_viewer_addresses: true,
+        ws_recheck: Duration::from_millis(200),
+        ..test_config()
+    };
+    let server = start(Arc::new(store), config).await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let mut ws = acknowledged(&server, &olga).await;
+    subscribe_records(&mut ws, "lines").await;
+    until_following(&server, 1).await;
+
+    server
+        .data(
+            &admin,
+            "mutation { updateUser(name: \"olga\", role: \"viewer\") { role } }",
+            json!({}),
+        )
+        .await;
+    let ended = next(&mut ws).await.expect("an answer");
+    assert_eq!(ended["type"], "error", "{ended}");
+    assert_eq!(ended["id"], "lines");
+    assert_eq!(ended["payload"][0]["extensions"]["code"], "RIGHTS_CHANGED");
+    until_following(&server, 0).await;
+
+    // Subscribing again runs with the viewer's rights: addresses masked.
+    subscribe_records(&mut ws, "again").await;
+    until_following(&server, 1).await;
+    let batch = corpus_batch();
+    let _ = server.state.live.send(Arc::clone(&batch));
+    let mut seen = 0;
+    while seen < 20 {
+        let msg = next(&mut ws).await.expect("a record");
+        assert_eq!(msg["id"], "again", "{msg}");
+        let text = msg["payload"]["data"]["logRecords"]["text"]
+            .as_str()
+            .expect("text");
+        for word in text.split_whitespace().filter(|w| w.contains('@')) {
+            let word = word.rsplit(['<', '(', '=']).next().unwrap_or(word);
+            assert!(word.starts_with('*'), "unmasked in {text}");
+        }
+        seen += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_that_are_not_json_are_refused_with_415() {
+    let (server, _dir) = server().await;
+    let login = json!({
+        "query": "mutation { login(username: \"root\", password: \"wrong-password-9\") \
+                  { accessToken } }"
+    })
+    .to_string();
+    let export = format!("http://{}/export.csv", server.addr);
+
+    // What a page on another site may send without a preflight, and no
+    // type at all.
+    for url in [server.url(), export.clone()] {
+        for kind in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let mut request = server.http.post(&url).body(login.clone());
+            if let Some(kind) = kind {
+                request = request.header("content-type", kind);
+            }
+            let response = request.send().await.expect("send");
+            assert_eq!(response.status().as_u16(), 415, "{url} {kind:?}");
+            let v: Value = response.json().await.expect("JSON answer");
+            assert_eq!(error_code(&v), "UNSUPPORTED_MEDIA_TYPE", "{v}");
+        }
+    }
+
+    // None of them reached the login: the right password is not slowed.
+    for kind in [
+        "application/json; charset=utf-8",
+        "Application/GraphQL-Response+JSON",
+    ] {
+        let body = json!({
+            "query": format!(
+                "mutation {{ login(username: \"root\", password: \"{ADMIN_PASSWORD}\") \
+                 {{ accessToken }} }}"
+            )
+        });
+        let response = server
+            .http
+            .post(server.url())
+            .header("content-type", kind)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), 200, "{kind}");
+        let v: Value = response.json().await.expect("JSON answer");
+        assert!(v["data"]["login"]["accessToken"].is_string(), "{kind}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_committed_after_a_change_of_rights_is_sent_under_the_old_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        mask_viewer_addresses: true,
+        // Far off: only the check made before writing can see the change.
+        ws_recheck: Duration::from_secs(600),
+        ..test_config()
+    };
+    let server = start(Arc::new(store), config).await;
+    let admin = server.token("root", ADMIN_PASSWORD).await;
+    server
+        .data(
+            &admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let mut ws = acknowledged(&server, &olga).await;
+    subscribe_records(&mut ws, "lines").await;
+    until_following(&server, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let change = exim_pilot_api::auth::UserChange {
+        role: Some(Role::Viewer),
+        ..Default::default()
+    };
+    exim_pilot_api::auth::update_user(
+        &*server.state.store,
+        &exim_pilot_api::auth::Actor::command_line(),
+        "olga",
+        change,
+    )
+    .await
+    .expect("demoted");
+    let _ = server.state.live.send(corpus_batch());
+    let first = next(&mut ws).await.expect("an answer");
+    assert_eq!(first["type"], "error", "{first}");
+    assert_eq!(first["payload"][0]["extensions"]["code"], "RIGHTS_CHANGED");
 }

@@ -111,7 +111,7 @@ pub enum AuthError {
     /// A new password that breaks the policy.
     #[error(transparent)]
     Password(#[from] PasswordError),
-    /// A user name that cannot be used.
+    /// A user name that cannot be used (as given, cut to a bounded length).
     #[error("invalid user name {0:?}: use 1 to 64 letters, digits, '.', '_', '-' or '@'")]
     BadName(String),
     /// The store failed.
@@ -160,16 +160,54 @@ impl Actor {
     }
 }
 
+/// The longest user name: what `user add` and `createUser` accept, so a
+/// longer name in a login cannot be anyone's.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Characters of one piece of caller-supplied text (a user name, a host,
+/// a string in the parameters) kept in an audit entry or an error; the
+/// rest is cut off (see [`clip`]).
+pub const MAX_AUDIT_TEXT: usize = 256;
+
+/// `text` as it is when it has at most `max` characters, else its first
+/// `max` characters and a marker saying how long it was: what goes into
+/// audit entries and error messages from callers.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => {
+            let total = text.chars().count();
+            format!("{}...[cut, {total} characters]", &text[..cut])
+        }
+    }
+}
+
+/// `params` with every string in it clipped (see [`clip`]).
+fn clip_params(params: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match params {
+        Value::String(s) if s.len() > MAX_AUDIT_TEXT => Value::String(clip(&s, MAX_AUDIT_TEXT)),
+        Value::Array(items) => Value::Array(items.into_iter().map(clip_params).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (clip(&k, MAX_AUDIT_TEXT), clip_params(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Checks a user name.
 pub fn check_name(name: &str) -> Result<(), AuthError> {
-    let ok = (1..=64).contains(&name.len())
+    let ok = (1..=MAX_NAME_LEN).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
-        Err(AuthError::BadName(name.to_string()))
+        Err(AuthError::BadName(clip(name, MAX_NAME_LEN)))
     }
 }
 
@@ -293,7 +331,10 @@ fn result_word<T>(r: &Result<T, AuthError>) -> &'static str {
 }
 
 /// Appends to the audit trail; a failure to do so is logged, not passed
-/// on (the action itself already happened or was refused).
+/// on (the action itself already happened or was refused). What callers
+/// supplied (the actor's and target's names, strings in `params`) is
+/// clipped to [`MAX_AUDIT_TEXT`] characters, so no request can make an
+/// entry larger than a few kilobytes per parameter.
 pub async fn audit(
     store: &dyn Store,
     actor: &Actor,
@@ -304,12 +345,12 @@ pub async fn audit(
 ) {
     let entry = AuditEntry {
         at: Utc::now(),
-        actor: actor.name.clone(),
+        actor: clip(&actor.name, MAX_AUDIT_TEXT),
         role: actor.role.map(|r| r.as_str().to_string()),
         client_ip: actor.ip.map(|ip| ip.to_string()),
         action: action.to_string(),
-        target: target.map(str::to_string),
-        params,
+        target: target.map(|t| clip(t, MAX_AUDIT_TEXT)),
+        params: params.map(clip_params),
         outcome: outcome.to_string(),
     };
     if let Err(e) = store.append_audit(&entry).await {
@@ -379,8 +420,14 @@ impl Auth {
     }
 
     /// Logs in: checks the throttle, then the password, and opens a
-    /// session.
+    /// session. A name longer than any user's ([`MAX_NAME_LEN`]) is
+    /// refused as bad input before the store is read or written: it
+    /// cannot be a user's, and its attempt is neither counted nor
+    /// audited.
     pub async fn login(&self, name: &str, password: &str, ip: IpAddr) -> Result<Tokens, AuthError> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(AuthError::BadName(clip(name, MAX_NAME_LEN)));
+        }
         let outcome = self.try_login(name, password, ip).await;
         self.count(outcome)
     }
