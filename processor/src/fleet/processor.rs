@@ -42,8 +42,10 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a fetch waits at the broker for records
 /// (`fetch.wait.max.ms`; librdkafka's own default is 500). A broker that
 /// answers a waiting fetch only once its wait is over, not when records
-/// arrive (tansu does so), holds every record up to that long before the
-/// processor sees it; an idle processor asks this often instead.
+/// arrive (as tansu appeared to in `benches/fleet-e2e.sh`: 500 ms gave a
+/// freshness p50 of 483 ms, 50 ms one of 260 ms), holds every record up
+/// to that long before the processor sees it; an idle processor asks this
+/// often instead.
 const FETCH_WAIT_MS: &str = "50";
 
 /// Why a processor stopped or could not start.
