@@ -189,3 +189,66 @@ fn save(
         store: encoded.elapsed(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use exim_pilot_schema::Zone;
+    use exim_pilot_store::SqliteStore;
+
+    use super::*;
+    use crate::correlate::CorrelatorConfig;
+    use crate::pipeline::Pipeline;
+
+    fn copy(partition: i32, next_offset: i64) -> StateCopy {
+        let pipeline = Pipeline::new(Zone::Utc, CorrelatorConfig::default());
+        StateCopy {
+            partition,
+            next_offset,
+            blob: format!("state-{partition}"),
+            state: pipeline.state(),
+        }
+    }
+
+    #[test]
+    fn a_save_is_stored_then_handed_back_once_and_one_runs_at_a_time() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(dir.path()).unwrap());
+        let saves = StateSaves::default();
+        assert!(!saves.busy());
+
+        saves.start(rt.handle(), &store, vec![copy(0, 10), copy(2, 7)], 3);
+        assert!(saves.busy());
+        // Another save while one is busy is not started.
+        saves.start(rt.handle(), &store, vec![copy(5, 1)], 3);
+        assert!(saves.wait(Duration::from_secs(30)));
+        assert!(saves.busy(), "busy until its outcome is taken");
+
+        let saved = saves.take_finished().unwrap().unwrap();
+        assert_eq!(saved.offsets, vec![(0, 10), (2, 7)]);
+        assert_eq!(saved.rebalances, 3);
+        assert!(saves.take_finished().is_none());
+        assert!(!saves.busy());
+        for name in ["state-0", "state-2"] {
+            let data = rt.block_on(store.load_blob(name)).unwrap().unwrap();
+            Pipeline::restore(Zone::Utc, &data).unwrap();
+        }
+        assert_eq!(rt.block_on(store.load_blob("state-5")).unwrap(), None);
+    }
+
+    #[test]
+    fn nothing_to_save_starts_nothing() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(dir.path()).unwrap());
+        let saves = StateSaves::default();
+        saves.start(rt.handle(), &store, Vec::new(), 0);
+        assert!(!saves.busy());
+        assert!(saves.wait(Duration::ZERO));
+        assert!(saves.take_finished().is_none());
+    }
+}
