@@ -180,7 +180,9 @@ def watch():
     while not done.is_set() or len(seen) < len(written):
         top = int(query("SELECT max(offset) FROM events"))
         now = time.monotonic()
-        for offset in [o for o in written if o not in seen and o <= top]:
+        # A copy: the writing thread adds to `written` meanwhile, and a
+        # dictionary that grows while it is iterated stops the watcher.
+        for offset in [o for o in list(written) if o not in seen and o <= top]:
             seen[offset] = now
         time.sleep(0.02)
 

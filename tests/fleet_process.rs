@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use exim_pilot_processor::fleet::{FleetConfig, FleetMetrics, Processor, UNDECODABLE};
+use exim_pilot_processor::fleet::{
+    state_blob_name, FleetConfig, FleetMetrics, Processor, UNDECODABLE,
+};
 use exim_pilot_processor::parse::RecordReader;
 use exim_pilot_schema::report::{ReportCells, ReportOptions};
 use exim_pilot_schema::wire::{BatchRecord, RecordBatch};
@@ -783,6 +785,10 @@ fn a_retried_batch_is_offered_again_not_appended_again() {
     let seen = {
         let (metrics, pending_seen) = (metrics.clone(), pending_seen.clone());
         move |_attempt: u32, batch: &Batch| {
+            // A partition state saved alone is not the batch looked at.
+            if batch.records.is_empty() {
+                return;
+            }
             pending_seen
                 .lock()
                 .unwrap()
@@ -1010,4 +1016,84 @@ fn a_partition_revoked_while_paused_is_read_again_once_assigned_back() {
     );
     stop.store(true, Ordering::SeqCst);
     processor.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_state_being_saved_holds_back_the_offset_not_the_records() {
+    let kafka = Server::kafka();
+    let brokers = kafka.address().to_string();
+    let rt = runtime();
+    let (topic, group) = (unique("raw"), unique("group"));
+    create_topic(&rt, &brokers, &topic, 1);
+    let producer = producer(&brokers);
+    publish(&producer, &topic, 0, "mx1", &one_line_batch("mx1", 0));
+    flush(&producer);
+
+    // A write of the state alone (blobs, no records) waits until it is
+    // released.
+    let released = Arc::new(AtomicBool::new(false));
+    let saves = Arc::new(AtomicU32::new(0));
+    let seen = {
+        let (released, saves) = (released.clone(), saves.clone());
+        move |_: u32, batch: &Batch| {
+            if batch.records.is_empty() && !batch.blobs.is_empty() {
+                saves.fetch_add(1, Ordering::SeqCst);
+                while !released.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    };
+    let data = tempfile::tempdir().unwrap();
+    let inner = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
+    let store = Arc::new(FlakyStore {
+        inner: inner.clone(),
+        failures: 0,
+        attempts: AtomicU32::new(0),
+        seen: Box::new(seen),
+    });
+    let mut config = config(&brokers, &topic, &group);
+    config.state_interval = Duration::ZERO;
+    let stop = Arc::new(AtomicBool::new(false));
+    let metrics = FleetMetrics::new(&prometheus::Registry::new()).unwrap();
+    let processor = {
+        let (stop, handle) = (stop.clone(), rt.handle().clone());
+        std::thread::spawn(move || {
+            let mut processor = Processor::new(config, store, handle, metrics).unwrap();
+            processor.run(&stop)
+        })
+    };
+    wait_until("the first state is being saved", || {
+        saves.load(Ordering::SeqCst) >= 1
+    });
+
+    // Records that come meanwhile are stored without waiting for the
+    // save; the group's offset and the stored state wait for it.
+    for i in 1..5 {
+        publish(&producer, &topic, 0, "mx1", &one_line_batch("mx1", i * 100));
+    }
+    flush(&producer);
+    wait_until("the later records are stored", || {
+        records_per_host(&rt, &*inner).get("mx1") == Some(&5)
+    });
+    let client = group_client(&brokers, &group);
+    let blob = state_blob_name(&topic, 0);
+    assert_eq!(committed(&client, &topic, 1), vec![-1]);
+    assert_eq!(rt.block_on(inner.load_blob(&blob)).unwrap(), None);
+    assert_eq!(saves.load(Ordering::SeqCst), 1, "one save at a time");
+
+    // Once the state is stored, the offset just past the record it covers
+    // is committed; stopping saves the last state with the offset of all.
+    released.store(true, Ordering::SeqCst);
+    wait_until("the saved state's offset is committed", || {
+        committed(&client, &topic, 1) == vec![1]
+    });
+    assert!(rt.block_on(inner.load_blob(&blob)).unwrap().is_some());
+    stop.store(true, Ordering::SeqCst);
+    processor.join().unwrap().unwrap();
+    assert_eq!(committed(&client, &topic, 1), vec![5]);
+    assert_eq!(
+        records_per_host(&rt, &*inner),
+        BTreeMap::from([("mx1".to_string(), 5)])
+    );
 }

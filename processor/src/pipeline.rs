@@ -59,6 +59,14 @@ pub struct PipelineState {
     pub applied: Vec<AppliedPosition>,
 }
 
+impl PipelineState {
+    /// The state as saved, read back by [`Pipeline::restore`].
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data structures to a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// Why a saved pipeline state could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -147,6 +155,13 @@ impl Pipeline {
 
     /// The state to save, serialised.
     pub fn save(&self) -> Vec<u8> {
+        self.state().encode()
+    }
+
+    /// A copy of the state to save, to be serialised with
+    /// [`PipelineState::encode`] (possibly elsewhere: the copy is cheaper
+    /// than the text, and independent of the pipeline once taken).
+    pub fn state(&self) -> PipelineState {
         let mut applied: Vec<AppliedPosition> = self
             .applied
             .iter()
@@ -157,13 +172,11 @@ impl Pipeline {
             })
             .collect();
         applied.sort_by(|a, b| (&a.host, a.file_id).cmp(&(&b.host, b.file_id)));
-        let state = PipelineState {
+        PipelineState {
             version: STATE_VERSION,
             correlator: self.correlator.save(),
             applied,
-        };
-        // Serialising plain data structures to a Vec cannot fail.
-        serde_json::to_vec(&state).unwrap_or_default()
+        }
     }
 
     /// What has been processed so far.

@@ -28,13 +28,17 @@ pub struct FleetConfig {
     /// Log records per store batch at most (a Kafka record that would
     /// cross the limit still goes whole into the batch).
     pub batch_records: usize,
-    /// Longest time spent filling one batch.
+    /// Longest time spent filling one batch. A batch is stored as soon
+    /// as no more records wait for it; this bounds the filling while
+    /// records keep coming.
     pub batch_wait: Duration,
-    /// How often a partition's pipeline state is saved with its batch.
-    /// Offsets are committed only with a saved state, so a crash makes
-    /// the next owner read again up to this much of the partition (the
-    /// store keeps what it already has once); saving it with every batch
-    /// would make each commit write the state of every message in flight.
+    /// How often a partition's pipeline state is saved (beside the
+    /// batches, which do not wait for it). Offsets are committed only
+    /// once a state is saved, so a crash makes the next owner read again
+    /// up to this much of the partition, plus the save's own time (the
+    /// store keeps what it already has once); the state of every message
+    /// in flight is the largest write there is. Zero saves it after each
+    /// batch, unless the last save is still being written.
     pub state_interval: Duration,
     /// Pauses between store attempts.
     pub retry: Backoff,

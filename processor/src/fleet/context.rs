@@ -6,15 +6,24 @@
 //! returns (see `Processor::rebalanced`). Nothing else runs between the
 //! callback and that point, so no record of a revoked partition can slip
 //! through.
+//!
+//! One thing the callbacks do themselves: before partitions are taken
+//! away, they wait for the partition state being saved beside the loop
+//! (see `saves`), so that it cannot land after the next owner started.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics};
 
+use super::saves::StateSaves;
 use super::FleetMetrics;
+
+/// How long a rebalance waits for a partition state being saved.
+const SAVE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A change of the partitions this processor owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,14 +42,26 @@ pub struct FleetContext {
     topic: String,
     changes: Mutex<Vec<Assignment>>,
     metrics: FleetMetrics,
+    saves: StateSaves,
 }
 
 impl FleetContext {
-    pub fn new(topic: &str, metrics: FleetMetrics) -> FleetContext {
+    pub fn new(topic: &str, metrics: FleetMetrics, saves: StateSaves) -> FleetContext {
         FleetContext {
             topic: topic.to_string(),
             changes: Mutex::new(Vec::new()),
             metrics,
+            saves,
+        }
+    }
+
+    /// Waits for the state save in flight before partitions go.
+    fn let_save_finish(&self) {
+        if !self.saves.wait(SAVE_PATIENCE) {
+            tracing::warn!(
+                waited_s = SAVE_PATIENCE.as_secs(),
+                "A partition state is still being saved while partitions are taken away"
+            );
         }
     }
 
@@ -88,6 +109,7 @@ impl ConsumerContext for FleetContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
+                self.let_save_finish();
                 let partitions = list
                     .elements_for_topic(&self.topic)
                     .iter()
@@ -97,6 +119,7 @@ impl ConsumerContext for FleetContext {
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => {
+                self.let_save_finish();
                 tracing::warn!(error = %e, "Consumer group rebalance failed");
                 self.note(Assignment::Lost);
             }

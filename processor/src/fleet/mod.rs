@@ -15,6 +15,7 @@
 //! - `decode`: Kafka records to raw records, or to undecodable records.
 //! - `pending`: the batch waiting for the store, offered again unchanged
 //!   until the store takes it.
+//! - `saves`: partition states saved beside the loop.
 //! - [`metrics`]: what a processor reports, in logs and in Prometheus.
 //! - [`processor`]: the loop that ties them together.
 //! - [`queue`]: beside the raw topic, the queue topic's consumer: queue
@@ -23,25 +24,34 @@
 //!
 //! # One round of the loop
 //!
-//! Poll up to [`FleetConfig::batch_records`] log records or for
-//! [`FleetConfig::batch_wait`], whichever comes first. Decode each Kafka
-//! record and run the records of each partition through that partition's
-//! own pipeline. Merge the partitions' output into one store [`Batch`]; a
-//! partition's pipeline state goes with it when
-//! [`FleetConfig::state_interval`] has passed since it was last saved (and
-//! before the processor stops). Commit it to the store, again and again
-//! with growing pauses while the store fails. Only once the store has
-//! acknowledged it, commit the Kafka offsets just past the last record of
-//! each partition whose state was in it.
+//! Poll up to [`FleetConfig::batch_records`] log records, until no more
+//! records wait (none comes within a few milliseconds), or for
+//! [`FleetConfig::batch_wait`], whichever comes first: a round stores
+//! what has arrived instead of waiting for more, and records that arrive
+//! meanwhile make the next round, so rounds grow with the load. Decode
+//! each Kafka record and run the records of each partition through that
+//! partition's own pipeline. Merge the partitions' output into one store
+//! [`Batch`]. Commit it to the store, again and again with growing pauses
+//! while the store fails.
 //!
-//! A crash at any point therefore leaves the committed offsets exactly at
-//! saved states. The records after them are read again after a restart
-//! and applied again by the restored pipeline; the store keeps records it
-//! already holds once and ignores lifecycles that did not change, so no
-//! record is lost and none is counted twice. Saving the state (every
-//! message in flight) with every batch made it the largest write of a
-//! commit; the interval trades it for some records read twice after a
-//! crash.
+//! A partition's pipeline state (every message in flight) is saved when
+//! [`FleetConfig::state_interval`] has passed since it was last saved:
+//! the round takes a copy of it, and once the round's batch is stored, a
+//! thread of its own serialises the copy and stores it while the next
+//! rounds go on (serialising and writing it inside the round held up every
+//! record behind it by a second and more). Only once the state is stored,
+//! the Kafka offset just past the round's last record of that partition
+//! is committed. Before the processor stops, every partition's state goes
+//! with the last batch itself, and its offset is committed with it.
+//!
+//! A crash at any point therefore leaves the committed offsets at or
+//! behind saved states, and a state is saved only after the records it
+//! covers. The records after the committed offsets are read again after a
+//! restart: those the restored state covers are skipped (it remembers the
+//! last record applied per file), the others applied; the store keeps
+//! records it already holds once and ignores lifecycles that did not
+//! change, so no record is lost and none is counted twice. The interval
+//! trades the cost of a save for some records read twice after a crash.
 //!
 //! # Where the correlator's state lives
 //!
@@ -62,10 +72,13 @@
 //! assigned or revoked. A revoked partition's pipeline, its unprocessed
 //! records and its part of a batch not yet stored are dropped: its next
 //! owner restores the state this processor last stored and reads on from
-//! the offset this processor last committed. While the store fails, the
-//! processor keeps polling with its partitions paused, so it stays in the
-//! group and learns of rebalances instead of writing, much later, a batch
-//! for a partition that has moved on.
+//! the offset this processor last committed. A state save in flight is
+//! waited for inside the callback, before the partitions go, so that it
+//! cannot land over a state the next owner stores; its offsets are not
+//! committed (the next owner reads those records again and skips them).
+//! While the store fails, the processor keeps polling with its partitions
+//! paused, so it stays in the group and learns of rebalances instead of
+//! writing, much later, a batch for a partition that has moved on.
 //!
 //! # Undecodable records
 //!
@@ -91,7 +104,7 @@
 //! messages are then stored as fragments. A store write that succeeds
 //! after the processor was excluded from the group without noticing (a
 //! process frozen for longer than the session timeout) can still land once
-//! after the partition's new owner wrote; the new owner's next batch
+//! after the partition's new owner wrote; the new owner's next state save
 //! replaces the partition state, but lifecycles that batch does not touch
 //! keep the older version.
 
@@ -102,6 +115,7 @@ pub mod metrics;
 mod pending;
 pub mod processor;
 pub mod queue;
+mod saves;
 
 use exim_pilot_store::Batch;
 

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use exim_pilot_store::Batch;
 
+use super::saves::StateCopy;
+
 /// One partition's share of a round.
 pub struct Part {
     /// What the partition's pipeline made of its records, with its state.
@@ -19,6 +21,9 @@ pub struct Part {
     /// Whether the batch carries the pipeline's state: only then may the
     /// partition's offset be committed once it is stored.
     pub with_state: bool,
+    /// A copy of the pipeline's state as of the share's last record, to
+    /// save once the share is stored.
+    pub state: Option<StateCopy>,
 }
 
 /// Every partition's share of a round.
@@ -61,6 +66,14 @@ impl Pending {
             super::merge(&mut batch, &part.batch);
         }
         batch
+    }
+
+    /// Takes the state copies out of the parts.
+    pub fn take_states(&mut self) -> Vec<StateCopy> {
+        self.parts
+            .values_mut()
+            .filter_map(|part| part.state.take())
+            .collect()
     }
 
     /// Each partition's offset just past its share, and whether its

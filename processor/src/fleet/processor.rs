@@ -18,14 +18,35 @@ use tokio::runtime::Handle;
 use super::context::{Assignment, FleetContext};
 use super::decode::{decode, Decoded, Polled};
 use super::pending::{Part, Pending};
+use super::saves::{Saved, StateCopy, StateSaves};
 use super::{state_blob_name, FleetConfig, FleetMetrics};
 use crate::pipeline::{Pipeline, PipelineError, STATE_BLOB};
 
 /// The longest a single poll blocks, so that a stop request is noticed.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
+/// Once a round holds records, how long a poll waits for more: records
+/// polled meanwhile go into the round; when none came, the round is
+/// stored without waiting out [`FleetConfig::batch_wait`]. Records that
+/// arrive while a round is stored wait in the consumer's queue and make
+/// the next round, so rounds grow with the load.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// How long a processor that stops waits for a partition state being
+/// saved.
+const SAVE_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How long metadata and offset requests to the brokers may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a fetch waits at the broker for records
+/// (`fetch.wait.max.ms`; librdkafka's own default is 500). A broker that
+/// answers a waiting fetch only once its wait is over, not when records
+/// arrive (as tansu appeared to in `benches/fleet-e2e.sh`: 500 ms gave a
+/// freshness p50 of 483 ms, 50 ms one of 260 ms), holds every record up
+/// to that long before the processor sees it; an idle processor asks this
+/// often instead.
+const FETCH_WAIT_MS: &str = "50";
 
 /// Why a processor stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +111,24 @@ pub struct Processor {
     /// Partitions stored past their last saved state: the offset just
     /// past what was stored.
     unsaved: BTreeMap<i32, i64>,
+    /// The partition states being saved beside the loop.
+    saves: StateSaves,
+    /// Rebalances seen so far: a save that saw one meets partitions that
+    /// may have moved, and commits no offset.
+    rebalances: u64,
+}
+
+/// What one poll brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PollOutcome {
+    /// Nothing within the timeout.
+    Nothing,
+    /// A Kafka record, filed in the inbox.
+    Record,
+    /// A partition was read to its end.
+    End,
+    /// The consumer reported an error.
+    Error,
 }
 
 /// One decoded Kafka record.
@@ -117,7 +156,8 @@ impl Processor {
         runtime: Handle,
         metrics: FleetMetrics,
     ) -> Result<Processor, FleetError> {
-        let context = FleetContext::new(&config.topic, metrics.clone());
+        let saves = StateSaves::default();
+        let context = FleetContext::new(&config.topic, metrics.clone(), saves.clone());
         let consumer: BaseConsumer<FleetContext> = client_config(&config)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -149,6 +189,8 @@ impl Processor {
             topic_partitions: None,
             state_saved: BTreeMap::new(),
             unsaved: BTreeMap::new(),
+            saves,
+            rebalances: 0,
         })
     }
 
@@ -161,19 +203,36 @@ impl Processor {
     /// stored, unless the store is failing) or, with
     /// [`FleetConfig::stop_when_caught_up`], until the topic is read.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), FleetError> {
+        let result = self.rounds(stop);
+        // A save in flight still lands; its offsets are left for the next
+        // owner, which reads on from the last committed ones.
+        self.saves.wait(SAVE_PATIENCE);
+        result
+    }
+
+    fn rounds(&mut self, stop: &AtomicBool) -> Result<(), FleetError> {
         loop {
+            self.saves_finished();
             let stopping = stop.load(Ordering::Relaxed);
             if !stopping {
                 self.fill_inbox(stop);
             }
 
             // Before stopping, every partition's state is saved so the
-            // next owner starts where this one ended.
+            // next owner starts where this one ended: after the save in
+            // flight, so that the final state lands last.
             let finishing = stopping || (self.config.stop_when_caught_up && self.all_at_end());
+            if finishing && self.saves.busy() {
+                self.saves.wait(SAVE_PATIENCE);
+                self.saves_finished();
+            }
             if !self.inbox.is_empty() || (finishing && !self.unsaved.is_empty()) {
                 self.process_inbox(stop, finishing)?;
                 if self.store_pending(stop) {
+                    let copies = self.pending.take_states();
                     self.commit_offsets();
+                    self.saves
+                        .start(&self.runtime, &self.store, copies, self.rebalances);
                 }
             }
 
@@ -183,8 +242,57 @@ impl Processor {
         }
     }
 
-    /// Polls until the batch is full, its time is up, or every partition
-    /// is read to its end.
+    /// Commits the offsets of a save that finished, unless a rebalance
+    /// came in between.
+    fn saves_finished(&mut self) {
+        match self.saves.take_finished() {
+            None => {}
+            Some(Ok(saved)) => self.state_stored(saved),
+            Some(Err(e)) => {
+                // The partitions stay due: the next round takes another
+                // copy.
+                self.metrics
+                    .store_failed("save partition state", &e, 1, Duration::ZERO);
+            }
+        }
+    }
+
+    fn state_stored(&mut self, saved: Saved) {
+        tracing::debug!(
+            partitions = saved.offsets.len(),
+            bytes = saved.bytes,
+            encode_ms = saved.encode.as_millis() as u64,
+            store_ms = saved.store.as_millis() as u64,
+            "Partition states saved"
+        );
+        if saved.rebalances != self.rebalances {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in saved.offsets {
+            if !self.partitions.contains_key(&partition) {
+                continue;
+            }
+            self.state_saved.insert(partition, saved.started);
+            if self.unsaved.get(&partition) == Some(&next) {
+                self.unsaved.remove(&partition);
+            }
+            if let Err(e) =
+                list.add_partition_offset(&self.config.topic, partition, Offset::Offset(next))
+            {
+                self.metrics.offset_commit_failed(&e);
+            }
+        }
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
+                self.metrics.offset_commit_failed(&e);
+            }
+        }
+    }
+
+    /// Polls until the batch is full, its time is up, every partition is
+    /// read to its end, or, once it holds records, nothing more comes
+    /// within [`GATHER`].
     fn fill_inbox(&mut self, stop: &AtomicBool) {
         let deadline = Instant::now() + self.config.batch_wait;
         let mut records = 0;
@@ -193,16 +301,21 @@ impl Processor {
             if left.is_zero() {
                 break;
             }
-            let reached_end = self.poll_once(left.min(POLL_SLICE), &mut records);
-            if reached_end && !self.inbox.is_empty() && self.all_at_end() {
-                break;
+            let slice = if self.inbox.is_empty() {
+                POLL_SLICE
+            } else {
+                GATHER
+            };
+            match self.poll_once(left.min(slice), &mut records) {
+                PollOutcome::End if !self.inbox.is_empty() && self.all_at_end() => break,
+                PollOutcome::Nothing if !self.inbox.is_empty() => break,
+                _ => {}
             }
         }
     }
 
-    /// Polls once and files what came. Returns true when a partition was
-    /// read to its end.
-    fn poll_once(&mut self, timeout: Duration, records: &mut usize) -> bool {
+    /// Polls once and files what came.
+    fn poll_once(&mut self, timeout: Duration, records: &mut usize) -> PollOutcome {
         let polled = match self.consumer.poll(timeout) {
             None => None,
             Some(Ok(m)) => Some(Ok(Polled {
@@ -219,18 +332,18 @@ impl Processor {
         self.rebalanced();
 
         match polled {
-            None => false,
+            None => PollOutcome::Nothing,
             Some(Ok(p)) => {
                 *records += self.accept(p);
-                false
+                PollOutcome::Record
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 self.at_end.insert(partition);
-                true
+                PollOutcome::End
             }
             Some(Err(e)) => {
                 self.metrics.consumer_error(&e);
-                false
+                PollOutcome::Error
             }
         }
     }
@@ -262,6 +375,7 @@ impl Processor {
         if changes.is_empty() {
             return;
         }
+        self.rebalances += 1;
         for change in changes {
             match change {
                 Assignment::Assigned(partitions) => {
@@ -301,12 +415,14 @@ impl Processor {
     }
 
     /// Runs the inbox through the partitions' pipelines into the pending
-    /// batch. A partition's state goes with its share once
-    /// [`FleetConfig::state_interval`] has passed since it was last saved,
-    /// and always when `finishing` (then also for partitions without new
-    /// records whose state is behind).
+    /// batch. When `finishing`, a partition's state goes with its share
+    /// (also for partitions without new records whose state is behind).
+    /// Otherwise, once [`FleetConfig::state_interval`] has passed since it
+    /// was last saved and no save is in flight, a copy of it goes with the
+    /// share, to be saved beside the loop once the share is stored.
     fn process_inbox(&mut self, stop: &AtomicBool, finishing: bool) -> Result<(), FleetError> {
         self.revoked.clear();
+        let saving = self.saves.busy();
         let mut shares: BTreeMap<i32, Share> = BTreeMap::new();
         if finishing {
             for (&partition, &next_offset) in &self.unsaved {
@@ -331,14 +447,31 @@ impl Processor {
                 continue;
             };
 
-            let with_state = finishing
-                || self
+            let due = !finishing
+                && !saving
+                && self
                     .state_saved
                     .get(&partition)
                     .is_none_or(|at| at.elapsed() >= self.config.state_interval);
             let before = pipeline.counts();
             let records = share.records.len() + share.undecodable.len();
-            let mut batch = pipeline.process(share.records, with_state);
+            let mut batch = pipeline.process(share.records, finishing);
+            let state = due.then(|| {
+                let started = Instant::now();
+                let state = pipeline.state();
+                tracing::debug!(
+                    partition,
+                    messages = state.correlator.messages(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "Partition state copied for saving"
+                );
+                StateCopy {
+                    partition,
+                    next_offset: share.last_offset + 1,
+                    blob: state_blob_name(&self.config.topic, partition),
+                    state,
+                }
+            });
             self.metrics.processed(before, pipeline.counts());
             for blob in &mut batch.blobs {
                 if blob.name == STATE_BLOB {
@@ -352,7 +485,8 @@ impl Processor {
                     batch,
                     next_offset: share.last_offset + 1,
                     records,
-                    with_state,
+                    with_state: finishing,
+                    state,
                 },
             );
         }
@@ -566,7 +700,8 @@ fn client_config(config: &FleetConfig) -> ClientConfig {
     client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
-        .set("client.id", "exim-pilot-process");
+        .set("client.id", "exim-pilot-process")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS);
     for (key, value) in &config.client_options {
         client.set(key, value);
     }
