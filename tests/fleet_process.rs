@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use exim_pilot_processor::fleet::{
-    state_blob_name, FleetConfig, FleetMetrics, Processor, UNDECODABLE,
+    state_blob_name, FleetConfig, FleetError, FleetMetrics, Processor, UNDECODABLE,
 };
 use exim_pilot_processor::parse::RecordReader;
 use exim_pilot_schema::report::{ReportCells, ReportOptions};
@@ -365,6 +365,26 @@ fn spawn_process(brokers: &str, topic: &str, group: &str, data: &Path, log: &Pat
     Running(child)
 }
 
+/// A processor running on a thread of its own until the flag is set.
+fn spawn_processor(
+    rt: &tokio::runtime::Runtime,
+    config: FleetConfig,
+    store: Arc<dyn Store>,
+) -> (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Result<(), FleetError>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let metrics = FleetMetrics::new(&prometheus::Registry::new()).unwrap();
+    let handle = rt.handle().clone();
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut processor = Processor::new(config, store, handle, metrics).unwrap();
+        processor.run(&flag)
+    });
+    (stop, thread)
+}
+
 fn wait_until(what: &str, done: impl FnMut() -> bool) {
     wait_until_or(what, || {}, done)
 }
@@ -395,6 +415,23 @@ struct FlakyStore {
     failures: u32,
     attempts: AtomicU32,
     seen: AttemptHook,
+}
+
+impl FlakyStore {
+    /// A store over `inner` whose first `failures` commits fail; `seen`
+    /// is told of every attempt.
+    fn new(
+        inner: Arc<SqliteStore>,
+        failures: u32,
+        seen: impl Fn(u32, &Batch) + Send + Sync + 'static,
+    ) -> Arc<FlakyStore> {
+        Arc::new(FlakyStore {
+            inner,
+            failures,
+            attempts: AtomicU32::new(0),
+            seen: Box::new(seen),
+        })
+    }
 }
 
 #[async_trait]
@@ -737,12 +774,7 @@ fn offsets_stay_put_until_the_store_took_the_batch() {
     };
     let data = tempfile::tempdir().unwrap();
     let inner = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
-    let store = Arc::new(FlakyStore {
-        inner: inner.clone(),
-        failures: 3,
-        attempts: AtomicU32::new(0),
-        seen: Box::new(seen),
-    });
+    let store = FlakyStore::new(inner.clone(), 3, seen);
     let mut config = config(&brokers, &topic, &group);
     config.batch_wait = Duration::from_secs(5);
     let metrics = process_until_caught_up(&rt, config, store);
@@ -797,12 +829,7 @@ fn a_retried_batch_is_offered_again_not_appended_again() {
     };
     let data = tempfile::tempdir().unwrap();
     let inner = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
-    let store = Arc::new(FlakyStore {
-        inner: inner.clone(),
-        failures: 2,
-        attempts: AtomicU32::new(0),
-        seen: Box::new(seen),
-    });
+    let store = FlakyStore::new(inner.clone(), 2, seen);
     let mut config = config(&brokers, &topic, &group);
     config.stop_when_caught_up = true;
     let mut processor =
@@ -938,26 +965,13 @@ fn a_partition_revoked_while_paused_is_read_again_once_assigned_back() {
         let attempts = attempts.clone();
         move |attempt: u32, _: &Batch| attempts.store(attempt, Ordering::SeqCst)
     };
-    let store = Arc::new(FlakyStore {
-        inner: inner.clone(),
-        failures: 1,
-        attempts: AtomicU32::new(0),
-        seen: Box::new(seen),
-    });
+    let store = FlakyStore::new(inner.clone(), 1, seen);
     let mut config = config(&brokers, &topic, &group);
     config.retry = exim_pilot_processor::fleet::Backoff {
         first: Duration::from_secs(10),
         max: Duration::from_secs(10),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let metrics = FleetMetrics::new(&prometheus::Registry::new()).unwrap();
-    let processor = {
-        let (stop, handle) = (stop.clone(), rt.handle().clone());
-        std::thread::spawn(move || {
-            let mut processor = Processor::new(config, store, handle, metrics).unwrap();
-            processor.run(&stop)
-        })
-    };
+    let (stop, processor) = spawn_processor(&rt, config, store);
     wait_until("the first commit failed", || {
         attempts.load(Ordering::SeqCst) >= 1
     });
@@ -1046,23 +1060,10 @@ fn a_state_being_saved_holds_back_the_offset_not_the_records() {
     };
     let data = tempfile::tempdir().unwrap();
     let inner = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
-    let store = Arc::new(FlakyStore {
-        inner: inner.clone(),
-        failures: 0,
-        attempts: AtomicU32::new(0),
-        seen: Box::new(seen),
-    });
+    let store = FlakyStore::new(inner.clone(), 0, seen);
     let mut config = config(&brokers, &topic, &group);
     config.state_interval = Duration::ZERO;
-    let stop = Arc::new(AtomicBool::new(false));
-    let metrics = FleetMetrics::new(&prometheus::Registry::new()).unwrap();
-    let processor = {
-        let (stop, handle) = (stop.clone(), rt.handle().clone());
-        std::thread::spawn(move || {
-            let mut processor = Processor::new(config, store, handle, metrics).unwrap();
-            processor.run(&stop)
-        })
-    };
+    let (stop, processor) = spawn_processor(&rt, config, store);
     wait_until("the first state is being saved", || {
         saves.load(Ordering::SeqCst) >= 1
     });

@@ -965,6 +965,32 @@ async fn a_subscriber_that_falls_behind_is_told_what_it_skipped() {
     );
 }
 
+/// Creates the operator olga; her access token.
+async fn operator_olga(server: &TestServer, admin: &str) -> String {
+    server
+        .data(
+            admin,
+            "mutation { createUser(name: \"olga\", role: \"operator\", \
+             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
+            json!({}),
+        )
+        .await;
+    server.token("olga", "Pq7rWm3xLk9t-oper").await
+}
+
+/// A server masking viewers' addresses whose sockets check their rights
+/// every `recheck`.
+async fn masking_server(recheck: Duration) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_dir(dir.path()).expect("store");
+    let config = ApiConfig {
+        mask_viewer_addresses: true,
+        ws_recheck: recheck,
+        ..test_config()
+    };
+    (start(Arc::new(store), config).await, dir)
+}
+
 /// The close code ending `ws`, skipping what comes before it.
 async fn closed(ws: &mut Ws) -> u16 {
     loop {
@@ -978,16 +1004,8 @@ async fn closed(ws: &mut Ws) -> u16 {
 async fn subscriptions_end_soon_after_their_user_is_disabled_or_logs_out() {
     let (server, _dir) = server().await;
     let admin = server.token("root", ADMIN_PASSWORD).await;
-    server
-        .data(
-            &admin,
-            "mutation { createUser(name: \"olga\", role: \"operator\", \
-             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
-            json!({}),
-        )
-        .await;
     let val = server.token("val", VIEWER_PASSWORD).await;
-    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let olga = operator_olga(&server, &admin).await;
     let mut disabled = acknowledged(&server, &val).await;
     subscribe_records(&mut disabled, "lines").await;
     let mut logged_out = acknowledged(&server, &olga).await;
@@ -1010,24 +1028,9 @@ async fn subscriptions_end_soon_after_their_user_is_disabled_or_logs_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_end_when_their_user_is_given_other_rights() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open_dir(dir.path()).expect("store");
-    let config = ApiConfig {
-        mask_viewer_addresses: true,
-        ws_recheck: Duration::from_millis(200),
-        ..test_config()
-    };
-    let server = start(Arc::new(store), config).await;
+    let (server, _dir) = masking_server(Duration::from_millis(200)).await;
     let admin = server.token("root", ADMIN_PASSWORD).await;
-    server
-        .data(
-            &admin,
-            "mutation { createUser(name: \"olga\", role: \"operator\", \
-             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
-            json!({}),
-        )
-        .await;
-    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let olga = operator_olga(&server, &admin).await;
     let mut ws = acknowledged(&server, &olga).await;
     subscribe_records(&mut ws, "lines").await;
     until_following(&server, 1).await;
@@ -1122,25 +1125,10 @@ async fn posts_that_are_not_json_are_refused_with_415() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_committed_after_a_change_of_rights_is_sent_under_the_old_ones() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open_dir(dir.path()).expect("store");
-    let config = ApiConfig {
-        mask_viewer_addresses: true,
-        // Far off: only the check made before writing can see the change.
-        ws_recheck: Duration::from_secs(600),
-        ..test_config()
-    };
-    let server = start(Arc::new(store), config).await;
+    // Far off: only the check made before writing can see the change.
+    let (server, _dir) = masking_server(Duration::from_secs(600)).await;
     let admin = server.token("root", ADMIN_PASSWORD).await;
-    server
-        .data(
-            &admin,
-            "mutation { createUser(name: \"olga\", role: \"operator\", \
-             password: \"Pq7rWm3xLk9t-oper\") { generatedPassword } }",
-            json!({}),
-        )
-        .await;
-    let olga = server.token("olga", "Pq7rWm3xLk9t-oper").await;
+    let olga = operator_olga(&server, &admin).await;
     let mut ws = acknowledged(&server, &olga).await;
     subscribe_records(&mut ws, "lines").await;
     until_following(&server, 1).await;

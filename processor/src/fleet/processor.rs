@@ -277,17 +277,9 @@ impl Processor {
             if self.unsaved.get(&partition) == Some(&next) {
                 self.unsaved.remove(&partition);
             }
-            if let Err(e) =
-                list.add_partition_offset(&self.config.topic, partition, Offset::Offset(next))
-            {
-                self.metrics.offset_commit_failed(&e);
-            }
+            self.add_offset(&mut list, partition, next);
         }
-        if list.count() > 0 {
-            if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
-                self.metrics.offset_commit_failed(&e);
-            }
-        }
+        self.commit_list(&list);
     }
 
     /// Polls until the batch is full, its time is up, every partition is
@@ -641,6 +633,23 @@ impl Processor {
         }
     }
 
+    /// Adds the offset `next` of `partition` to `list`.
+    fn add_offset(&self, list: &mut TopicPartitionList, partition: i32, next: i64) {
+        let offset = Offset::Offset(next);
+        if let Err(e) = list.add_partition_offset(&self.config.topic, partition, offset) {
+            self.metrics.offset_commit_failed(&e);
+        }
+    }
+
+    /// Commits the offsets of `list`, when it has any.
+    fn commit_list(&self, list: &TopicPartitionList) {
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.commit(list, CommitMode::Sync) {
+                self.metrics.offset_commit_failed(&e);
+            }
+        }
+    }
+
     /// Commits the offsets just past the stored records of the partitions
     /// whose state was stored with them; the others are noted as behind.
     fn commit_offsets(&mut self) {
@@ -653,17 +662,9 @@ impl Processor {
             }
             self.state_saved.insert(partition, now);
             self.unsaved.remove(&partition);
-            if let Err(e) =
-                list.add_partition_offset(&self.config.topic, partition, Offset::Offset(next))
-            {
-                self.metrics.offset_commit_failed(&e);
-            }
+            self.add_offset(&mut list, partition, next);
         }
-        if list.count() > 0 {
-            if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
-                self.metrics.offset_commit_failed(&e);
-            }
-        }
+        self.commit_list(&list);
         self.pending.clear();
         self.metrics.pending(0);
     }
