@@ -385,6 +385,33 @@ fn spawn_processor(
     (stop, thread)
 }
 
+/// A broker, a runtime, and a topic and a consumer group no other test
+/// uses.
+struct Setup {
+    /// Runs while the test holds it.
+    _kafka: Server,
+    brokers: String,
+    rt: tokio::runtime::Runtime,
+    topic: String,
+    group: String,
+}
+
+/// A [`Setup`] whose topic has `partitions`.
+fn setup(partitions: i32) -> Setup {
+    let kafka = Server::kafka();
+    let brokers = kafka.address().to_string();
+    let rt = runtime();
+    let (topic, group) = (unique("raw"), unique("group"));
+    create_topic(&rt, &brokers, &topic, partitions);
+    Setup {
+        _kafka: kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    }
+}
+
 fn wait_until(what: &str, done: impl FnMut() -> bool) {
     wait_until_or(what, || {}, done)
 }
@@ -636,11 +663,13 @@ fn one_line_batch(host: &str, offset: u64) -> Vec<u8> {
 
 #[test]
 fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 2);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(2);
     let data = tempfile::tempdir().unwrap();
 
     let mut all = Vec::new();
@@ -739,11 +768,13 @@ fn two_processors_one_killed_and_restarted_store_the_ground_truth() {
 
 #[test]
 fn offsets_stay_put_until_the_store_took_the_batch() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 1);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(1);
 
     // Offsets 0..100 were processed long ago; 100..110 are new.
     let producer = producer(&brokers);
@@ -795,11 +826,13 @@ fn offsets_stay_put_until_the_store_took_the_batch() {
 
 #[test]
 fn a_retried_batch_is_offered_again_not_appended_again() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 4);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(4);
 
     // Partition 3 was read up to offset 42; the record at 42 is new.
     let producer = producer(&brokers);
@@ -848,11 +881,13 @@ fn a_retried_batch_is_offered_again_not_appended_again() {
 
 #[test]
 fn replay_from_the_beginning_rebuilds_the_same_store() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 2);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(2);
     let producer = producer(&brokers);
     for logs in &FLEET {
         for batch in host_batches(logs, 40).0 {
@@ -903,11 +938,13 @@ fn replay_from_the_beginning_rebuilds_the_same_store() {
 
 #[test]
 fn an_undecodable_kafka_record_is_stored_whole() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 1);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(1);
     let producer = producer(&brokers);
     let garbage = b"EPB1 truncated\xff\xfe garbage payload".to_vec();
     publish(&producer, &topic, 0, "mx1", &garbage);
@@ -939,11 +976,13 @@ fn an_undecodable_kafka_record_is_stored_whole() {
 
 #[test]
 fn a_partition_revoked_while_paused_is_read_again_once_assigned_back() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 2);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(2);
     let producer = producer(&brokers);
     for p in 0..2 {
         publish(
@@ -1034,11 +1073,13 @@ fn a_partition_revoked_while_paused_is_read_again_once_assigned_back() {
 
 #[test]
 fn a_state_being_saved_holds_back_the_offset_not_the_records() {
-    let kafka = Server::kafka();
-    let brokers = kafka.address().to_string();
-    let rt = runtime();
-    let (topic, group) = (unique("raw"), unique("group"));
-    create_topic(&rt, &brokers, &topic, 1);
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(1);
     let producer = producer(&brokers);
     publish(&producer, &topic, 0, "mx1", &one_line_batch("mx1", 0));
     flush(&producer);
