@@ -282,16 +282,20 @@ const MAX_LOCAL: usize = 66;
 fn quoted_address(s: &str) -> Option<(&str, &str)> {
     // The closing quote: not one escaped with a backslash (`"a\"b"@x`).
     let mut escaped = false;
-    let close = s.char_indices().skip(1).find_map(|(i, c)| {
+    let mut close = None;
+    for (i, c) in s.char_indices().skip(1) {
         match c {
-            '\n' => return Some(None),
+            '\n' => return None,
             _ if escaped => escaped = false,
             '\\' => escaped = true,
-            '"' => return Some(Some(i)),
+            '"' => {
+                close = Some(i);
+                break;
+            }
             _ => {}
         }
-        None
-    })??;
+    }
+    let close = close?;
     if close >= MAX_LOCAL {
         return None;
     }

@@ -16,6 +16,10 @@ use serde_json::{json, Value};
 
 use common::*;
 
+/// Trades a refresh token for new tokens.
+const REFRESH: &str =
+    "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
+
 async fn server() -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open_dir(dir.path()).expect("store");
@@ -134,11 +138,7 @@ fn sign(key: &[u8], claims: &Claims) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_expired_and_foreign_tokens_are_refused() {
     let (server, _dir) = server().await;
-    let login = server.login("root", ADMIN_PASSWORD).await;
-    let good = login["data"]["login"]["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let good = server.token("root", ADMIN_PASSWORD).await;
     let me = "{ me { name } }";
     assert!(server.query(Some(&good), me, json!({})).await["errors"].is_null());
 
@@ -213,15 +213,9 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_rotate_and_stop_working_once_revoked() {
     let (server, _dir) = server().await;
-    let login = server.login("root", ADMIN_PASSWORD).await;
-    let first = login["data"]["login"]["refreshToken"]
-        .as_str()
-        .expect("refresh")
-        .to_string();
-    let refresh =
-        "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
+    let (_, first) = server.tokens("root", ADMIN_PASSWORD).await;
 
-    let v = server.query(None, refresh, json!({ "t": first })).await;
+    let v = server.query(None, REFRESH, json!({ "t": first })).await;
     let second = v["data"]["refresh"]["refreshToken"]
         .as_str()
         .expect("rotated")
@@ -233,11 +227,11 @@ async fn refresh_tokens_rotate_and_stop_working_once_revoked() {
     assert_ne!(first, second);
 
     // The old token is refused.
-    let v = server.query(None, refresh, json!({ "t": first })).await;
+    let v = server.query(None, REFRESH, json!({ "t": first })).await;
     assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
 
     // ... and using it revoked the session it was copied from.
-    let v = server.query(None, refresh, json!({ "t": second })).await;
+    let v = server.query(None, REFRESH, json!({ "t": second })).await;
     assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
     let (status, _) = server
         .post(Some(&access), json!({ "query": "{ me { name } }" }))
@@ -245,18 +239,10 @@ async fn refresh_tokens_rotate_and_stop_working_once_revoked() {
     assert_eq!(status, 401);
 
     // Logging out revokes both tokens of the session.
-    let login = server.login("root", ADMIN_PASSWORD).await;
-    let access = login["data"]["login"]["accessToken"]
-        .as_str()
-        .expect("access")
-        .to_string();
-    let refresh_token = login["data"]["login"]["refreshToken"]
-        .as_str()
-        .expect("refresh")
-        .to_string();
+    let (access, refresh_token) = server.tokens("root", ADMIN_PASSWORD).await;
     server.data(&access, "mutation { logout }", json!({})).await;
     let v = server
-        .query(None, refresh, json!({ "t": refresh_token }))
+        .query(None, REFRESH, json!({ "t": refresh_token }))
         .await;
     assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
     let (status, _) = server
@@ -301,17 +287,7 @@ async fn refresh_tokens_rotate_and_stop_working_once_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_made_up_refresh_token_for_a_known_session_does_not_end_it() {
     let (server, _dir) = server().await;
-    let login = server.login("root", ADMIN_PASSWORD).await;
-    let access = login["data"]["login"]["accessToken"]
-        .as_str()
-        .expect("access")
-        .to_string();
-    let genuine = login["data"]["login"]["refreshToken"]
-        .as_str()
-        .expect("refresh")
-        .to_string();
-    let refresh =
-        "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
+    let (access, genuine) = server.tokens("root", ADMIN_PASSWORD).await;
 
     // Anyone can read the session id from an access token.
     let payload = access.split('.').nth(1).expect("payload");
@@ -323,7 +299,7 @@ async fn a_made_up_refresh_token_for_a_known_session_does_not_end_it() {
         format!("{}.AAAA.AAAA", claims.sid),
         format!("{}.{}", claims.sid, genuine_rest.replace('.', "")),
     ] {
-        let v = server.query(None, refresh, json!({ "t": forged })).await;
+        let v = server.query(None, REFRESH, json!({ "t": forged })).await;
         assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
     }
 
@@ -332,7 +308,7 @@ async fn a_made_up_refresh_token_for_a_known_session_does_not_end_it() {
         .query(Some(&access), "{ me { name } }", json!({}))
         .await["errors"]
         .is_null());
-    let v = server.query(None, refresh, json!({ "t": genuine })).await;
+    let v = server.query(None, REFRESH, json!({ "t": genuine })).await;
     assert!(v["errors"].is_null(), "{v}");
 
     // The refusals are audited as failed refreshes.

@@ -163,11 +163,19 @@ impl TestServer {
 
     /// Logs in and returns the access token.
     pub async fn token(&self, user: &str, password: &str) -> String {
+        self.tokens(user, password).await.0
+    }
+
+    /// Logs in and returns the access token and the refresh token.
+    pub async fn tokens(&self, user: &str, password: &str) -> (String, String) {
         let v = self.login(user, password).await;
-        v["data"]["login"]["accessToken"]
-            .as_str()
-            .unwrap_or_else(|| panic!("login of {user} failed: {v}"))
-            .to_string()
+        let token = |name: &str| {
+            v["data"]["login"][name]
+                .as_str()
+                .unwrap_or_else(|| panic!("login of {user} failed: {v}"))
+                .to_string()
+        };
+        (token("accessToken"), token("refreshToken"))
     }
 }
 
