@@ -933,8 +933,14 @@ async fn a_subscriber_that_falls_behind_is_told_what_it_skipped() {
     );
     assert!(lines < 500 * batch.records.len());
 
-    // The subscription goes on after the notice.
-    let msg = next(&mut ws).await.expect("a message");
+    // The subscription goes on after the notice. A slow machine may still
+    // be sending when the subscriber catches up, so it can fall behind again.
+    let msg = loop {
+        let msg = next(&mut ws).await.expect("a message");
+        if msg["payload"]["errors"][0]["extensions"]["code"] != "LAGGED" {
+            break msg;
+        }
+    };
     assert!(
         msg["payload"]["data"]["logRecords"]["text"].is_string(),
         "{msg}"
