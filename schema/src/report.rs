@@ -49,6 +49,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, TimeZone, Utc};
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::event::{AuthFailure, Reject, RejectStage};
 use crate::lifecycle::{AttemptResult, Lifecycle, MessageState, Origin, Outcome, Recipient};
@@ -231,10 +232,14 @@ const MAX_DELAY_MS: u64 = 1 << 40;
 /// middle, so they are within 4.5% of the true value (or 1 ms). Counts are
 /// signed so that histograms can be subtracted (a store removing a
 /// lifecycle's old contribution).
+///
+/// One message's histogram holds a bucket or two, and a report builds
+/// several such passing histograms per message it counts, so the first
+/// two buckets are kept inline rather than on the heap.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct DelayHistogram {
     /// (bucket index, count), sorted by bucket; zero counts are absent.
-    pub buckets: Vec<(u16, i64)>,
+    pub buckets: SmallVec<[(u16, i64); 2]>,
 }
 
 /// The bucket a delay falls in.
@@ -265,7 +270,8 @@ impl DelayHistogram {
         self.add_to(delay_bucket(ms), 1);
     }
 
-    fn add_to(&mut self, bucket: u16, n: i64) {
+    /// Adds `n` (which may be negative) to one bucket's count.
+    pub fn add_to(&mut self, bucket: u16, n: i64) {
         match self.buckets.binary_search_by_key(&bucket, |(b, _)| *b) {
             Ok(i) => {
                 self.buckets[i].1 += n;
@@ -457,6 +463,11 @@ impl Dimension {
             Dimension::RejectReason => 8,
             Dimension::RejectIp => 9,
         }
+    }
+
+    /// The dimension's place in [`Dimension::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The dimension stored as `code`.
@@ -913,7 +924,8 @@ fn for_each_cell(
     domain: Option<&str>,
     mut emit: impl FnMut(Dimension, &str, &Cell),
 ) {
-    let rcpts: Vec<&Recipient> = lc
+    // Most messages have a recipient or two: their lists stay on the stack.
+    let rcpts: SmallVec<[&Recipient; 4]> = lc
         .recipients
         .iter()
         .filter(|r| domain.is_none_or(|d| recipient_domain_key(r) == d))
@@ -925,7 +937,7 @@ fn for_each_cell(
         counters: message_counters(lc, &rcpts),
         ..Cell::default()
     };
-    let per_address: Vec<Cell> = rcpts.iter().map(|r| address_cell(lc, r)).collect();
+    let per_address: SmallVec<[Cell; 2]> = rcpts.iter().map(|r| address_cell(lc, r)).collect();
 
     // Dimensions every address of the message shares.
     let mut all = msg.clone();
@@ -941,8 +953,9 @@ fn for_each_cell(
 
     // Dimensions that split the addresses: each key gets the message once
     // plus its own addresses.
-    // Most addresses add a domain, a remote host and a transport.
-    let mut split = SplitCells(Vec::with_capacity(3 * rcpts.len() + 1));
+    // Most addresses add a domain, a remote host and a transport: those
+    // of a one-address message fit the list's room on the stack.
+    let mut split = SplitCells(SmallVec::new());
     for (r, c) in rcpts.iter().zip(&per_address) {
         split.add(Dimension::Domain, recipient_domain_key(r), &msg, c);
         if let Some(a) = decisive_attempt(r) {
@@ -967,7 +980,7 @@ fn for_each_cell(
 /// The cells of the dimensions that split a message's addresses, by
 /// (dimension, key). A message has a few of them, so a list searched from
 /// the start costs less than a map, and keys borrow from the lifecycle.
-struct SplitCells<'a>(Vec<(Dimension, Cow<'a, str>, Cell)>);
+struct SplitCells<'a>(SmallVec<[(Dimension, Cow<'a, str>, Cell); 4]>);
 
 impl<'a> SplitCells<'a> {
     /// Adds an address's cell under (dim, key), which starts from the
@@ -1114,8 +1127,9 @@ pub type KeyCells = HashMap<String, Box<Cell>, RandomState>;
 /// in-memory path from lifecycles.
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct Rollup {
-    /// Per dimension and key, summed over hours and servers.
-    pub by_key: HashMap<Dimension, KeyCells, RandomState>,
+    /// Per dimension (at [`Dimension::index`]) and key, summed over hours
+    /// and servers.
+    pub by_key: [KeyCells; Dimension::ALL.len()],
     /// [`Dimension::Total`] per mail server.
     pub by_host: BTreeMap<String, Cell>,
     /// [`Dimension::Total`] per hour bucket, summed over servers.
@@ -1148,7 +1162,7 @@ impl Rollup {
                 self.add_hourly(h, cell);
             }
         }
-        let keys = self.by_key.entry(dim).or_default();
+        let keys = &mut self.by_key[dim.index()];
         match keys.get_mut(key) {
             Some(c) => c.add(cell),
             None => {
@@ -1159,16 +1173,12 @@ impl Rollup {
 
     /// The summed cell of one dimension and key.
     pub fn get(&self, dim: Dimension, key: &str) -> Option<&Cell> {
-        self.by_key.get(&dim)?.get(key).map(|c| &**c)
+        self.by_key[dim.index()].get(key).map(|c| &**c)
     }
 
     /// Every key of a dimension with its cell.
     pub fn keys(&self, dim: Dimension) -> impl Iterator<Item = (&String, &Cell)> {
-        self.by_key
-            .get(&dim)
-            .into_iter()
-            .flatten()
-            .map(|(k, c)| (k, &**c))
+        self.by_key[dim.index()].iter().map(|(k, c)| (k, &**c))
     }
 
     /// Adds a [`Dimension::Total`] cell to the hourly series only.
@@ -1183,9 +1193,8 @@ impl Rollup {
 
     /// Adds everything of another rollup.
     pub fn merge(&mut self, other: &Rollup) {
-        for (dim, keys) in &other.by_key {
+        for (mine, keys) in self.by_key.iter_mut().zip(&other.by_key) {
             for (key, cell) in keys {
-                let mine = self.by_key.entry(*dim).or_default();
                 match mine.get_mut(key) {
                     Some(c) => c.add(cell),
                     None => {
@@ -1898,6 +1907,14 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn each_dimension_has_its_own_place_and_code() {
+        for (i, d) in Dimension::ALL.into_iter().enumerate() {
+            assert_eq!(d.index(), i, "{d:?}");
+            assert_eq!(Dimension::from_code(d.code()), Some(d));
+        }
     }
 
     fn attempt(at: &str, result: AttemptResult, reason: Option<ReasonClass>) -> Attempt {

@@ -506,9 +506,7 @@ pub fn counters(values: impl Iterator<Item = (usize, i64)>) -> Counters {
 pub fn histogram(buckets: &[u16], counts: &[i64]) -> DelayHistogram {
     let mut out = DelayHistogram::default();
     for (b, n) in buckets.iter().zip(counts) {
-        out.add(&DelayHistogram {
-            buckets: vec![(*b, *n)],
-        });
+        out.add_to(*b, *n);
     }
     out
 }
