@@ -597,12 +597,11 @@ impl Correlator {
             expired.push(id);
         }
         for id in expired {
-            let done = self
-                .messages
-                .get(&(hid, id))
-                .is_some_and(|m| m.track.completed || m.track.removed);
-            if done {
-                self.drop_message((hid, id));
+            if let Entry::Occupied(m) = self.messages.entry((hid, id)) {
+                if m.get().track.completed || m.get().track.removed {
+                    let m = m.remove();
+                    self.pass_on(m);
+                }
             }
         }
 
@@ -633,9 +632,14 @@ impl Correlator {
     }
 
     fn drop_message(&mut self, key: Key) {
-        let Some(m) = self.messages.remove(&key) else {
-            return;
-        };
+        if let Some(m) = self.messages.remove(&key) {
+            self.pass_on(m);
+        }
+    }
+
+    /// Hands a message that left memory to whoever takes lifecycles: the
+    /// changed ones to a store, every one to a report that keeps them.
+    fn pass_on(&mut self, m: Box<Tracked>) {
         let changed = m.track.dirty && self.track_changes;
         match (changed, self.config.keep_evicted) {
             (true, true) => {
