@@ -61,8 +61,8 @@ fn counted_attempt(a: &Attempt) -> impl PartialEq + std::fmt::Debug + '_ {
         a.reason,
         a.text.as_deref(),
         a.transport.as_deref(),
-        a.remote_host.as_deref(),
-        a.remote_ip.as_deref(),
+        // The remote host's name, or its address when it has no name.
+        a.remote_host.as_deref().or(a.remote_ip.as_deref()),
     )
 }
 

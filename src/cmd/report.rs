@@ -239,6 +239,8 @@ struct Sender {
     batch: Batch,
     /// The emptied list of a counted batch, for the next evictions.
     spare: Vec<Lifecycle>,
+    /// The emptied rejection lists of counted batches, for the next ones.
+    spare_rejects: Vec<Vec<RejectRecord>>,
 }
 
 impl Sender {
@@ -261,13 +263,24 @@ impl Sender {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         for counted in self.counted.try_iter() {
-            let mut room = counted.lifecycles;
+            let Batch {
+                lifecycles: mut room,
+                mut rejects,
+            } = counted;
             room.clear();
             self.spare = room;
+            if rejects.capacity() >= BATCH {
+                rejects.clear();
+                self.spare_rejects.push(rejects);
+            }
         }
+        let next_rejects = self
+            .spare_rejects
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
         let batch = Batch {
             lifecycles: std::mem::take(&mut self.batch.lifecycles),
-            rejects: std::mem::replace(&mut self.batch.rejects, Vec::with_capacity(BATCH)),
+            rejects: std::mem::replace(&mut self.batch.rejects, next_rejects),
         };
         self.send(ToCount::Batch(batch))
     }
@@ -306,6 +319,7 @@ fn report_from_files(
         counted,
         batch: Batch::default(),
         spare: Vec::new(),
+        spare_rejects: Vec::new(),
     };
 
     let correlator = Arc::new(read_files(

@@ -913,6 +913,7 @@ fn build_attempt(line: &ResultLine<'_, '_>) -> Attempt {
 fn counted_attempt(line: &ResultLine<'_, '_>) -> Attempt {
     let d = line.delivery;
     let host = d.host.as_ref();
+    let name = host.and_then(|h| h.name.as_deref());
     let text = match &d.reply {
         Some(reply) => Some(&reply.text),
         None => d
@@ -928,8 +929,12 @@ fn counted_attempt(line: &ResultLine<'_, '_>) -> Attempt {
         pid: line.run.pid,
         router: None,
         transport: d.transport.as_deref().map(str::to_string),
-        remote_host: host.and_then(|h| h.name.as_deref()).map(str::to_string),
-        remote_ip: host.and_then(|h| h.ip.as_deref()).map(str::to_string),
+        remote_host: name.map(str::to_string),
+        // A report keys remote hosts by name, by address only without one.
+        remote_ip: host
+            .filter(|_| name.is_none())
+            .and_then(|h| h.ip.as_deref())
+            .map(str::to_string),
         remote_port: host.and_then(|h| h.port),
         tls_cipher: None,
         tls_verified: None,

@@ -455,8 +455,9 @@ impl Correlator {
     /// most texts of the records: arrivals keep sender, size, time, origin,
     /// parent and the client's IP address (no protocol, interface, user,
     /// authentication, TLS, subject, `id=` or envelope recipients), and
-    /// attempts keep time, result, reason, remote host, transport, error
-    /// text, errno and duration (no mark, router, TLS, confirmation, SMTP
+    /// attempts keep time, result, reason, remote host (its name, or its
+    /// IP address when it has none), transport, error text, errno and
+    /// duration (no mark, router, TLS, confirmation, SMTP
     /// stage or codes, host problems). Outcomes, attempts counts and
     /// reasons are the same as with every detail. Records applied before
     /// the call are kept whole; this is not part of the saved state.
