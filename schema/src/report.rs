@@ -1597,7 +1597,7 @@ fn table(rollup: &Rollup, dim: Dimension, top: usize, by_addresses: bool) -> Tab
 
 /// The largest `top` rows (all when 0): ordered by addresses or messages,
 /// then by key. Only the rows kept are turned into [`Numbers`].
-fn rows_of(mut cells: Vec<(&String, &Cell)>, top: usize, by_addresses: bool) -> Table {
+fn rows_of(cells: Vec<(&String, &Cell)>, top: usize, by_addresses: bool) -> Table {
     let size = |c: &Cell| {
         let c = &c.counters;
         if by_addresses {
@@ -1606,21 +1606,29 @@ fn rows_of(mut cells: Vec<(&String, &Cell)>, top: usize, by_addresses: bool) -> 
             (c.messages, c.addresses)
         }
     };
-    let order = |(ka, a): &(&String, &Cell), (kb, b): &(&String, &Cell)| {
-        size(b).cmp(&size(a)).then_with(|| ka.cmp(kb))
-    };
+    let order = |(sa, ka, _): &Sized, (sb, kb, _): &Sized| sb.cmp(sa).then_with(|| ka.cmp(kb));
+    type Sized<'a> = ((i64, i64), &'a String, &'a Cell);
     let distinct = cells.len();
+    let mut cells: Vec<Sized> = cells.into_iter().map(|(k, c)| (size(c), k, c)).collect();
 
-    // Tables of senders or clients can hold hundreds of thousands of keys:
-    // select the top rows first, then sort only those.
+    // Tables of senders or clients can hold hundreds of thousands of keys,
+    // most of them of the same small size: find the smallest size the top
+    // rows can have from the sizes alone, then order by key only what is
+    // left.
     if top > 0 && cells.len() > top {
-        cells.select_nth_unstable_by(top - 1, order);
-        cells.truncate(top);
+        let mut sizes: Vec<(i64, i64)> = cells.iter().map(|(s, _, _)| *s).collect();
+        let (_, least, _) = sizes.select_nth_unstable_by(top - 1, |a, b| b.cmp(a));
+        let least = *least;
+        cells.retain(|(s, _, _)| *s >= least);
+        if cells.len() > top {
+            cells.select_nth_unstable_by(top - 1, order);
+            cells.truncate(top);
+        }
     }
     cells.sort_unstable_by(order);
     let rows = cells
         .into_iter()
-        .map(|(k, c)| Row {
+        .map(|(_, k, c)| Row {
             key: k.clone(),
             numbers: Numbers::of(c),
         })
