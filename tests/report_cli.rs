@@ -228,3 +228,53 @@ fn missing_store_is_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no exim-pilot data"), "{err}");
 }
+
+/// The corpus mainlog as Exim writes it through syslog with its default
+/// `syslog_duplication`: every rejection twice, the reject log's copy
+/// split into numbered parts and followed by an envelope line.
+fn through_syslog(mainlog: &Path) -> (String, usize) {
+    let text = std::fs::read_to_string(mainlog).expect("corpus mainlog");
+    let mut out = String::new();
+    let mut copies = 0;
+    for line in text.lines() {
+        // `2026-12-04 15:54:40.754 [27607] text`: the pid goes to the tag.
+        let (stamp, rest) = line.split_at(23);
+        let (pid, text) = rest[2..].split_once("] ").expect("a pid");
+        let syslog = format!("Dec  4 {} {HOST} exim[{pid}]: ", &stamp[11..19]);
+        out.push_str(&format!("{syslog}{stamp} {text}\n"));
+        let kind = parse_record(LogFile::Main, line.as_bytes()).kind;
+        if matches!(kind, EventKind::Reject(_) | EventKind::AuthFailure(_)) {
+            out.push_str(&format!("{syslog}[1\\2] {stamp} {text}\n"));
+            out.push_str(&format!("{syslog}[2\\2] Envelope-from: <a@lab.test>\n"));
+            copies += 1;
+        }
+    }
+    (out, copies)
+}
+
+#[test]
+fn rejections_exim_wrote_twice_to_syslog_count_once() {
+    let mainlog = corpus("s01_core_all").join("mainlog");
+    let (syslog, copies) = through_syslog(&mainlog);
+    assert!(copies > 10, "the corpus has rejections to copy");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mail.log");
+    std::fs::write(&file, syslog).expect("write the syslog file");
+
+    let plain = report(&["--format", "json", mainlog.to_str().unwrap()]);
+    let rejected = int(&plain["totals"]["rejected"]);
+    let from_file = report(&["--format", "json", file.to_str().unwrap()]);
+    assert_eq!(int(&from_file["totals"]["rejected"]), rejected);
+
+    // `import` counts them the same way into the store.
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["import", "--zone", "utc", "--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+    let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
+    assert_eq!(int(&stored["totals"]["rejected"]), rejected);
+}

@@ -19,6 +19,12 @@
 //! again is either skipped (already in the saved state) or applied for the
 //! first time, whichever order the store commit and the tailer checkpoint
 //! happened in.
+//!
+//! Through syslog, Exim writes every rejection twice (see
+//! [`SyslogCopies`]): the second copy is stored as a raw record but makes
+//! no rejection. What the pipeline remembers of rejections waiting for
+//! their copy is not saved, so a copy read right after a restart, its
+//! original before, is counted again.
 
 use std::collections::HashMap;
 
@@ -29,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{classify_auth_failure, classify_reject};
 use crate::correlate::{Correlator, CorrelatorConfig, CorrelatorState, StateError};
-use crate::parse::{parse_record_with, ParseOptions};
+use crate::parse::{parse_record_with, ParseOptions, SyslogCopies};
 
 /// The blob name the pipeline state is saved under.
 pub const STATE_BLOB: &str = "pipeline-state";
@@ -99,6 +105,8 @@ pub struct PipelineCounts {
     pub unparsed: u64,
     /// Rejections (and failed authentications) found.
     pub rejects: u64,
+    /// Second syslog copies of rejections, stored but not counted again.
+    pub syslog_copies: u64,
     /// Lifecycle versions handed to the store.
     pub lifecycle_updates: u64,
 }
@@ -109,6 +117,7 @@ pub struct Pipeline {
     zone: Zone,
     options: ParseOptions,
     applied: HashMap<(String, u64), u64>,
+    copies: SyslogCopies,
     counts: PipelineCounts,
 }
 
@@ -120,6 +129,7 @@ impl Pipeline {
             zone,
             options: ParseOptions::default(),
             applied: HashMap::new(),
+            copies: SyslogCopies::new(),
             counts: PipelineCounts::default(),
         }
     }
@@ -143,6 +153,7 @@ impl Pipeline {
             zone,
             options: ParseOptions::default(),
             applied,
+            copies: SyslogCopies::new(),
             counts: PipelineCounts::default(),
         })
     }
@@ -245,7 +256,11 @@ impl Pipeline {
             self.counts.unparsed += 1;
         }
 
-        if raw.origin.log == LogFile::Main {
+        // The second syslog copy of a rejection is stored, not counted.
+        let copy = raw.origin.log == LogFile::Main && self.copies.is_copy(&raw.bytes, &event);
+        if copy {
+            self.counts.syslog_copies += 1;
+        } else if raw.origin.log == LogFile::Main {
             self.correlator.apply(&raw.origin.host, &event);
             if let Some(reject) = reject_record(&raw, &event, at) {
                 self.counts.rejects += 1;
@@ -336,5 +351,22 @@ mod tests {
         assert_eq!(batch.rejects.len(), 1);
         assert_eq!(batch.records.len(), 2);
         assert_eq!(batch.records[0].event_kind, "reject");
+    }
+
+    #[test]
+    fn a_rejection_exim_wrote_twice_to_syslog_is_counted_once() {
+        let mut p = Pipeline::new(Zone::Utc, CorrelatorConfig::keep_all());
+        let line = format!("Jul  5 09:14:04 mx1 exim[4321]: {REJECT}");
+        let copy = format!("Jul  5 09:14:04 mx1 exim[4321]: [1\\2] {REJECT}");
+        let headers = "Jul  5 09:14:04 mx1 exim[4321]: [2\\2] Envelope-from: <ivan@example.com>";
+        let records = vec![raw(0, &line), raw(300, &copy), raw(600, headers)];
+        let batch = p.process(records, false);
+        assert_eq!(batch.rejects.len(), 1);
+        assert_eq!(batch.records.len(), 3);
+        assert_eq!(p.counts().syslog_copies, 1);
+
+        // A second, real rejection later in the same second stays one.
+        let batch = p.process(vec![raw(900, &line), raw(1200, &line)], false);
+        assert_eq!(batch.rejects.len(), 1);
     }
 }

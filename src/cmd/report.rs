@@ -25,7 +25,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use exim_pilot_processor::classify::{classify_auth_failure, classify_reject};
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
-use exim_pilot_processor::parse::{open_log, Brief, ParseOptions, RecordReader};
+use exim_pilot_processor::parse::{open_log, Brief, ParseOptions, RecordReader, SyslogCopies};
 use exim_pilot_schema::event::EventKind;
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{Lifecycle, LogFile, RecordOrigin, RejectRecord, Report, Zone};
@@ -438,6 +438,7 @@ fn read_files(
         parse_chunks(&read, &parse_options, &tx, &used, &spare_tx);
     });
 
+    let mut copies = SyslogCopies::new();
     let mut records = 0u64;
     for chunk in rx {
         let chunk = chunk?;
@@ -449,8 +450,10 @@ fn read_files(
                         .syslog
                         .as_ref()
                         .map_or(default_host, |s| s.host.as_ref());
-                    let count_rejects =
-                        log == LogFile::Main || (log == LogFile::Reject && !has_mainlog);
+                    // A rejection Exim wrote twice through syslog counts once.
+                    let count_rejects = (log == LogFile::Main
+                        || (log == LogFile::Reject && !has_mainlog))
+                        && !copies.is_copy(parsed.record, event);
                     if count_rejects {
                         if let Some(reject) = reject_of(event, host, parsed, zone) {
                             sender.push_reject(reject)?;

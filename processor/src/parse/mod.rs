@@ -33,9 +33,14 @@
 //! record, lines after the first are kept in the event's `fields` under
 //! `continuation` (or in a note's text).
 //!
+//! Through syslog, Exim writes each rejection twice (see [`SyslogCopies`]
+//! for how the second copy is told from a second rejection); readers that
+//! count rejections skip the copies.
+//!
 //! The parser never fails and never panics: every input gives an event.
 //! Values are borrowed from the record; only escaped text is copied.
 
+mod duplicates;
 mod fields;
 mod header;
 mod message;
@@ -52,6 +57,7 @@ use exim_pilot_schema::LogFile;
 use exim_pilot_schema::LogTime;
 use memchr::memchr;
 
+pub use duplicates::SyslogCopies;
 pub use records::{open_log, OwnedRecord, Record, RecordError, RecordReader, MAX_RECORD_BYTES};
 
 /// Records parsed to [`EventKind::Unparsed`] since the process started.

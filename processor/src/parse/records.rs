@@ -165,7 +165,7 @@ pub(crate) fn split_marker(b: &[u8]) -> Option<SplitMarker> {
 
 /// Where the message of a syslog line starts (after `tag: `), and where
 /// its syslog stamp ends; `None` for lines that are not syslog lines.
-fn syslog_message(line: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn syslog_message(line: &[u8]) -> Option<(usize, usize)> {
     let stamp_end = if line.len() > 16 && line[3] == b' ' && line[9] == b':' {
         16
     } else if line.get(10) == Some(&b'T') {

@@ -20,6 +20,8 @@ pub const CHUNK_RECORDS: usize = 4096;
 pub struct Parsed<'a> {
     /// The event, or the header of a record the report needs no more of.
     pub read: Brief<'a>,
+    /// The record's bytes.
+    pub record: &'a [u8],
     /// The log it was read from.
     pub log: LogFile,
     /// The file's place in reading order.
@@ -100,6 +102,7 @@ impl ChunkBuilder {
         records.clear();
         records.extend(ranges.iter().map(|(range, log, file_no, offset)| Parsed {
             read: parse_record_brief(options, *log, &whole[range.clone()]),
+            record: &whole[range.clone()],
             log: *log,
             file_no: *file_no,
             offset: *offset,
