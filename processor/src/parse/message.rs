@@ -380,7 +380,9 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
     }
 
     // Pipe and file addresses may hold spaces: words that cannot start the
-    // field list still belong to them.
+    // field list still belong to them. A lone `:` may be the separator
+    // before the error or part of the command (`|procmail -a : x`): see
+    // [`address_goes_on`].
     if matches!(b.first(), Some(b'|') | Some(b'/')) {
         loop {
             let rest = &b[end..];
@@ -388,10 +390,14 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
                 break;
             };
             let w = &next[..space(next).unwrap_or(next.len())];
-            if w.is_empty() || w[0] == b'<' || w[0] == b'(' || starts_fields(w) {
+            let separator = w == b":" && !address_goes_on(&next[1..]);
+            if w.is_empty() || w[0] == b'<' || w[0] == b'(' || separator {
                 break;
             }
-            if w.len() > 1 && w.ends_with(b":") {
+            if w != b":" && starts_fields(w) {
+                break;
+            }
+            if w.len() > 1 && w.ends_with(b":") && !address_goes_on(&next[w.len()..]) {
                 end += w.len();
                 address = &b[..end];
                 break;
@@ -432,6 +438,19 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
         }
     }
     rest
+}
+
+/// True when the text after a `:` in a pipe or file address (a lone `:`
+/// or one ending a word) still holds what Exim writes after every such
+/// address: the original address `<...>`, the parents `(...)` or a field.
+/// Exim makes pipe and file addresses only by redirection, so it writes
+/// the original or the parents after them, before the `: ` or ` : ` that
+/// starts the error. A `:` with none of them after it is that separator;
+/// one with them belongs to the command.
+fn address_goes_on(after: &[u8]) -> bool {
+    after
+        .split(|c| *c == b' ')
+        .any(|w| matches!(w.first(), Some(b'<') | Some(b'(')) || (w != b":" && starts_fields(w)))
 }
 
 /// The `)` closing a group that starts at `b[0] == '('`.
@@ -576,6 +595,36 @@ mod tests {
         assert_eq!(d.errno, Some(0));
         assert_eq!(d.delivery_time_ms, Some(9));
         assert_eq!(d.error.as_deref(), Some("Child process returned 75"));
+    }
+
+    #[test]
+    fn a_pipe_command_holding_a_colon_keeps_it() {
+        let d = delivery(
+            b"|/usr/bin/procmail -a : x <pm@example.com> R=aliases T=address_pipe : \
+              Child process of address_pipe transport returned 75",
+        );
+        assert_eq!(d.address, "|/usr/bin/procmail -a : x");
+        assert_eq!(d.original.as_deref(), Some("pm@example.com"));
+        assert_eq!(d.transport.as_deref(), Some("address_pipe"));
+        assert_eq!(
+            d.error.as_deref(),
+            Some("Child process of address_pipe transport returned 75")
+        );
+
+        let d = delivery(br#"|/bin/sh -c "echo a: b" <sh@example.com> R=r T=t"#);
+        assert_eq!(d.address, r#"|/bin/sh -c "echo a: b""#);
+        assert_eq!(d.transport.as_deref(), Some("t"));
+
+        // The separator straight after a pipe address still ends it.
+        let d = delivery(b"|/bin/cmd arg: retry timeout exceeded");
+        assert_eq!(d.address, "|/bin/cmd arg");
+        assert_eq!(d.error.as_deref(), Some("retry timeout exceeded"));
+        let d = delivery(b"|/p/q/r : delivery to pipe forbidden");
+        assert_eq!(d.address, "|/p/q/r");
+        assert_eq!(d.error.as_deref(), Some("delivery to pipe forbidden"));
+        let d = delivery(b"/a/b/c <f@example.com> R=notallowed : delivery to file forbidden");
+        assert_eq!(d.address, "/a/b/c");
+        assert_eq!(d.error.as_deref(), Some("delivery to file forbidden"));
     }
 
     #[test]
