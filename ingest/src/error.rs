@@ -14,6 +14,22 @@ pub enum IngestError {
         source: std::io::Error,
     },
 
+    /// A file shrank while it was being imported.
+    #[error(
+        "{path} shrank to {size} bytes while it was being read, at offset {offset} \
+         (truncated by a rotation or a cleanup?); the records read before that were \
+         imported, the rest of the file was not: import its rotated copy, or import \
+         the file again once nothing truncates it"
+    )]
+    Shrank {
+        /// The file.
+        path: PathBuf,
+        /// How far it had been read.
+        offset: u64,
+        /// Its size when the shrinking was found.
+        size: u64,
+    },
+
     /// A checkpoint file exists but cannot be read or understood.
     #[error(
         "cannot load checkpoint {path}: {reason} (move the file away to start over, \

@@ -132,6 +132,8 @@ pub struct Importer {
     bytes_finished: u64,
     hold_back: bool,
     held_back: Vec<(PathBuf, usize)>,
+    /// An error found after records that are still to be handed out.
+    failed: Option<IngestError>,
 }
 
 impl Importer {
@@ -155,6 +157,7 @@ impl Importer {
             bytes_finished: 0,
             hold_back: false,
             held_back: Vec::new(),
+            failed: None,
         })
     }
 
@@ -201,8 +204,18 @@ impl Importer {
         let max_records = max_records.max(1);
         while self.ready.len() < max_records
             && ready_bytes(&self.ready, max_records) < MAX_BATCH_BYTES
-            && self.read_more()?
-        {}
+        {
+            match self.read_more() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) if self.ready.is_empty() => return Err(e),
+                Err(e) => {
+                    // The records read before the failure go out first.
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
         if self.ready.is_empty() {
             return Ok(None);
         }
@@ -222,6 +235,9 @@ impl Importer {
     /// Reads one chunk, opening the next file when needed. False when there
     /// is nothing left.
     fn read_more(&mut self) -> Result<bool> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         if self.current.is_none() && !self.open_next()? {
             return Ok(false);
         }
@@ -242,6 +258,14 @@ impl Importer {
             )
             .map_err(|e| IngestError::read(&source.path, e))?;
         if read == 0 {
+            if let Some(shrank) = shrank(source, *size) {
+                // What was read is kept; its last line lost its end.
+                source.hold_back_unfinished_line();
+                source.finish(&label, &mut self.ready, &mut self.counters);
+                self.current = None;
+                self.queue.clear();
+                return Err(shrank);
+            }
             if self.hold_back && source.is_plain() {
                 let held = source.hold_back_unfinished_line();
                 if held > 0 {
@@ -286,6 +310,23 @@ impl Iterator for Importer {
             }
         }
     }
+}
+
+/// The error to report when the plain file `source` reads, ends before
+/// the `size` it had when it was opened, or is now shorter than what was
+/// read of it: something truncated it while it was read (a rotation by
+/// copytruncate, a cleanup), so its end was not imported.
+fn shrank(source: &Source, size: u64) -> Option<IngestError> {
+    if !source.is_plain() {
+        return None;
+    }
+    let offset = source.read_offset();
+    let now = source.file().metadata().map_or(0, |m| m.len());
+    (offset < size || now < offset).then(|| IngestError::Shrank {
+        path: source.path.clone(),
+        offset,
+        size: now,
+    })
 }
 
 /// Bytes held by the first `max_records` ready records.

@@ -203,3 +203,51 @@ fn import_keeps_a_final_line_without_newline() {
         .unwrap();
     assert_eq!(texts(&records), lines(0..2));
 }
+
+#[test]
+fn a_file_truncated_while_it_is_imported_fails_after_the_records_read_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mainlog");
+    let all = text(0..40_000);
+    append(&log, &all);
+
+    let mut importer = Importer::new(std::slice::from_ref(&log), "mx1.example.com").unwrap();
+    let mut got: Vec<u8> = Vec::new();
+    let first = importer.next_batch(10).unwrap().unwrap();
+    for r in &first {
+        got.extend_from_slice(&r.bytes);
+        got.push(b'\n');
+    }
+    let read_so_far = got.len() as u64;
+
+    // Cut the file well before what the importer has read of it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(read_so_far / 2)
+        .unwrap();
+    let error = loop {
+        match importer.next_batch(10_000) {
+            Ok(Some(records)) => {
+                for r in &records {
+                    got.extend_from_slice(&r.bytes);
+                    got.push(b'\n');
+                }
+            }
+            Ok(None) => panic!("the import ended without noticing the file shrank"),
+            Err(e) => break e,
+        }
+    };
+    let message = error.to_string();
+    assert!(message.contains("shrank"), "{message}");
+    assert!(message.contains(&log.display().to_string()), "{message}");
+
+    // Every record handed out is a whole line of the file as it was.
+    assert!(got.len() as u64 >= read_so_far);
+    assert!(
+        all.as_bytes().starts_with(&got),
+        "records differ from the file"
+    );
+    assert!(importer.next_batch(10).unwrap().is_none());
+}

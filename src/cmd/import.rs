@@ -7,7 +7,9 @@
 //! pipeline's state, so an interrupted import can simply be run again:
 //! records already stored are recognised and skipped. The last line of a
 //! plain file is left out while it has no newline (see
-//! [`Importer::holding_back_unfinished_lines`]).
+//! [`Importer::holding_back_unfinished_lines`]). A file that shrinks while
+//! it is read (truncated by a rotation) ends the import with an error after
+//! the records read before it are committed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,11 +62,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::new(Duration::from_secs(10));
     let mut summary = exim_pilot_store::BatchSummary::default();
 
-    // Each batch is committed with the state that covers it.
-    while let Some(records) = importer
-        .next_batch(BATCH_RECORDS)
-        .context("cannot read the files")?
-    {
+    // Each batch is committed with the state that covers it. A file that
+    // fails part way (one that shrank while it was read) ends the import
+    // after the records read before, which are committed and summed up.
+    let mut failed = None;
+    loop {
+        let records = match importer.next_batch(BATCH_RECORDS) {
+            Ok(Some(records)) => records,
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
         let batch = pipeline.process(records, true);
         let s = rt
             .block_on(store.commit_batch(batch))
@@ -110,7 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
              `exim-pilot parse --format jsonl FILE | grep '\"kind\":\"unparsed\"'`."
         );
     }
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        Some(e) => Err(anyhow::Error::new(e).context("the import is incomplete")),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// A progress bar: `[#####.....] 52% 1,234 records`.
