@@ -441,16 +441,15 @@ fn address_part<'a>(b: &'a [u8], d: &mut Delivery<'a>) -> &'a [u8] {
 }
 
 /// True when the text after a `:` in a pipe or file address (a lone `:`
-/// or one ending a word) still holds what Exim writes after every such
-/// address: the original address `<...>`, the parents `(...)` or a field.
-/// Exim makes pipe and file addresses only by redirection, so it writes
-/// the original or the parents after them, before the `: ` or ` : ` that
-/// starts the error. A `:` with none of them after it is that separator;
-/// one with them belongs to the command.
+/// or one ending a word) still holds a field (`R=`, `T=`...): Exim writes
+/// the fields of a delivery line before the `: ` or ` : ` that starts its
+/// error, so a `:` with a field after it belongs to the command, and one
+/// without is that separator. Brackets alone do not count: error texts
+/// hold them too (`returned 75 (temporary failure)`).
 fn address_goes_on(after: &[u8]) -> bool {
     after
         .split(|c| *c == b' ')
-        .any(|w| matches!(w.first(), Some(b'<') | Some(b'(')) || (w != b":" && starts_fields(w)))
+        .any(|w| w != b":" && starts_fields(w))
 }
 
 /// The `)` closing a group that starts at `b[0] == '('`.
@@ -622,6 +621,12 @@ mod tests {
         let d = delivery(b"|/p/q/r : delivery to pipe forbidden");
         assert_eq!(d.address, "|/p/q/r");
         assert_eq!(d.error.as_deref(), Some("delivery to pipe forbidden"));
+        let d = delivery(b"|/p/q/r : returned 75 (temporary failure) <see log>");
+        assert_eq!(d.address, "|/p/q/r");
+        assert_eq!(
+            d.error.as_deref(),
+            Some("returned 75 (temporary failure) <see log>")
+        );
         let d = delivery(b"/a/b/c <f@example.com> R=notallowed : delivery to file forbidden");
         assert_eq!(d.address, "/a/b/c");
         assert_eq!(d.error.as_deref(), Some("delivery to file forbidden"));
