@@ -869,7 +869,11 @@ fn address_cell(lc: &Lifecycle, r: &Recipient) -> Cell {
 fn reason_cell(base: &Cell, r: &Recipient, class: ReasonClass) -> Cell {
     let mut cell = base.clone();
     let c = &mut cell.counters;
-    let of_class = |a: &&crate::lifecycle::Attempt| a.reason.unwrap_or(ReasonClass::Other) == class;
+    // A successful attempt has no reason: its text (the receiving server's
+    // confirmation) is no sample of any, "other" included.
+    let of_class = |a: &&crate::lifecycle::Attempt| {
+        a.result != AttemptResult::Ok && a.reason.unwrap_or(ReasonClass::Other) == class
+    };
     c.deferrals = 0;
     c.failures = 0;
     c.deferred = 0;
@@ -2192,6 +2196,31 @@ mod tests {
         );
         let timeout = find(ReasonClass::Timeout);
         assert_eq!((timeout.still_deferred, timeout.deferrals), (1, 1));
+    }
+
+    #[test]
+    fn a_confirmation_is_no_sample_of_an_unclassified_deferral() {
+        let mut deferred = attempt("2026-12-04T10:00:01Z", AttemptResult::Defer, None);
+        deferred.text = Some("421 try again later".into());
+        let mut delivered = attempt("2026-12-04T10:20:00Z", AttemptResult::Ok, None);
+        delivered.text = Some("250 OK id=1kYFeb-0007uZ-0s".into());
+        let lc = message(
+            "1kYFeb-0007uW-0p",
+            "2026-12-04T10:00:00Z",
+            vec![rcpt(
+                "erin@example.net",
+                Outcome::Delivered,
+                vec![deferred, delivered],
+            )],
+        );
+        let r = report_of(&[lc], &[], ReportOptions::default());
+        let other = r
+            .reasons
+            .iter()
+            .find(|x| x.class == ReasonClass::Other)
+            .expect("the deferral's class");
+        assert_eq!(other.samples, vec!["421 try again later".to_string()]);
+        assert_eq!((other.deferrals, other.delivered_later), (1, 1));
     }
 
     #[test]
