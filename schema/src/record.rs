@@ -30,13 +30,17 @@ impl LogFile {
     }
 
     /// Guesses the log kind from a file name such as `mainlog.1.gz`,
-    /// `exim_rejectlog` or `paniclog-20240101`, or, when the file name
-    /// names no kind (`0042`, `today.log`), from the name of its folder
-    /// (`rejectlog/0042`); anything else is a mainlog.
+    /// `exim_rejectlog`, `exim-rej.log` (`rej` as a word of its own) or
+    /// `paniclog-20240101`, or, when the file name names no kind (`0042`,
+    /// `today.log`), from the name of its folder (`rejectlog/0042`);
+    /// anything else is a mainlog.
     pub fn from_path(path: &std::path::Path) -> LogFile {
         let named = |name: Option<&std::ffi::OsStr>| {
             let name = name?.to_string_lossy().to_ascii_lowercase();
-            if name.contains("reject") {
+            let rej_word = name
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| w == "rej");
+            if name.contains("reject") || rej_word {
                 Some(LogFile::Reject)
             } else if name.contains("panic") {
                 Some(LogFile::Panic)
@@ -270,6 +274,14 @@ mod tests {
         assert_eq!(
             LogFile::from_path(Path::new("exim_paniclog-2024")),
             LogFile::Panic
+        );
+        assert_eq!(
+            LogFile::from_path(Path::new("/var/log/exim-rej.log.1")),
+            LogFile::Reject
+        );
+        assert_eq!(
+            LogFile::from_path(Path::new("/var/log/rejoice.log")),
+            LogFile::Main
         );
     }
 }
