@@ -73,10 +73,7 @@ pub fn open_log(path: &Path) -> Result<Box<dyn BufRead>, RecordError> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(BufReader::with_capacity(
             BUF,
-            Lenient {
-                inner: MultiGzDecoder::new(reader),
-                path: path.to_path_buf(),
-            },
+            Lenient::new(MultiGzDecoder::new(reader), path),
         )))
     } else {
         Ok(Box::new(reader))
@@ -85,26 +82,50 @@ pub fn open_log(path: &Path) -> Result<Box<dyn BufRead>, RecordError> {
 
 /// A gzip stream whose damage ends it instead of failing the read: a
 /// truncated archive (a rotation cut short by a full disk) still gives
-/// every line that could be decompressed, with a warning.
+/// every line that could be decompressed, with one warning. Once damaged,
+/// the stream stays at its end: the decoder is not asked again (it would
+/// fail again, and warn again, for every reader that retries at the end).
 struct Lenient<R> {
     inner: R,
-    path: std::path::PathBuf,
+    path: PathBuf,
+    /// Decompressed bytes handed out so far.
+    read: u64,
+    damaged: bool,
+}
+
+impl<R: Read> Lenient<R> {
+    fn new(inner: R, path: &Path) -> Lenient<R> {
+        Lenient {
+            inner,
+            path: path.to_path_buf(),
+            read: 0,
+            damaged: false,
+        }
+    }
 }
 
 impl<R: Read> Read for Lenient<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.damaged {
+            return Ok(0);
+        }
         loop {
             match self.inner.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    self.damaged = true;
                     tracing::warn!(
                         path = %self.path.display(),
+                        decompressed_bytes = self.read,
                         error = %e,
                         "Compressed log is damaged; read up to here"
                     );
                     return Ok(0);
                 }
-                other => return other,
+                Ok(n) => {
+                    self.read += n as u64;
+                    return Ok(n);
+                }
             }
         }
     }
@@ -384,6 +405,35 @@ impl<R: BufRead> Iterator for RecordReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_compressed_stream_ends_once_and_stays_ended() {
+        /// Gives some bytes, then fails on every later read.
+        struct Damaged {
+            calls: usize,
+        }
+        impl Read for Damaged {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.calls += 1;
+                if self.calls == 1 {
+                    buf[..6].copy_from_slice(b"line1\n");
+                    return Ok(6);
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "corrupt deflate stream",
+                ))
+            }
+        }
+        let mut lenient = Lenient::new(Damaged { calls: 0 }, Path::new("mainlog.2.gz"));
+        let mut buf = [0u8; 64];
+        assert_eq!(lenient.read(&mut buf).unwrap(), 6);
+        for _ in 0..3 {
+            assert_eq!(lenient.read(&mut buf).unwrap(), 0);
+        }
+        assert_eq!(lenient.inner.calls, 2, "the decoder is not asked again");
+        assert_eq!(lenient.read, 6);
+    }
 
     fn records(input: &str) -> Vec<(u64, String)> {
         RecordReader::new(input.as_bytes())
