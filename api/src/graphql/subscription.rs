@@ -129,7 +129,7 @@ impl LiveSubscription {
         let wanted = move |lc: &Lifecycle| {
             p.may_see(&lc.host)
                 && filter.host.as_ref().is_none_or(|h| *h == lc.host)
-                && filter.id.as_ref().is_none_or(|id| *id == lc.id.to_string())
+                && filter.id.as_ref().is_none_or(|id| lc.id.as_str() == id)
                 && address.as_ref().is_none_or(|a| involves(lc, a))
         };
         let wanted = Arc::new(wanted);
@@ -158,7 +158,7 @@ impl LiveSubscription {
                 && filter
                     .message_id
                     .as_ref()
-                    .is_none_or(|id| r.message_id.is_some_and(|m| m.to_string() == *id))
+                    .is_none_or(|id| r.message_id.is_some_and(|m| m.as_str() == id))
                 && filter.kind.as_ref().is_none_or(|k| *k == r.event_kind)
                 && text
                     .as_ref()
