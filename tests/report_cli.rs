@@ -278,3 +278,30 @@ fn rejections_exim_wrote_twice_to_syslog_count_once() {
     let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
     assert_eq!(int(&stored["totals"]["rejected"]), rejected);
 }
+
+#[test]
+fn a_line_written_soon_after_completion_still_counts_with_its_message() {
+    // A parallel process may log a delivery of a message after its
+    // `Completed` line; the report waits a few minutes of log time before
+    // counting a completed message, so the late line still joins it, and
+    // the message is counted once.
+    let log = "\
+2026-12-04 10:00:00 1wAbcD-000001-AB <= alice@lab.test H=(client) [192.0.2.7] P=esmtp S=900
+2026-12-04 10:00:01 1wAbcD-000001-AB => bob@lab.test R=localuser T=local_file
+2026-12-04 10:00:01 1wAbcD-000001-AB Completed
+2026-12-04 10:02:00 SMTP connection from [192.0.2.10] (TCP/IP connection count = 1)
+2026-12-04 10:03:00 1wAbcD-000001-AB => carol@lab.test R=localuser T=local_file
+2026-12-04 10:20:00 1wAbcE-000002-CD <= dave@lab.test H=(client) [192.0.2.8] P=esmtp S=900
+2026-12-04 10:20:01 1wAbcE-000002-CD => erin@lab.test R=localuser T=local_file
+2026-12-04 10:20:01 1wAbcE-000002-CD Completed
+2026-12-04 11:30:00 1wAbcF-000003-EF <= frank@lab.test H=(client) [192.0.2.9] P=esmtp S=900
+";
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mainlog");
+    std::fs::write(&file, log).expect("write the log");
+    let r = report(&["--format", "json", file.to_str().unwrap()]);
+    let t = &r["totals"];
+    assert_eq!(int(&t["messages"]), 3, "{t}");
+    assert_eq!(int(&t["addresses"]), 3, "{t}");
+    assert_eq!(int(&t["delivered"]), 3, "{t}");
+}
