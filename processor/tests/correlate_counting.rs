@@ -11,7 +11,7 @@ use logs::{mainlog, records};
 use chrono::Duration;
 use exim_pilot_processor::correlate::{Correlator, CorrelatorConfig};
 use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
-use exim_pilot_schema::lifecycle::{Attempt, Lifecycle, Recipient};
+use exim_pilot_schema::lifecycle::{Attempt, AttemptResult, Lifecycle, Recipient};
 use exim_pilot_schema::report::{ReportBuilder, ReportOptions};
 use exim_pilot_schema::{LogFile, Zone};
 
@@ -59,18 +59,29 @@ fn counted_attempt(a: &Attempt) -> impl PartialEq + std::fmt::Debug + '_ {
         a.at,
         a.result,
         a.reason,
-        a.text.as_deref(),
+        // A successful attempt's text (a confirmation) is no reason's sample.
+        a.text.as_deref().filter(|_| a.result != AttemptResult::Ok),
         a.transport.as_deref(),
         // The remote host's name, or its address when it has no name.
         a.remote_host.as_deref().or(a.remote_ip.as_deref()),
     )
 }
 
+/// The recipient's last text when its last attempt did not succeed (a
+/// report reads it only then).
+fn last_failure_text(r: &Recipient) -> Option<&str> {
+    let failed = r
+        .history
+        .last()
+        .is_none_or(|a| a.result != AttemptResult::Ok);
+    r.last_text.as_deref().filter(|_| failed)
+}
+
 /// What a report reads of a recipient.
 fn counted_recipient(r: &Recipient) -> impl PartialEq + std::fmt::Debug + '_ {
     (
         (r.address.as_str(), r.original.as_deref(), r.outcome),
-        (r.attempts, r.reason, r.final_at, r.last_text.as_deref()),
+        (r.attempts, r.reason, r.final_at, last_failure_text(r)),
         r.history.iter().map(counted_attempt).collect::<Vec<_>>(),
     )
 }

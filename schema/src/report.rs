@@ -894,7 +894,12 @@ fn reason_cell(base: &Cell, r: &Recipient, class: ReasonClass) -> Cell {
         c.deferred = 1;
     }
     c.bounced = (r.outcome == Outcome::Bounced && final_reason(r) == class) as i64;
-    if cell.samples.0.is_empty() && r.reason == Some(class) {
+    // The address's last text stands in only when it is no confirmation.
+    let last_failed = r
+        .history
+        .last()
+        .is_none_or(|a| a.result != AttemptResult::Ok);
+    if cell.samples.0.is_empty() && r.reason == Some(class) && last_failed {
         if let Some(t) = &r.last_text {
             cell.samples.insert(t);
         }
@@ -2221,6 +2226,38 @@ mod tests {
             .expect("the deferral's class");
         assert_eq!(other.samples, vec!["421 try again later".to_string()]);
         assert_eq!((other.deferrals, other.delivered_later), (1, 1));
+    }
+
+    #[test]
+    fn a_delivered_address_s_last_text_is_no_sample_of_its_deferral() {
+        // A deferral of a known class logged without a text, then the
+        // delivery: the address's last text is the confirmation.
+        let deferred = attempt(
+            "2026-12-04T10:00:01Z",
+            AttemptResult::Defer,
+            Some(ReasonClass::Greylisting),
+        );
+        let deferred = Attempt {
+            text: None,
+            ..deferred
+        };
+        let mut delivered = attempt("2026-12-04T10:20:00Z", AttemptResult::Ok, None);
+        delivered.text = Some("250 OK id=1kYFeb-0007uZ-0s".into());
+        let mut r = rcpt(
+            "erin@example.net",
+            Outcome::Delivered,
+            vec![deferred, delivered],
+        );
+        r.last_text = Some("250 OK id=1kYFeb-0007uZ-0s".into());
+        let lc = message("1kYFeb-0007uW-0p", "2026-12-04T10:00:00Z", vec![r]);
+        let report = report_of(&[lc], &[], ReportOptions::default());
+        let grey = report
+            .reasons
+            .iter()
+            .find(|x| x.class == ReasonClass::Greylisting)
+            .expect("the deferral's class");
+        assert_eq!(grey.deferrals, 1);
+        assert!(grey.samples.is_empty(), "{:?}", grey.samples);
     }
 
     #[test]

@@ -910,11 +910,14 @@ fn build_attempt(line: &ResultLine<'_, '_>) -> Attempt {
 
 /// The attempt of a result line with only what reports count: when, the
 /// result and reason, where it went (host, transport) and the error text.
+/// A successful attempt's text (the receiving server's confirmation) is no
+/// sample of any reason, so it is left out.
 fn counted_attempt(line: &ResultLine<'_, '_>) -> Attempt {
     let d = line.delivery;
     let host = d.host.as_ref();
     let name = host.and_then(|h| h.name.as_deref());
     let text = match &d.reply {
+        _ if line.result == AttemptResult::Ok => None,
         Some(reply) => Some(&reply.text),
         None => d
             .error
