@@ -506,13 +506,18 @@ impl Samples {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
+        let text = &text[..end];
         if self.0.len() >= SAMPLE_LIMIT {
             match self.0.last() {
-                Some(last) if text[..end] < **last => {}
+                Some(last) if text < last.as_str() => {}
                 _ => return,
             }
         }
-        self.0.insert(text[..end].to_string());
+        // Most texts are there already: they are not copied again.
+        if self.0.contains(text) {
+            return;
+        }
+        self.0.insert(text.to_string());
         while self.0.len() > SAMPLE_LIMIT {
             self.0.pop_last();
         }
