@@ -278,3 +278,42 @@ fn rejections_exim_wrote_twice_to_syslog_count_once() {
     let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
     assert_eq!(int(&stored["totals"]["rejected"]), rejected);
 }
+
+/// A syslog log in which Exim split a delivery line mid-address and a
+/// rejection mid-reason into numbered parts.
+const SPLIT_THROUGH_SYSLOG: &str = "\
+Dec  4 10:00:00 mx1.lab.test exim[100]: 2026-12-04 10:00:00.100 1xZVcC-00078S-07 \
+<= alice@example.net H=(ws.example.net) [192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 \
+id=one@example.net
+Dec  4 10:00:01 mx1.lab.test exim[101]: [1/2] 2026-12-04 10:00:01.200 1xZVcC-00078S-07 \
+=> bob@exa
+Dec  4 10:00:01 mx1.lab.test exim[101]: [2/2] mple.com R=dnslookup T=remote_smtp \
+H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
+Dec  4 10:00:01 mx1.lab.test exim[101]: 2026-12-04 10:00:01.300 1xZVcC-00078S-07 Completed
+Dec  4 10:00:02 mx1.lab.test exim[102]: [1/2] 2026-12-04 10:00:02.400 H=(bot.example.net) \
+[198.51.100.9]:4000 I=[192.0.2.1]:25 F=<x@example.net> rejected RCPT <nobody@lab.test>: Unkno
+Dec  4 10:00:02 mx1.lab.test exim[102]: [2/2] wn user
+";
+
+#[test]
+fn lines_exim_split_through_syslog_read_the_same_through_import_and_report() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mail.log");
+    std::fs::write(&file, SPLIT_THROUGH_SYSLOG).expect("write the syslog file");
+    let from_file = report(&["--format", "json", file.to_str().unwrap()]);
+    let text = from_file.to_string();
+    assert!(text.contains("\"example.com\""), "{text}");
+    assert!(!text.contains("\"exa\""), "{text}");
+    assert_eq!(int(&from_file["totals"]["rejected"]), 1, "{text}");
+
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["import", "--zone", "utc", "--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+    let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
+    assert_eq!(stored, from_file, "store and file reports differ");
+}

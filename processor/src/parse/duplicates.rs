@@ -42,10 +42,9 @@
 use std::collections::VecDeque;
 
 use exim_pilot_schema::event::{Event, EventKind};
+use exim_pilot_schema::split::{split_marker, syslog_message};
 use exim_pilot_schema::LogTime;
 use memchr::memchr;
-
-use super::records::{split_marker, syslog_message};
 
 /// How many unmatched syslog rejections are remembered.
 pub const WINDOW: usize = 64;

@@ -367,7 +367,7 @@ fn iso_stamp(b: &[u8]) -> Option<(&[u8], LogTime)> {
 
 /// Drops a leading `[n/m] ` or `[n\m] ` split marker.
 fn strip_split_marker(b: &[u8]) -> &[u8] {
-    match super::records::split_marker(b) {
+    match exim_pilot_schema::split::split_marker(b) {
         Some(marker) => &b[marker.len..],
         None => b,
     }
