@@ -317,3 +317,52 @@ fn lines_exim_split_through_syslog_read_the_same_through_import_and_report() {
     let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
     assert_eq!(stored, from_file, "store and file reports differ");
 }
+
+/// A syslog log without Exim's own stamps that crosses midnight on New
+/// Year's Eve: a message received in the old year, delivered in the new.
+const NEW_YEARS_EVE: &str = "\
+Dec 31 23:59:58 mx1.lab.test exim[100]: 1xZVcC-00078S-07 <= alice@example.net \
+H=(ws.example.net) [192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 id=one@example.net
+Jan  1 00:00:02 mx1.lab.test exim[101]: 1xZVcC-00078S-07 => bob@example.com R=dnslookup \
+T=remote_smtp H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
+Jan  1 00:00:02 mx1.lab.test exim[101]: 1xZVcC-00078S-07 Completed
+";
+
+/// The first lifecycle `exim-pilot lifecycles` prints for `source`.
+fn first_lifecycle(source: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["lifecycles", "--format", "jsonl", "--timezone", "utc"])
+        .args(["--syslog-year", "2025", "--host", HOST])
+        .args(source)
+        .output()
+        .expect("run exim-pilot lifecycles");
+    let text = stdout_of(out);
+    serde_json::from_str(text.lines().next().expect("a lifecycle")).expect("JSON lifecycle")
+}
+
+#[test]
+fn a_syslog_log_given_its_year_dates_january_in_the_next_year() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mail.log");
+    std::fs::write(&file, NEW_YEARS_EVE).expect("write the syslog file");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["import", "--timezone", "utc", "--syslog-year", "2025"])
+        .args(["--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+
+    let from_file = first_lifecycle(&[file.to_str().unwrap()]);
+    let from_store = first_lifecycle(&["--data", data.to_str().unwrap()]);
+    for lifecycle in [&from_file, &from_store] {
+        let received = lifecycle["received_at"].as_str().unwrap_or_default();
+        let delivered = lifecycle["recipients"][0]["final_at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(received.starts_with("2025-12-31T23:59:58"), "{lifecycle}");
+        assert!(delivered.starts_with("2026-01-01T00:00:02"), "{lifecycle}");
+    }
+}

@@ -533,6 +533,7 @@ fn parse_chunks(
     spare: &mpsc::Sender<Spare>,
 ) {
     let mut lists = Vec::new();
+    let mut years = Default::default();
     for chunk in read {
         for done in used.try_iter() {
             let (buffers, list) = done.into_spare();
@@ -541,7 +542,10 @@ fn parse_chunks(
             lists.push(list);
         }
         let list = lists.pop().unwrap_or_default();
-        if tx.send(chunk.map(|c| c.parse(options, list))).is_err() {
+        if tx
+            .send(chunk.map(|c| c.parse(options, &mut years, list)))
+            .is_err()
+        {
             // The correlating thread stopped; it reports why.
             return;
         }

@@ -10,7 +10,7 @@
 use std::ops::Range;
 use std::sync::mpsc;
 
-use exim_pilot_processor::parse::{parse_record_brief, Brief, ParseOptions};
+use exim_pilot_processor::parse::{parse_record_brief, Brief, ParseOptions, SyslogYears};
 use exim_pilot_schema::LogFile;
 
 /// How many records a chunk holds at most.
@@ -82,7 +82,13 @@ impl ChunkBuilder {
 
     /// Parses every record gathered into `list` (emptied first; the list
     /// of a used chunk, so its memory is reused).
-    pub fn parse(self, options: &ParseOptions, list: Vec<Parsed<'static>>) -> ParsedChunk {
+    /// `years` follows each kind of log, whose files come in time order.
+    pub fn parse(
+        self,
+        options: &ParseOptions,
+        years: &mut [SyslogYears; 3],
+        list: Vec<Parsed<'static>>,
+    ) -> ParsedChunk {
         let ChunkBuilder {
             bytes,
             records: ranges,
@@ -100,12 +106,16 @@ impl ChunkBuilder {
             unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
         let mut records = list;
         records.clear();
-        records.extend(ranges.iter().map(|(range, log, file_no, offset)| Parsed {
-            read: parse_record_brief(options, *log, &whole[range.clone()]),
-            record: &whole[range.clone()],
-            log: *log,
-            file_no: *file_no,
-            offset: *offset,
+        records.extend(ranges.iter().map(|(range, log, file_no, offset)| {
+            let mut read = parse_record_brief(options, *log, &whole[range.clone()]);
+            years[*log as usize].settle_brief(options, &mut read);
+            Parsed {
+                read,
+                record: &whole[range.clone()],
+                log: *log,
+                file_no: *file_no,
+                offset: *offset,
+            }
         }));
         ParsedChunk {
             records,
