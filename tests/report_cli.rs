@@ -366,3 +366,59 @@ fn a_syslog_log_given_its_year_dates_january_in_the_next_year() {
         assert!(delivered.starts_with("2026-01-01T00:00:02"), "{lifecycle}");
     }
 }
+
+/// A mainlog of a server in Berlin on the night clocks go back (at 03:00
+/// summer time, to 02:00): a message received at 02:40 in summer time,
+/// delivered at 02:10 in winter time, half an hour later.
+const CLOCKS_GO_BACK: &str = "\
+2026-10-25 02:40:00 1xZVcC-00078S-07 <= alice@example.net H=(ws.example.net) \
+[192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 id=one@example.net
+2026-10-25 02:10:00 1xZVcC-00078S-07 => bob@example.com R=dnslookup T=remote_smtp \
+H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
+2026-10-25 02:10:00 1xZVcC-00078S-07 Completed
+";
+
+/// The first lifecycle `exim-pilot lifecycles` prints for `source`, read
+/// in Berlin's local time.
+fn first_lifecycle_in_berlin(source: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .env("TZ", "Europe/Berlin")
+        .args(["lifecycles", "--format", "jsonl", "--timezone", "local"])
+        .args(["--host", HOST])
+        .args(source)
+        .output()
+        .expect("run exim-pilot lifecycles");
+    let text = stdout_of(out);
+    serde_json::from_str(text.lines().next().expect("a lifecycle")).expect("JSON lifecycle")
+}
+
+#[test]
+fn the_hour_repeated_when_clocks_go_back_stays_in_order() {
+    if !Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+        eprintln!("No time zone data for Europe/Berlin here; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mainlog");
+    std::fs::write(&file, CLOCKS_GO_BACK).expect("write the mainlog");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .env("TZ", "Europe/Berlin")
+        .args(["import", "--timezone", "local", "--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+
+    let from_file = first_lifecycle_in_berlin(&[file.to_str().unwrap()]);
+    let from_store = first_lifecycle_in_berlin(&["--data", data.to_str().unwrap()]);
+    for lifecycle in [&from_file, &from_store] {
+        let received = lifecycle["received_at"].as_str().unwrap_or_default();
+        let delivered = lifecycle["recipients"][0]["final_at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(received.starts_with("2026-10-25T00:40:00"), "{lifecycle}");
+        assert!(delivered.starts_with("2026-10-25T01:10:00"), "{lifecycle}");
+    }
+}

@@ -24,8 +24,11 @@
 //! [`SyslogCopies`]): the second copy is stored as a raw record but makes
 //! no rejection. The rejections waiting for their copy are part of the
 //! saved state, so a copy read right after a restart, its original
-//! before, is still known as a copy. So is where each log stands in its
-//! years when the year of its syslog stamps was given ([`SyslogYears`]).
+//! before, is still known as a copy. So is where each log stands in time:
+//! in its years when the year of its syslog stamps was given
+//! ([`SyslogYears`](crate::parse::SyslogYears)), and in its local time
+//! when that is the machine's own zone, whose clock goes back once a year
+//! ([`WallClock`](crate::parse::WallClock)); see [`LogClock`].
 
 use std::collections::HashMap;
 
@@ -36,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{classify_auth_failure, classify_reject};
 use crate::correlate::{Correlator, CorrelatorConfig, CorrelatorState, StateError};
-use crate::parse::{parse_record_with, ParseOptions, SyslogCopies, SyslogYears};
+use crate::parse::{parse_record_with, LogClock, ParseOptions, SyslogCopies};
 
 /// The blob name the pipeline state is saved under.
 pub const STATE_BLOB: &str = "pipeline-state";
@@ -56,16 +59,16 @@ pub struct AppliedPosition {
     pub offset: u64,
 }
 
-/// Where one log of one mail server stands in the years of its syslog
-/// stamps.
+/// Where one log of one mail server stands in time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogYears {
+pub struct LogTimes {
     /// The mail server.
     pub host: String,
     /// Which of its logs.
     pub log: LogFile,
     /// Where it stands.
-    pub years: SyslogYears,
+    #[serde(flatten)]
+    pub clock: LogClock,
 }
 
 /// Everything a [`Pipeline`] must remember across restarts.
@@ -82,10 +85,10 @@ pub struct PipelineState {
     /// Rejections read through syslog still waiting for their copy.
     #[serde(default, skip_serializing_if = "SyslogCopies::is_empty")]
     pub syslog_copies: SyslogCopies,
-    /// Where each log stands in the years of its syslog stamps, in (host,
-    /// log) order; kept only when the year of the stamps was given.
+    /// Where each log stands in time, in (host, log) order; kept only when
+    /// the year of syslog stamps was given or times are local.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub syslog_years: Vec<LogYears>,
+    pub log_times: Vec<LogTimes>,
 }
 
 impl PipelineState {
@@ -141,7 +144,7 @@ pub struct Pipeline {
     options: ParseOptions,
     applied: HashMap<(String, u64), u64>,
     copies: SyslogCopies,
-    years: HashMap<(String, LogFile), SyslogYears>,
+    clocks: HashMap<(String, LogFile), LogClock>,
     counts: PipelineCounts,
 }
 
@@ -154,7 +157,7 @@ impl Pipeline {
             options: ParseOptions::default(),
             applied: HashMap::new(),
             copies: SyslogCopies::new(),
-            years: HashMap::new(),
+            clocks: HashMap::new(),
             counts: PipelineCounts::default(),
         }
     }
@@ -173,10 +176,10 @@ impl Pipeline {
             .into_iter()
             .map(|p| ((p.host, p.file_id), p.offset))
             .collect();
-        let years = state
-            .syslog_years
+        let clocks = state
+            .log_times
             .into_iter()
-            .map(|y| ((y.host, y.log), y.years))
+            .map(|t| ((t.host, t.log), t.clock))
             .collect();
         Ok(Pipeline {
             correlator: Correlator::restore(state.correlator)?,
@@ -184,7 +187,7 @@ impl Pipeline {
             options: ParseOptions::default(),
             applied,
             copies: state.syslog_copies,
-            years,
+            clocks,
             counts: PipelineCounts::default(),
         })
     }
@@ -214,23 +217,23 @@ impl Pipeline {
             })
             .collect();
         applied.sort_by(|a, b| (&a.host, a.file_id).cmp(&(&b.host, b.file_id)));
-        let mut syslog_years: Vec<LogYears> = self
-            .years
+        let mut log_times: Vec<LogTimes> = self
+            .clocks
             .iter()
-            .filter(|(_, years)| !years.is_unused())
-            .map(|((host, log), years)| LogYears {
+            .filter(|(_, clock)| !clock.is_unused())
+            .map(|((host, log), clock)| LogTimes {
                 host: host.clone(),
                 log: *log,
-                years: *years,
+                clock: *clock,
             })
             .collect();
-        syslog_years.sort_by(|a, b| (&a.host, a.log).cmp(&(&b.host, b.log)));
+        log_times.sort_by(|a, b| (&a.host, a.log).cmp(&(&b.host, b.log)));
         PipelineState {
             version: STATE_VERSION,
             correlator: self.correlator.save(),
             applied,
             syslog_copies: self.copies.clone(),
-            syslog_years,
+            log_times,
         }
     }
 
@@ -294,10 +297,10 @@ impl Pipeline {
     /// Parses one record, applies it, and returns its stored form.
     fn apply(&mut self, raw: RawRecord, rejects: &mut Vec<RejectRecord>) -> StoredRecord {
         let mut event = parse_record_with(&self.options, raw.origin.log, &raw.bytes);
-        if self.options.syslog_year.is_some() {
+        if self.options.syslog_year.is_some() || self.zone == Zone::Local {
             let log = (raw.origin.host.clone(), raw.origin.log);
-            let years = self.years.entry(log).or_default();
-            years.settle_event(&self.options, &mut event);
+            let clock = self.clocks.entry(log).or_default();
+            clock.settle_event(&self.options, self.zone, &mut event);
         }
         let at = event.time.map(|t| t.resolve(self.zone));
         let kind = event.kind.name();
@@ -444,7 +447,7 @@ mod tests {
         // The first layout had neither part.
         let fields = saved.as_object_mut().unwrap();
         fields.remove("syslog_copies");
-        fields.remove("syslog_years");
+        fields.remove("log_times");
         let old = serde_json::to_vec(&saved).unwrap();
         let mut second = Pipeline::restore(Zone::Utc, &old).unwrap();
         assert_eq!(second.state().correlator, first.state().correlator);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use exim_pilot_processor::correlate::CorrelatorConfig;
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions, SyslogYears};
+use exim_pilot_processor::parse::{parse_record_with, LogClock, ParseOptions};
 use exim_pilot_processor::pipeline::{Pipeline, STATE_BLOB};
 use exim_pilot_schema::Zone;
 use exim_pilot_store::{ClickHouseStore, SqliteStore, Store};
@@ -323,7 +323,7 @@ pub fn correlate_files(
 
     let mut correlator = Correlator::with_config(zone, CorrelatorConfig::keep_all());
     // Each kind of log is read in time order, file after file.
-    let mut years: [SyslogYears; 3] = Default::default();
+    let mut clocks: [LogClock; 3] = Default::default();
     if files.iter().any(|p| p.as_os_str() == "-") {
         // Standard input cannot be put in time order: read as given.
         for path in files {
@@ -336,7 +336,7 @@ pub fn correlate_files(
                 .with_context(|| format!("cannot read {}", path.display()))?
             {
                 let mut event = parse_record_with(&opts, log, record.bytes);
-                years[log as usize].settle_event(&opts, &mut event);
+                clocks[log as usize].settle_event(&opts, zone, &mut event);
                 correlator.apply_record(host, log, &event);
             }
         }
@@ -349,7 +349,7 @@ pub fn correlate_files(
         {
             for raw in &records {
                 let mut event = parse_record_with(&opts, raw.origin.log, &raw.bytes);
-                years[raw.origin.log as usize].settle_event(&opts, &mut event);
+                clocks[raw.origin.log as usize].settle_event(&opts, zone, &mut event);
                 correlator.apply_record(&raw.origin.host, raw.origin.log, &event);
             }
         }

@@ -435,7 +435,7 @@ fn read_files(
     let parse_options = *parse_options;
     let reader = std::thread::spawn(move || read_chunks(&files, &read_tx, &spare));
     let parser = std::thread::spawn(move || {
-        parse_chunks(&read, &parse_options, &tx, &used, &spare_tx);
+        parse_chunks(&read, (&parse_options, zone), &tx, &used, &spare_tx);
     });
 
     let mut copies = SyslogCopies::new();
@@ -527,13 +527,13 @@ fn read_chunks(
 /// sends their buffers back to the reading thread through `spare`.
 fn parse_chunks(
     read: &mpsc::Receiver<anyhow::Result<ChunkBuilder>>,
-    options: &ParseOptions,
+    options: (&ParseOptions, Zone),
     tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
     used: &mpsc::Receiver<ParsedChunk>,
     spare: &mpsc::Sender<Spare>,
 ) {
     let mut lists = Vec::new();
-    let mut years = Default::default();
+    let mut clocks = Default::default();
     for chunk in read {
         for done in used.try_iter() {
             let (buffers, list) = done.into_spare();
@@ -543,7 +543,7 @@ fn parse_chunks(
         }
         let list = lists.pop().unwrap_or_default();
         if tx
-            .send(chunk.map(|c| c.parse(options, &mut years, list)))
+            .send(chunk.map(|c| c.parse(options, &mut clocks, list)))
             .is_err()
         {
             // The correlating thread stopped; it reports why.

@@ -40,6 +40,7 @@
 //! The parser never fails and never panics: every input gives an event.
 //! Values are borrowed from the record; only escaped text is copied.
 
+mod clock;
 mod duplicates;
 mod fields;
 mod header;
@@ -58,6 +59,7 @@ use exim_pilot_schema::LogFile;
 use exim_pilot_schema::LogTime;
 use memchr::memchr;
 
+pub use clock::{LogClock, WallClock};
 pub use duplicates::SyslogCopies;
 pub use records::{open_log, OwnedRecord, Record, RecordError, RecordReader, MAX_RECORD_BYTES};
 pub use years::SyslogYears;

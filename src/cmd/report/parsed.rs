@@ -10,8 +10,9 @@
 use std::ops::Range;
 use std::sync::mpsc;
 
-use exim_pilot_processor::parse::{parse_record_brief, Brief, ParseOptions, SyslogYears};
+use exim_pilot_processor::parse::{parse_record_brief, Brief, LogClock, ParseOptions};
 use exim_pilot_schema::LogFile;
+use exim_pilot_schema::Zone;
 
 /// How many records a chunk holds at most.
 pub const CHUNK_RECORDS: usize = 4096;
@@ -82,11 +83,12 @@ impl ChunkBuilder {
 
     /// Parses every record gathered into `list` (emptied first; the list
     /// of a used chunk, so its memory is reused).
-    /// `years` follows each kind of log, whose files come in time order.
+    /// `clocks` follow each kind of log, whose files come in time order
+    /// and whose naive times are in `zone`.
     pub fn parse(
         self,
-        options: &ParseOptions,
-        years: &mut [SyslogYears; 3],
+        (options, zone): (&ParseOptions, Zone),
+        clocks: &mut [LogClock; 3],
         list: Vec<Parsed<'static>>,
     ) -> ParsedChunk {
         let ChunkBuilder {
@@ -108,7 +110,7 @@ impl ChunkBuilder {
         records.clear();
         records.extend(ranges.iter().map(|(range, log, file_no, offset)| {
             let mut read = parse_record_brief(options, *log, &whole[range.clone()]);
-            years[*log as usize].settle_brief(options, &mut read);
+            clocks[*log as usize].settle_brief(options, zone, &mut read);
             Parsed {
                 read,
                 record: &whole[range.clone()],
