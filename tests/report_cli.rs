@@ -368,11 +368,17 @@ fn a_syslog_log_given_its_year_dates_january_in_the_next_year() {
 }
 
 /// A mainlog of a server in Berlin on the night clocks go back (at 03:00
-/// summer time, to 02:00): a message received at 02:40 in summer time,
-/// delivered at 02:10 in winter time, half an hour later.
+/// summer time, to 02:00): a message received at 01:50 in summer time,
+/// deferred at 01:55, and delivered at 02:10 in winter time, after a
+/// connection at 02:40 in summer time.
 const CLOCKS_GO_BACK: &str = "\
-2026-10-25 02:40:00 1xZVcC-00078S-07 <= alice@example.net H=(ws.example.net) \
+2026-10-25 01:50:00 1xZVcC-00078S-07 <= alice@example.net H=(ws.example.net) \
 [192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 id=one@example.net
+2026-10-25 01:55:00 1xZVcC-00078S-07 == bob@example.com R=dnslookup T=remote_smtp \
+defer (-44) H=mx.example.com [198.51.100.7]: SMTP error from remote mail server after \
+RCPT TO:<bob@example.com>: 451 4.7.1 Greylisted
+2026-10-25 02:40:00 SMTP connection from [192.0.2.10]:4001 I=[192.0.2.1]:25 \
+(TCP/IP connection count = 1)
 2026-10-25 02:10:00 1xZVcC-00078S-07 => bob@example.com R=dnslookup T=remote_smtp \
 H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
 2026-10-25 02:10:00 1xZVcC-00078S-07 Completed
@@ -418,7 +424,11 @@ fn the_hour_repeated_when_clocks_go_back_stays_in_order() {
         let delivered = lifecycle["recipients"][0]["final_at"]
             .as_str()
             .unwrap_or_default();
-        assert!(received.starts_with("2026-10-25T00:40:00"), "{lifecycle}");
+        let deferred = lifecycle["recipients"][0]["history"][0]["at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(received.starts_with("2026-10-24T23:50:00"), "{lifecycle}");
+        assert!(deferred.starts_with("2026-10-24T23:55:00"), "{lifecycle}");
         assert!(delivered.starts_with("2026-10-25T01:10:00"), "{lifecycle}");
     }
 }

@@ -144,7 +144,8 @@ pub struct Pipeline {
     options: ParseOptions,
     applied: HashMap<(String, u64), u64>,
     copies: SyslogCopies,
-    clocks: HashMap<(String, LogFile), LogClock>,
+    /// Per mail server, a clock for each of its logs (by [`LogFile`]).
+    clocks: HashMap<String, [LogClock; 3]>,
     counts: PipelineCounts,
 }
 
@@ -176,11 +177,10 @@ impl Pipeline {
             .into_iter()
             .map(|p| ((p.host, p.file_id), p.offset))
             .collect();
-        let clocks = state
-            .log_times
-            .into_iter()
-            .map(|t| ((t.host, t.log), t.clock))
-            .collect();
+        let mut clocks: HashMap<String, [LogClock; 3]> = HashMap::new();
+        for t in state.log_times {
+            clocks.entry(t.host).or_default()[t.log as usize] = t.clock;
+        }
         Ok(Pipeline {
             correlator: Correlator::restore(state.correlator)?,
             zone,
@@ -217,14 +217,18 @@ impl Pipeline {
             })
             .collect();
         applied.sort_by(|a, b| (&a.host, a.file_id).cmp(&(&b.host, b.file_id)));
+        let logs = [LogFile::Main, LogFile::Reject, LogFile::Panic];
         let mut log_times: Vec<LogTimes> = self
             .clocks
             .iter()
-            .filter(|(_, clock)| !clock.is_unused())
-            .map(|((host, log), clock)| LogTimes {
-                host: host.clone(),
-                log: *log,
-                clock: *clock,
+            .flat_map(|(host, clocks)| {
+                logs.iter()
+                    .filter(|log| !clocks[**log as usize].is_unused())
+                    .map(|log| LogTimes {
+                        host: host.clone(),
+                        log: *log,
+                        clock: clocks[*log as usize],
+                    })
             })
             .collect();
         log_times.sort_by(|a, b| (&a.host, a.log).cmp(&(&b.host, b.log)));
@@ -298,8 +302,12 @@ impl Pipeline {
     fn apply(&mut self, raw: RawRecord, rejects: &mut Vec<RejectRecord>) -> StoredRecord {
         let mut event = parse_record_with(&self.options, raw.origin.log, &raw.bytes);
         if self.options.syslog_year.is_some() || self.zone == Zone::Local {
-            let log = (raw.origin.host.clone(), raw.origin.log);
-            let clock = self.clocks.entry(log).or_default();
+            let host = &raw.origin.host;
+            let clocks = match self.clocks.get_mut(host) {
+                Some(clocks) => clocks,
+                None => self.clocks.entry(host.clone()).or_default(),
+            };
+            let clock = &mut clocks[raw.origin.log as usize];
             clock.settle_event(&self.options, self.zone, &mut event);
         }
         let at = event.time.map(|t| t.resolve(self.zone));

@@ -119,6 +119,22 @@ impl Zone {
         }
     }
 
+    /// The offset east of UTC, in seconds, of every wall-clock time from
+    /// `from` to `to` when both name one instant each at the same offset:
+    /// then the clock did not change between them, assuming it changes at
+    /// most once in that span. `None` otherwise.
+    pub fn steady_offset(self, from: NaiveDateTime, to: NaiveDateTime) -> Option<i64> {
+        let offset = |t: NaiveDateTime| match self {
+            Zone::Local => match local_instants(t) {
+                LocalResult::Single(dt) => Some((t - dt.naive_utc()).num_seconds()),
+                _ => None,
+            },
+            _ => Some((t - self.to_utc(t).naive_utc()).num_seconds()),
+        };
+        let first = offset(from)?;
+        (offset(to)? == first).then_some(first)
+    }
+
     /// Parses `utc`, `local`, or an offset such as `+0200`, `-05:30`.
     pub fn parse(s: &str) -> Option<Zone> {
         let s = s.trim();

@@ -9,7 +9,7 @@
 //! instant ([`Zone::to_utc_after`]). A stamp so resolved becomes a UTC
 //! time, so every reader after this one sees the same instant.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use exim_pilot_schema::{Event, LogTime, Zone};
 use serde::{Deserialize, Serialize};
 
@@ -54,11 +54,27 @@ impl LogClock {
 
 /// Where one log stands in time; see the module documentation. Small and
 /// serialisable, so a pipeline keeps it in its saved state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct WallClock {
     /// The latest instant of the log read so far.
     latest: Option<DateTime<Utc>>,
+    /// A quarter of an hour of local time in which the clock does not
+    /// change, and its offset in seconds: the stamps in it are read
+    /// without asking the zone again. Not saved; found again when needed.
+    #[serde(skip)]
+    steady: Option<(NaiveDateTime, i64)>,
 }
+
+impl PartialEq for WallClock {
+    fn eq(&self, other: &WallClock) -> bool {
+        self.latest == other.latest
+    }
+}
+
+impl Eq for WallClock {}
+
+/// The length of the spans of local time [`WallClock`] checks at once.
+const STEADY_MINUTES: u32 = 15;
 
 impl WallClock {
     /// A log not read yet.
@@ -84,15 +100,39 @@ impl WallClock {
         let instant = if t.utc {
             t.resolve(zone)
         } else {
-            let (instant, ambiguous) = zone.to_utc_after(t.time, self.latest);
-            if ambiguous {
-                *t = LogTime {
-                    time: instant.naive_utc(),
-                    utc: true,
-                };
-            }
-            instant
+            self.local(zone, t)
         };
         self.latest = Some(self.latest.map_or(instant, |l| l.max(instant)));
     }
+
+    /// The instant of the naive stamp `t`, which becomes a UTC time when it
+    /// was ambiguous.
+    fn local(&mut self, zone: Zone, t: &mut LogTime) -> DateTime<Utc> {
+        // Most stamps fall in a quarter hour already known to be steady.
+        let start = quarter_start(t.time);
+        if let Some((steady, offset)) = self.steady {
+            if steady == start {
+                let utc = t.time - chrono::Duration::seconds(offset);
+                return DateTime::from_naive_utc_and_offset(utc, Utc);
+            }
+        }
+
+        let (instant, ambiguous) = zone.to_utc_after(t.time, self.latest);
+        if ambiguous {
+            *t = LogTime {
+                time: instant.naive_utc(),
+                utc: true,
+            };
+            return instant;
+        }
+        let end = start + chrono::Duration::seconds(i64::from(STEADY_MINUTES) * 60 - 1);
+        self.steady = zone.steady_offset(start, end).map(|offset| (start, offset));
+        instant
+    }
+}
+
+/// The start of the quarter hour `t` falls in.
+fn quarter_start(t: NaiveDateTime) -> NaiveDateTime {
+    let minute = t.minute() - t.minute() % STEADY_MINUTES;
+    t.date().and_hms_opt(t.hour(), minute, 0).unwrap_or(t)
 }
