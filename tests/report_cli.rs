@@ -305,3 +305,157 @@ fn a_line_written_soon_after_completion_still_counts_with_its_message() {
     assert_eq!(int(&t["addresses"]), 3, "{t}");
     assert_eq!(int(&t["delivered"]), 3, "{t}");
 }
+
+/// A syslog log in which Exim split a delivery line mid-address and a
+/// rejection mid-reason into numbered parts.
+const SPLIT_THROUGH_SYSLOG: &str = "\
+Dec  4 10:00:00 mx1.lab.test exim[100]: 2026-12-04 10:00:00.100 1xZVcC-00078S-07 \
+<= alice@example.net H=(ws.example.net) [192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 \
+id=one@example.net
+Dec  4 10:00:01 mx1.lab.test exim[101]: [1/2] 2026-12-04 10:00:01.200 1xZVcC-00078S-07 \
+=> bob@exa
+Dec  4 10:00:01 mx1.lab.test exim[101]: [2/2] mple.com R=dnslookup T=remote_smtp \
+H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
+Dec  4 10:00:01 mx1.lab.test exim[101]: 2026-12-04 10:00:01.300 1xZVcC-00078S-07 Completed
+Dec  4 10:00:02 mx1.lab.test exim[102]: [1/2] 2026-12-04 10:00:02.400 H=(bot.example.net) \
+[198.51.100.9]:4000 I=[192.0.2.1]:25 F=<x@example.net> rejected RCPT <nobody@lab.test>: Unkno
+Dec  4 10:00:02 mx1.lab.test exim[102]: [2/2] wn user
+";
+
+#[test]
+fn lines_exim_split_through_syslog_read_the_same_through_import_and_report() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mail.log");
+    std::fs::write(&file, SPLIT_THROUGH_SYSLOG).expect("write the syslog file");
+    let from_file = report(&["--format", "json", file.to_str().unwrap()]);
+    let text = from_file.to_string();
+    assert!(text.contains("\"example.com\""), "{text}");
+    assert!(!text.contains("\"exa\""), "{text}");
+    assert_eq!(int(&from_file["totals"]["rejected"]), 1, "{text}");
+
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["import", "--zone", "utc", "--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+    let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
+    assert_eq!(stored, from_file, "store and file reports differ");
+}
+
+/// A syslog log without Exim's own stamps that crosses midnight on New
+/// Year's Eve: a message received in the old year, delivered in the new.
+const NEW_YEARS_EVE: &str = "\
+Dec 31 23:59:58 mx1.lab.test exim[100]: 1xZVcC-00078S-07 <= alice@example.net \
+H=(ws.example.net) [192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 id=one@example.net
+Jan  1 00:00:02 mx1.lab.test exim[101]: 1xZVcC-00078S-07 => bob@example.com R=dnslookup \
+T=remote_smtp H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
+Jan  1 00:00:02 mx1.lab.test exim[101]: 1xZVcC-00078S-07 Completed
+";
+
+/// The first lifecycle `exim-pilot lifecycles` prints for `source`.
+fn first_lifecycle(source: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["lifecycles", "--format", "jsonl", "--timezone", "utc"])
+        .args(["--syslog-year", "2025", "--host", HOST])
+        .args(source)
+        .output()
+        .expect("run exim-pilot lifecycles");
+    let text = stdout_of(out);
+    serde_json::from_str(text.lines().next().expect("a lifecycle")).expect("JSON lifecycle")
+}
+
+#[test]
+fn a_syslog_log_given_its_year_dates_january_in_the_next_year() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mail.log");
+    std::fs::write(&file, NEW_YEARS_EVE).expect("write the syslog file");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .args(["import", "--timezone", "utc", "--syslog-year", "2025"])
+        .args(["--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+
+    let from_file = first_lifecycle(&[file.to_str().unwrap()]);
+    let from_store = first_lifecycle(&["--data", data.to_str().unwrap()]);
+    for lifecycle in [&from_file, &from_store] {
+        let received = lifecycle["received_at"].as_str().unwrap_or_default();
+        let delivered = lifecycle["recipients"][0]["final_at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(received.starts_with("2025-12-31T23:59:58"), "{lifecycle}");
+        assert!(delivered.starts_with("2026-01-01T00:00:02"), "{lifecycle}");
+    }
+}
+
+/// A mainlog of a server in Berlin on the night clocks go back (at 03:00
+/// summer time, to 02:00): a message received at 01:50 in summer time,
+/// deferred at 01:55, and delivered at 02:10 in winter time, after a
+/// connection at 02:40 in summer time.
+const CLOCKS_GO_BACK: &str = "\
+2026-10-25 01:50:00 1xZVcC-00078S-07 <= alice@example.net H=(ws.example.net) \
+[192.0.2.10]:4000 I=[192.0.2.1]:25 P=esmtp S=1066 id=one@example.net
+2026-10-25 01:55:00 1xZVcC-00078S-07 == bob@example.com R=dnslookup T=remote_smtp \
+defer (-44) H=mx.example.com [198.51.100.7]: SMTP error from remote mail server after \
+RCPT TO:<bob@example.com>: 451 4.7.1 Greylisted
+2026-10-25 02:40:00 SMTP connection from [192.0.2.10]:4001 I=[192.0.2.1]:25 \
+(TCP/IP connection count = 1)
+2026-10-25 02:10:00 1xZVcC-00078S-07 => bob@example.com R=dnslookup T=remote_smtp \
+H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
+2026-10-25 02:10:00 1xZVcC-00078S-07 Completed
+";
+
+/// The first lifecycle `exim-pilot lifecycles` prints for `source`, read
+/// in Berlin's local time.
+fn first_lifecycle_in_berlin(source: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .env("TZ", "Europe/Berlin")
+        .args(["lifecycles", "--format", "jsonl", "--timezone", "local"])
+        .args(["--host", HOST])
+        .args(source)
+        .output()
+        .expect("run exim-pilot lifecycles");
+    let text = stdout_of(out);
+    serde_json::from_str(text.lines().next().expect("a lifecycle")).expect("JSON lifecycle")
+}
+
+#[test]
+fn the_hour_repeated_when_clocks_go_back_stays_in_order() {
+    if !Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+        eprintln!("No time zone data for Europe/Berlin here; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("mainlog");
+    std::fs::write(&file, CLOCKS_GO_BACK).expect("write the mainlog");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
+        .env("TZ", "Europe/Berlin")
+        .args(["import", "--timezone", "local", "--host", HOST, "--data"])
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+
+    let from_file = first_lifecycle_in_berlin(&[file.to_str().unwrap()]);
+    let from_store = first_lifecycle_in_berlin(&["--data", data.to_str().unwrap()]);
+    for lifecycle in [&from_file, &from_store] {
+        let received = lifecycle["received_at"].as_str().unwrap_or_default();
+        let delivered = lifecycle["recipients"][0]["final_at"]
+            .as_str()
+            .unwrap_or_default();
+        let deferred = lifecycle["recipients"][0]["history"][0]["at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(received.starts_with("2026-10-24T23:50:00"), "{lifecycle}");
+        assert!(deferred.starts_with("2026-10-24T23:55:00"), "{lifecycle}");
+        assert!(delivered.starts_with("2026-10-25T01:10:00"), "{lifecycle}");
+    }
+}

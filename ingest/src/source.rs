@@ -6,7 +6,10 @@
 //! ([`is_record_start`]) continues the record before it, which is how a
 //! rejectlog header dump or a multi-line panic stays in one piece. Lines
 //! are joined with `\n`, so a record's bytes are exactly the file's bytes
-//! minus the final newline.
+//! minus the final newline, with one exception: the numbered parts of a
+//! syslog line that Exim split are joined back into that line, as
+//! [`SplitParts`] does for every reader of logs (the record keeps the
+//! first part's syslog prefix and offset, and drops the markers).
 //!
 //! A line without its newline is held back: Exim may be half-way through
 //! writing it. It is emitted as it is only when the caller says the file is
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use exim_pilot_schema::record::{is_record_start, LogFile, RawRecord, RecordOrigin};
+use exim_pilot_schema::split::SplitParts;
 use flate2::read::MultiGzDecoder;
 
 use crate::events;
@@ -95,6 +99,7 @@ struct Pending {
 struct Grouper {
     pending: Option<Pending>,
     max_record_bytes: usize,
+    parts: SplitParts,
 }
 
 impl Grouper {
@@ -103,18 +108,27 @@ impl Grouper {
     fn push(&mut self, line: &[u8], offset: u64, end: u64, now: Instant) -> Option<Pending> {
         if let Some(pending) = &mut self.pending {
             let fits = pending.bytes.len() + 1 + line.len() <= self.max_record_bytes;
-            if fits && !is_record_start(line) {
+            let joined = if fits && !is_record_start(line) {
                 pending.bytes.push(b'\n');
                 pending.bytes.extend_from_slice(line);
+                true
+            } else {
+                fits && self.parts.extend(line, &mut pending.bytes)
+            };
+            if joined {
                 pending.end = end;
                 pending.grown_at = now;
                 return None;
             }
         }
+        let bytes = match self.parts.start(line) {
+            Some(marker) => [&line[..marker.start], &line[marker.end..]].concat(),
+            None => line.to_vec(),
+        };
         self.pending.replace(Pending {
             offset,
             end,
-            bytes: line.to_vec(),
+            bytes,
             read_at_ms: now_ms(),
             grown_at: now,
         })
@@ -205,6 +219,7 @@ impl Source {
             group: Grouper {
                 pending: None,
                 max_record_bytes: max_record_bytes.max(1),
+                parts: SplitParts::new(),
             },
         };
         source.skip_to(offset)?;

@@ -194,3 +194,33 @@ fn corpus_rejectlog_groups_into_one_record_per_entry() {
         assert_eq!(rebuilt, content, "{scenario}: every byte exactly once");
     }
 }
+
+#[test]
+fn a_line_exim_split_through_syslog_is_one_record_at_its_first_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let config = FollowConfig {
+        group_quiet: Duration::from_secs(3600),
+        ..fast()
+    };
+    let mut follower = follower(&log, config);
+    let first = "Dec  4 10:00:00 mx1 exim[7]: 2026-12-04 10:00:00 Start queue run\n";
+    let part1 = "Dec  4 10:00:01 mx1 exim[8]: [1/2] 2026-12-04 10:00:01 H=[192.0.2.9] \
+                 rejected RCPT <nobody@exa\n";
+    let part2 = "Dec  4 10:00:01 mx1 exim[8]: [2/2] mple.com>: Unknown user\n";
+    append(&log, &format!("{first}{part1}"));
+    assert_eq!(texts(&pump(&mut follower, true)), [first.trim_end()]);
+
+    // The second part comes in a later write; the next record ends it.
+    append(&log, part2);
+    append(&log, first);
+    let records = pump(&mut follower, true);
+    assert_eq!(
+        texts(&records),
+        [
+            "Dec  4 10:00:01 mx1 exim[8]: 2026-12-04 10:00:01 H=[192.0.2.9] \
+          rejected RCPT <nobody@example.com>: Unknown user"
+        ]
+    );
+    assert_eq!(records[0].origin.offset, first.len() as u64);
+}

@@ -22,9 +22,13 @@
 //!
 //! Through syslog, Exim writes every rejection twice (see
 //! [`SyslogCopies`]): the second copy is stored as a raw record but makes
-//! no rejection. What the pipeline remembers of rejections waiting for
-//! their copy is not saved, so a copy read right after a restart, its
-//! original before, is counted again.
+//! no rejection. The rejections waiting for their copy are part of the
+//! saved state, so a copy read right after a restart, its original
+//! before, is still known as a copy. So is where each log stands in time:
+//! in its years when the year of its syslog stamps was given
+//! ([`SyslogYears`](crate::parse::SyslogYears)), and in its local time
+//! when that is the machine's own zone, whose clock goes back once a year
+//! ([`WallClock`](crate::parse::WallClock)); see [`LogClock`].
 
 use std::collections::HashMap;
 
@@ -35,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{classify_auth_failure, classify_reject};
 use crate::correlate::{Correlator, CorrelatorConfig, CorrelatorState, StateError};
-use crate::parse::{parse_record_with, ParseOptions, SyslogCopies};
+use crate::parse::{parse_record_with, LogClock, ParseOptions, SyslogCopies};
 
 /// The blob name the pipeline state is saved under.
 pub const STATE_BLOB: &str = "pipeline-state";
@@ -55,7 +59,22 @@ pub struct AppliedPosition {
     pub offset: u64,
 }
 
+/// Where one log of one mail server stands in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTimes {
+    /// The mail server.
+    pub host: String,
+    /// Which of its logs.
+    pub log: LogFile,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub clock: LogClock,
+}
+
 /// Everything a [`Pipeline`] must remember across restarts.
+///
+/// The parts added after the first layout are optional: a state saved
+/// without them reads as one in which they are empty.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PipelineState {
     version: u32,
@@ -63,6 +82,13 @@ pub struct PipelineState {
     pub correlator: CorrelatorState,
     /// The last record applied per file, in (host, file) order.
     pub applied: Vec<AppliedPosition>,
+    /// Rejections read through syslog still waiting for their copy.
+    #[serde(default, skip_serializing_if = "SyslogCopies::is_empty")]
+    pub syslog_copies: SyslogCopies,
+    /// Where each log stands in time, in (host, log) order; kept only when
+    /// the year of syslog stamps was given or times are local.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_times: Vec<LogTimes>,
 }
 
 impl PipelineState {
@@ -118,6 +144,8 @@ pub struct Pipeline {
     options: ParseOptions,
     applied: HashMap<(String, u64), u64>,
     copies: SyslogCopies,
+    /// Per mail server, a clock for each of its logs (by [`LogFile`]).
+    clocks: HashMap<String, [LogClock; 3]>,
     counts: PipelineCounts,
 }
 
@@ -130,6 +158,7 @@ impl Pipeline {
             options: ParseOptions::default(),
             applied: HashMap::new(),
             copies: SyslogCopies::new(),
+            clocks: HashMap::new(),
             counts: PipelineCounts::default(),
         }
     }
@@ -148,12 +177,17 @@ impl Pipeline {
             .into_iter()
             .map(|p| ((p.host, p.file_id), p.offset))
             .collect();
+        let mut clocks: HashMap<String, [LogClock; 3]> = HashMap::new();
+        for t in state.log_times {
+            clocks.entry(t.host).or_default()[t.log as usize] = t.clock;
+        }
         Ok(Pipeline {
             correlator: Correlator::restore(state.correlator)?,
             zone,
             options: ParseOptions::default(),
             applied,
-            copies: SyslogCopies::new(),
+            copies: state.syslog_copies,
+            clocks,
             counts: PipelineCounts::default(),
         })
     }
@@ -183,10 +217,27 @@ impl Pipeline {
             })
             .collect();
         applied.sort_by(|a, b| (&a.host, a.file_id).cmp(&(&b.host, b.file_id)));
+        let logs = [LogFile::Main, LogFile::Reject, LogFile::Panic];
+        let mut log_times: Vec<LogTimes> = self
+            .clocks
+            .iter()
+            .flat_map(|(host, clocks)| {
+                logs.iter()
+                    .filter(|log| !clocks[**log as usize].is_unused())
+                    .map(|log| LogTimes {
+                        host: host.clone(),
+                        log: *log,
+                        clock: clocks[*log as usize],
+                    })
+            })
+            .collect();
+        log_times.sort_by(|a, b| (&a.host, a.log).cmp(&(&b.host, b.log)));
         PipelineState {
             version: STATE_VERSION,
             correlator: self.correlator.save(),
             applied,
+            syslog_copies: self.copies.clone(),
+            log_times,
         }
     }
 
@@ -249,7 +300,16 @@ impl Pipeline {
 
     /// Parses one record, applies it, and returns its stored form.
     fn apply(&mut self, raw: RawRecord, rejects: &mut Vec<RejectRecord>) -> StoredRecord {
-        let event = parse_record_with(&self.options, raw.origin.log, &raw.bytes);
+        let mut event = parse_record_with(&self.options, raw.origin.log, &raw.bytes);
+        if self.options.syslog_year.is_some() || self.zone == Zone::Local {
+            let host = &raw.origin.host;
+            let clocks = match self.clocks.get_mut(host) {
+                Some(clocks) => clocks,
+                None => self.clocks.entry(host.clone()).or_default(),
+            };
+            let clock = &mut clocks[raw.origin.log as usize];
+            clock.settle_event(&self.options, self.zone, &mut event);
+        }
         let at = event.time.map(|t| t.resolve(self.zone));
         let kind = event.kind.name();
         if matches!(event.kind, EventKind::Unparsed { .. }) {
@@ -368,5 +428,65 @@ mod tests {
         // A second, real rejection later in the same second stays one.
         let batch = p.process(vec![raw(900, &line), raw(1200, &line)], false);
         assert_eq!(batch.rejects.len(), 1);
+    }
+
+    #[test]
+    fn a_syslog_copy_read_right_after_a_restart_is_still_a_copy() {
+        let line = format!("Jul  5 09:14:04 mx1 exim[4321]: {REJECT}");
+        let copy = format!("Jul  5 09:14:04 mx1 exim[4321]: [1\\2] {REJECT}");
+        let mut first = Pipeline::new(Zone::Utc, CorrelatorConfig::keep_all());
+        let batch = first.process(vec![raw(0, &line)], true);
+        assert_eq!(batch.rejects.len(), 1);
+
+        let mut second = Pipeline::restore(Zone::Utc, &batch.blobs[0].data).unwrap();
+        let batch = second.process(vec![raw(300, &copy)], false);
+        assert!(batch.rejects.is_empty(), "{:?}", batch.rejects);
+        assert_eq!(second.counts().syslog_copies, 1);
+    }
+
+    #[test]
+    fn a_state_saved_before_syslog_copies_were_kept_restores() {
+        let line = format!("Jul  5 09:14:04 mx1 exim[4321]: {REJECT}");
+        let mut first = Pipeline::new(Zone::Utc, CorrelatorConfig::keep_all());
+        let batch = first.process(vec![raw(0, ARRIVAL), raw(200, &line)], true);
+        let mut saved: serde_json::Value = serde_json::from_slice(&batch.blobs[0].data).unwrap();
+        assert!(saved["syslog_copies"].is_array(), "{saved}");
+
+        // The first layout had neither part.
+        let fields = saved.as_object_mut().unwrap();
+        fields.remove("syslog_copies");
+        fields.remove("log_times");
+        let old = serde_json::to_vec(&saved).unwrap();
+        let mut second = Pipeline::restore(Zone::Utc, &old).unwrap();
+        assert_eq!(second.state().correlator, first.state().correlator);
+
+        // Nothing waits for a copy: the next rejection counts.
+        let batch = second.process(vec![raw(400, &line)], false);
+        assert_eq!(batch.rejects.len(), 1);
+    }
+
+    #[test]
+    fn a_syslog_log_given_its_year_passes_new_year_across_a_restart() {
+        let options = ParseOptions {
+            syslog_year: Some(2025),
+        };
+        let eve = "Dec 31 23:59:58 mx1 exim[7]: 1sPf10-00000000Aid-00JP Completed";
+        let day = "Jan  1 00:00:01 mx1 exim[8]: 1sPf10-00000000Aid-00JP Completed";
+        let mut first =
+            Pipeline::new(Zone::Utc, CorrelatorConfig::keep_all()).with_parse_options(options);
+        let batch = first.process(vec![raw(0, eve)], true);
+        assert_eq!(
+            batch.records[0].at.unwrap().to_rfc3339(),
+            "2025-12-31T23:59:58+00:00"
+        );
+
+        let mut second = Pipeline::restore(Zone::Utc, &batch.blobs[0].data)
+            .unwrap()
+            .with_parse_options(options);
+        let batch = second.process(vec![raw(100, day)], true);
+        assert_eq!(
+            batch.records[0].at.unwrap().to_rfc3339(),
+            "2026-01-01T00:00:01+00:00"
+        );
     }
 }

@@ -64,6 +64,12 @@ pub struct Syslog<'a> {
     /// The pid in the tag, `exim[1234]`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pid: Option<u32>,
+    /// The record's time is this wrapping's RFC 3164 stamp (no Exim stamp
+    /// followed it), which carries no year: the parser chose the year.
+    /// Readers use it to date a log that runs past New Year; it is not
+    /// part of the event's JSON.
+    #[serde(skip)]
+    pub yearless: bool,
 }
 
 /// A host as Exim logs it in `H=`: `name (helo) [ip]:port`, every part

@@ -15,7 +15,9 @@
 //!    make of many lifecycles and rejections: totals, rates, delays and
 //!    breakdowns, aggregated through mergeable hourly rollup cells.
 //!
-//! In fleet mode raw records cross Kafka in batches ([`wire`]).
+//! In fleet mode raw records cross Kafka in batches ([`wire`]). Every
+//! reader of logs joins the parts of a syslog line Exim split the same
+//! way ([`split`]).
 //!
 //! Beside the logs, each host's queue: [`QueueSnapshot`] lists what it
 //! holds, [`QueueJob`] is an operator's action on it (module [`queue`]).
@@ -35,6 +37,7 @@ pub mod queue_wire;
 pub mod reason;
 pub mod record;
 pub mod report;
+pub mod split;
 pub mod time;
 pub mod wire;
 

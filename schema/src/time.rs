@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Local, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Local, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A log timestamp: naive local time, or UTC when the line carried an offset.
@@ -42,6 +42,27 @@ impl LogTime {
     }
 }
 
+/// How far, in seconds, a log's stamps may go back without the log being
+/// read as past a change of its clock: Exim's processes stamp a line
+/// before they write it, so lines of busy processes are a little out of
+/// order. A log that says nothing for most of the repeated hour and then
+/// goes back by less than this is read as still in its first pass.
+pub const REORDER_SLACK_SECONDS: i64 = 300;
+
+/// The instants a wall-clock time of the machine's zone names; when there
+/// are two, the earlier first (chrono gives them in the order of their
+/// offsets, which for a clock going back is the later first).
+fn local_instants(t: NaiveDateTime) -> LocalResult<DateTime<Utc>> {
+    match Local.from_local_datetime(&t) {
+        LocalResult::Single(dt) => LocalResult::Single(dt.with_timezone(&Utc)),
+        LocalResult::Ambiguous(a, b) => {
+            let (a, b) = (a.with_timezone(&Utc), b.with_timezone(&Utc));
+            LocalResult::Ambiguous(a.min(b), a.max(b))
+        }
+        LocalResult::None => LocalResult::None,
+    }
+}
+
 /// The zone that naive log times are read in.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Zone {
@@ -56,21 +77,62 @@ pub enum Zone {
 
 impl Zone {
     /// Converts a naive wall-clock time in this zone to UTC. An ambiguous time
-    /// (the hour repeated when clocks go back) takes the earlier instant; a
+    /// (the hour repeated when clocks go back) takes the earlier instant
+    /// (a reader of a whole log does better, see [`Zone::to_utc_after`]); a
     /// time that does not exist (clocks going forward) is read as UTC offset
     /// of the moment just before.
     pub fn to_utc(self, t: NaiveDateTime) -> DateTime<Utc> {
         match self {
             Zone::Utc => Utc.from_utc_datetime(&t),
             Zone::Fixed(m) => Utc.from_utc_datetime(&(t - chrono::Duration::minutes(m as i64))),
-            Zone::Local => match Local.from_local_datetime(&t).earliest() {
-                Some(dt) => dt.with_timezone(&Utc),
-                None => {
+            Zone::Local => match local_instants(t) {
+                LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => dt,
+                LocalResult::None => {
                     let off = Local.offset_from_utc_datetime(&t).fix().local_minus_utc();
                     Utc.from_utc_datetime(&(t - chrono::Duration::seconds(off as i64)))
                 }
             },
         }
+    }
+
+    /// [`Zone::to_utc`] for a log read in order, `previous` being the
+    /// instant of the record before. A time in the hour repeated when
+    /// clocks go back takes the earlier instant unless that lies more
+    /// than [`REORDER_SLACK_SECONDS`] before `previous`: then the log has
+    /// gone past the change, and the later instant is the one. The second
+    /// value is true when the time was ambiguous.
+    pub fn to_utc_after(
+        self,
+        t: NaiveDateTime,
+        previous: Option<DateTime<Utc>>,
+    ) -> (DateTime<Utc>, bool) {
+        let Zone::Local = self else {
+            return (self.to_utc(t), false);
+        };
+        match local_instants(t) {
+            LocalResult::Ambiguous(earlier, later) => {
+                let slack = chrono::Duration::seconds(REORDER_SLACK_SECONDS);
+                let past = previous.is_some_and(|p| earlier < p - slack);
+                (if past { later } else { earlier }, true)
+            }
+            _ => (self.to_utc(t), false),
+        }
+    }
+
+    /// The offset east of UTC, in seconds, of every wall-clock time from
+    /// `from` to `to` when both name one instant each at the same offset:
+    /// then the clock did not change between them, assuming it changes at
+    /// most once in that span. `None` otherwise.
+    pub fn steady_offset(self, from: NaiveDateTime, to: NaiveDateTime) -> Option<i64> {
+        let offset = |t: NaiveDateTime| match self {
+            Zone::Local => match local_instants(t) {
+                LocalResult::Single(dt) => Some((t - dt.naive_utc()).num_seconds()),
+                _ => None,
+            },
+            _ => Some((t - self.to_utc(t).naive_utc()).num_seconds()),
+        };
+        let first = offset(from)?;
+        (offset(to)? == first).then_some(first)
     }
 
     /// Parses `utc`, `local`, or an offset such as `+0200`, `-05:30`.

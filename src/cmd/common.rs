@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use exim_pilot_processor::correlate::CorrelatorConfig;
-use exim_pilot_processor::parse::{parse_record_with, ParseOptions};
+use exim_pilot_processor::parse::{parse_record_with, LogClock, ParseOptions};
 use exim_pilot_processor::pipeline::{Pipeline, STATE_BLOB};
 use exim_pilot_schema::Zone;
 use exim_pilot_store::{ClickHouseStore, SqliteStore, Store};
@@ -79,10 +79,11 @@ pub struct LogArgs {
     )]
     pub timezone: Zone,
 
-    /// The year of RFC 3164 syslog stamps, which carry none
-    /// (`Oct 22 05:12:48`); by default the current year, or the year before
-    /// for a month later than the current one. Exim's own timestamp, when a
-    /// line has one, always wins.
+    /// The year RFC 3164 syslog stamps, which carry none
+    /// (`Oct 22 05:12:48`), start in; a log that runs past New Year moves
+    /// to the next year at its first stamp of January. By default the
+    /// current year, or the year before for a date later than tomorrow.
+    /// Exim's own timestamp, when a line has one, always wins.
     #[arg(long, value_name = "YEAR")]
     pub syslog_year: Option<i32>,
 }
@@ -321,6 +322,8 @@ pub fn correlate_files(
     let opts = log_args.parse_options();
 
     let mut correlator = Correlator::with_config(zone, CorrelatorConfig::keep_all());
+    // Each kind of log is read in time order, file after file.
+    let mut clocks: [LogClock; 3] = Default::default();
     if files.iter().any(|p| p.as_os_str() == "-") {
         // Standard input cannot be put in time order: read as given.
         for path in files {
@@ -332,7 +335,8 @@ pub fn correlate_files(
                 .next_record()
                 .with_context(|| format!("cannot read {}", path.display()))?
             {
-                let event = parse_record_with(&opts, log, record.bytes);
+                let mut event = parse_record_with(&opts, log, record.bytes);
+                clocks[log as usize].settle_event(&opts, zone, &mut event);
                 correlator.apply_record(host, log, &event);
             }
         }
@@ -344,7 +348,8 @@ pub fn correlate_files(
             .context("cannot read the files")?
         {
             for raw in &records {
-                let event = parse_record_with(&opts, raw.origin.log, &raw.bytes);
+                let mut event = parse_record_with(&opts, raw.origin.log, &raw.bytes);
+                clocks[raw.origin.log as usize].settle_event(&opts, zone, &mut event);
                 correlator.apply_record(&raw.origin.host, raw.origin.log, &event);
             }
         }

@@ -39,8 +39,10 @@ pub struct Args {
     /// names none), and standard input is a mainlog.
     #[arg(long)]
     pub log: Option<LogFile>,
-    /// The year of syslog stamps without one (`Oct 22 05:12:48`); by
-    /// default the current year.
+    /// The year the logs start in, for syslog stamps without one
+    /// (`Oct 22 05:12:48`); stamps after New Year take the next. By
+    /// default the current year, or the year before for a date later than
+    /// tomorrow.
     #[arg(long)]
     pub syslog_year: Option<i32>,
 }
@@ -53,6 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut counts = Counts::default();
+    // The files are one log after another: its years go on across them.
+    let mut years: [parse::SyslogYears; 3] = Default::default();
 
     for path in &args.files {
         let log = args.log.unwrap_or_else(|| LogFile::from_path(path));
@@ -60,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         read_file(
             path,
             log,
-            &opts,
+            (&opts, &mut years[log as usize]),
             RecordReader::new(reader),
             args.format,
             &mut counts,
@@ -88,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn read_file<R: io::BufRead>(
     path: &Path,
     log: LogFile,
-    opts: &parse::ParseOptions,
+    (opts, years): (&parse::ParseOptions, &mut parse::SyslogYears),
     mut records: RecordReader<R>,
     format: Format,
     counts: &mut Counts,
@@ -98,7 +102,8 @@ fn read_file<R: io::BufRead>(
         .next_record()
         .with_context(|| format!("reading {}", path.display()))?
     {
-        let event = parse::parse_record_with(opts, log, record.bytes);
+        let mut event = parse::parse_record_with(opts, log, record.bytes);
+        years.settle_event(opts, &mut event);
         counts.add(event.kind.name());
         if format == Format::Jsonl {
             let written = serde_json::to_writer(&mut *out, &event)

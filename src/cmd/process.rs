@@ -116,7 +116,8 @@ pub struct FleetArgs {
     )]
     timezone: Option<Zone>,
 
-    /// The year of RFC 3164 syslog stamps, which carry none.
+    /// The year RFC 3164 syslog stamps, which carry none, start in; a log
+    /// that runs past New Year moves to the next year there.
     #[arg(long, value_name = "YEAR")]
     syslog_year: Option<i32>,
 }

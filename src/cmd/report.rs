@@ -450,7 +450,7 @@ fn read_files(
     let parse_options = *parse_options;
     let reader = std::thread::spawn(move || read_chunks(&files, &read_tx, &spare));
     let parser = std::thread::spawn(move || {
-        parse_chunks(&read, &parse_options, &tx, &used, &spare_tx);
+        parse_chunks(&read, (&parse_options, zone), &tx, &used, &spare_tx);
     });
 
     let mut copies = SyslogCopies::new();
@@ -542,12 +542,13 @@ fn read_chunks(
 /// sends their buffers back to the reading thread through `spare`.
 fn parse_chunks(
     read: &mpsc::Receiver<anyhow::Result<ChunkBuilder>>,
-    options: &ParseOptions,
+    options: (&ParseOptions, Zone),
     tx: &mpsc::SyncSender<anyhow::Result<ParsedChunk>>,
     used: &mpsc::Receiver<ParsedChunk>,
     spare: &mpsc::Sender<Spare>,
 ) {
     let mut lists = Vec::new();
+    let mut clocks = Default::default();
     for chunk in read {
         for done in used.try_iter() {
             let (buffers, list) = done.into_spare();
@@ -556,7 +557,10 @@ fn parse_chunks(
             lists.push(list);
         }
         let list = lists.pop().unwrap_or_default();
-        if tx.send(chunk.map(|c| c.parse(options, list))).is_err() {
+        if tx
+            .send(chunk.map(|c| c.parse(options, &mut clocks, list)))
+            .is_err()
+        {
             // The correlating thread stopped; it reports why.
             return;
         }

@@ -185,7 +185,7 @@ pub struct ProcessSection {
     /// Zone of log times written without an offset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    /// The year of RFC 3164 syslog stamps.
+    /// The year RFC 3164 syslog stamps start in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog_year: Option<i32>,
     /// Address of /health, /ready and /metrics.

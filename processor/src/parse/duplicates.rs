@@ -42,10 +42,11 @@
 use std::collections::VecDeque;
 
 use exim_pilot_schema::event::{Event, EventKind};
+use exim_pilot_schema::record::bytes_as_text;
+use exim_pilot_schema::split::{split_marker, syslog_message};
 use exim_pilot_schema::LogTime;
 use memchr::memchr;
-
-use super::records::{split_marker, syslog_message};
+use serde::{Deserialize, Serialize};
 
 /// How many unmatched syslog rejections are remembered.
 pub const WINDOW: usize = 64;
@@ -54,16 +55,25 @@ pub const WINDOW: usize = 64;
 const MAX_APART_SECONDS: i64 = 1;
 
 /// A syslog rejection waiting for its copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Original {
     /// Host, program and pid, then the message text; see [`key`].
+    #[serde(with = "bytes_as_text")]
     key: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     time: Option<LogTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     priority: Option<u16>,
 }
 
 /// Finds the second syslog copies of rejections; see the module
 /// documentation for the rule.
-#[derive(Default)]
+///
+/// What it remembers is serialisable: a pipeline saves it with its state,
+/// so that a copy read after a restart, its original before, is still
+/// known as a copy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SyslogCopies {
     recent: VecDeque<Original>,
 }
@@ -72,6 +82,11 @@ impl SyslogCopies {
     /// A detector that has seen nothing yet.
     pub fn new() -> SyslogCopies {
         SyslogCopies::default()
+    }
+
+    /// True when no rejection waits for its copy.
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
     }
 
     /// True when `event`, parsed from `record`, is the second syslog copy
@@ -94,7 +109,8 @@ impl SyslogCopies {
             return true;
         }
 
-        if self.recent.len() == WINDOW {
+        // A saved state may hold more than this build remembers.
+        while self.recent.len() >= WINDOW {
             self.recent.pop_front();
         }
         self.recent.push_back(Original {

@@ -48,19 +48,20 @@ pub(crate) fn read<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<Header<'a>
         h.time = Some(time);
         h.body = rest;
     } else {
-        let (rest, time, syslog) = syslog_prefix(line, opts).ok_or(NO_TIMESTAMP)?;
+        let (rest, time, mut syslog) = syslog_prefix(line, opts).ok_or(NO_TIMESTAMP)?;
         h.time = Some(time);
         h.pid = syslog.pid;
-        h.syslog = Some(Box::new(syslog));
         let rest = strip_split_marker(rest);
         // Exim's stamp after the syslog one wins.
         h.body = match exim_stamp(rest) {
             Ok((after, time)) => {
                 h.time = Some(time);
+                syslog.yearless = false;
                 after
             }
             Err(_) => rest,
         };
+        h.syslog = Some(Box::new(syslog));
     }
 
     // `[pid] ` (the +pid selector).
@@ -234,7 +235,13 @@ fn syslog_prefix<'a>(
     line: &'a [u8],
     opts: &ParseOptions,
 ) -> Option<(&'a [u8], LogTime, Syslog<'a>)> {
-    let (rest, time) = rfc3164_stamp(line, opts).or_else(|| iso_stamp(line))?;
+    let (rest, time, yearless) = match rfc3164_stamp(line, opts) {
+        Some((rest, time)) => (rest, time, true),
+        None => {
+            let (rest, time) = iso_stamp(line)?;
+            (rest, time, false)
+        }
+    };
     let (host, after_host) = word(rest);
     if host.is_empty() {
         return None;
@@ -247,6 +254,7 @@ fn syslog_prefix<'a>(
             host: text(b""),
             program: text(program),
             pid,
+            yearless,
         };
         return Some((after_host, time, syslog));
     }
@@ -257,6 +265,7 @@ fn syslog_prefix<'a>(
             host: text(host),
             program: text(program),
             pid,
+            yearless,
         };
         return Some((after_tag, time, syslog));
     }
@@ -270,6 +279,7 @@ fn syslog_prefix<'a>(
         host: text(host),
         program: text(tag_word),
         pid: number(procid),
+        yearless,
     };
     Some((msg, time, syslog))
 }
@@ -325,7 +335,7 @@ fn rfc3164_stamp<'a>(b: &'a [u8], opts: &ParseOptions) -> Option<(&'a [u8], LogT
     };
     let two = |k: usize| -> Option<u32> { number::<u32>(&b[k..k + 2]) };
     let (hour, min, sec) = (two(7)?, two(10)?, two(13)?);
-    let year = opts.year_for(month);
+    let year = opts.year_for(month, day);
     let time = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(hour, min, sec)?;
     Some((&b[16..], LogTime::naive(time)))
 }
@@ -367,7 +377,7 @@ fn iso_stamp(b: &[u8]) -> Option<(&[u8], LogTime)> {
 
 /// Drops a leading `[n/m] ` or `[n\m] ` split marker.
 fn strip_split_marker(b: &[u8]) -> &[u8] {
-    match super::records::split_marker(b) {
+    match exim_pilot_schema::split::split_marker(b) {
         Some(marker) => &b[marker.len..],
         None => b,
     }

@@ -40,6 +40,7 @@
 //! The parser never fails and never panics: every input gives an event.
 //! Values are borrowed from the record; only escaped text is copied.
 
+mod clock;
 mod duplicates;
 mod fields;
 mod header;
@@ -48,6 +49,7 @@ mod notice;
 pub mod records;
 mod scan;
 mod session;
+mod years;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,8 +59,10 @@ use exim_pilot_schema::LogFile;
 use exim_pilot_schema::LogTime;
 use memchr::memchr;
 
+pub use clock::{LogClock, WallClock};
 pub use duplicates::SyslogCopies;
 pub use records::{open_log, OwnedRecord, Record, RecordError, RecordReader, MAX_RECORD_BYTES};
+pub use years::SyslogYears;
 
 /// Records parsed to [`EventKind::Unparsed`] since the process started.
 static UNPARSED: AtomicU64 = AtomicU64::new(0);
@@ -74,53 +78,60 @@ pub fn unparsed_total() -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ParseOptions {
     /// The year of RFC 3164 syslog stamps (`Oct 22 05:12:48`), which carry
-    /// none. Without it the parser takes the current year, or the year
-    /// before for a month later than the current one (a December log read
-    /// in January). Exim's own timestamp, when the line has one, always
-    /// wins over the syslog stamp.
+    /// none: the year the log starts in. A log that runs past New Year
+    /// moves to the next year at its first stamp of the new year, as
+    /// [`SyslogYears`] dates it. Without it the parser takes the current
+    /// year, or the year before for a date later than tomorrow (a December
+    /// log read in January; tomorrow, so that a server whose clock is
+    /// ahead of UTC has its first hours of January in the new year). Exim's
+    /// own timestamp, when the line has one, always wins over the syslog
+    /// stamp.
     pub syslog_year: Option<i32>,
 }
 
 impl ParseOptions {
-    fn year_for(&self, month: u32) -> i32 {
+    fn year_for(&self, month: u32, day: u32) -> i32 {
         match self.syslog_year {
             Some(y) => y,
-            None => year_of_month(month, current_year_month()),
+            None => year_of_date(month, day, tomorrow()),
         }
     }
 }
 
-/// The year a syslog stamp of `month` was written in, read in `today`
-/// (year, month): this year, or the year before for a later month.
-fn year_of_month(month: u32, (year, current): (i32, u32)) -> i32 {
-    if month > current {
+/// The year a syslog stamp of `month` and `day` was written in, read the
+/// day before `tomorrow` (year, month, day): the latest year that puts it
+/// no later than tomorrow.
+fn year_of_date(month: u32, day: u32, (year, t_month, t_day): (i32, u32, u32)) -> i32 {
+    if (month, day) > (t_month, t_day) {
         year - 1
     } else {
         year
     }
 }
 
-/// The current UTC (year, month), looked up again when a minute has passed,
-/// so that a process running across New Year dates January's records in
-/// the new year. Packed in one word: the second after which to look again,
-/// the year and the month.
-fn current_year_month() -> (i32, u32) {
+/// Tomorrow's UTC date as (year, month, day), looked up again when a
+/// minute has passed, so that a process running across New Year dates
+/// January's records in the new year. Packed in one word: the second
+/// after which to look again, the year, the month and the day.
+fn tomorrow() -> (i32, u32, u32) {
     static CACHED: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let packed = CACHED.load(Ordering::Relaxed);
-    if packed != 0 && now < packed >> 20 {
-        return (((packed >> 4) & 0xffff) as i32, (packed & 0xf) as u32);
+    if packed != 0 && now < packed >> 32 {
+        let year = ((packed >> 9) & 0xffff) as i32;
+        return (year, ((packed >> 5) & 0xf) as u32, (packed & 0x1f) as u32);
     }
     let today = chrono::Utc::now().date_naive();
-    let (year, month) = (today.year(), today.month());
+    let next = today.succ_opt().unwrap_or(today);
+    let (year, month, day) = (next.year(), next.month(), next.day());
     let year_bits = year.clamp(0, 0xffff) as u64;
     CACHED.store(
-        ((now + 60) << 20) | (year_bits << 4) | month as u64,
+        ((now + 60) << 32) | (year_bits << 9) | u64::from(month) << 5 | u64::from(day),
         Ordering::Relaxed,
     );
-    (year, month)
+    (year, month, day)
 }
 
 /// Parses one record of `log` (one line, or a multi-line entry joined with
@@ -502,24 +513,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_syslog_month_later_than_the_current_one_is_of_the_year_before() {
-        assert_eq!(year_of_month(12, (2027, 1)), 2026);
-        assert_eq!(year_of_month(1, (2027, 1)), 2027);
-        assert_eq!(year_of_month(11, (2026, 12)), 2026);
-        assert_eq!(year_of_month(12, (2026, 12)), 2026);
+    fn a_syslog_date_later_than_tomorrow_is_of_the_year_before() {
+        // A December log read in January.
+        assert_eq!(year_of_date(12, 31, (2027, 1, 6)), 2026);
+        assert_eq!(year_of_date(1, 5, (2027, 1, 6)), 2027);
+        assert_eq!(year_of_date(11, 30, (2026, 12, 6)), 2026);
+        assert_eq!(year_of_date(12, 6, (2026, 12, 6)), 2026);
+        // Last year's New Year's Eve, read in December.
+        assert_eq!(year_of_date(12, 31, (2026, 12, 6)), 2025);
+        // Read on New Year's Eve (UTC) from a server already in January.
+        assert_eq!(year_of_date(1, 1, (2027, 1, 1)), 2027);
+        assert_eq!(year_of_date(12, 31, (2027, 1, 1)), 2026);
     }
 
     #[test]
-    fn the_current_year_and_month_come_from_the_clock_cached_or_not() {
-        let before = chrono::Utc::now().date_naive();
-        let first = current_year_month();
-        let again = current_year_month();
-        let after = chrono::Utc::now().date_naive();
+    fn tomorrow_comes_from_the_clock_cached_or_not() {
+        let before = chrono::Utc::now().date_naive().succ_opt().unwrap();
+        let first = tomorrow();
+        let again = tomorrow();
+        let after = chrono::Utc::now().date_naive().succ_opt().unwrap();
         for got in [first, again] {
-            assert!(
-                got == (before.year(), before.month()) || got == (after.year(), after.month()),
-                "{got:?}"
-            );
+            let date = |d: chrono::NaiveDate| (d.year(), d.month(), d.day());
+            assert!(got == date(before) || got == date(after), "{got:?}");
         }
     }
 }

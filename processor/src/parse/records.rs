@@ -15,7 +15,8 @@
 //! `\` that it ended at a newline of the original (joined with `\n`). The
 //! reader puts consecutive parts of one line back together, keeping the
 //! first part's syslog prefix and dropping the markers. Parts interleaved
-//! with other lines are not re-assembled: each becomes a record.
+//! with other lines are not re-assembled: each becomes a record. The
+//! joining is [`SplitParts`]', which the tailer and the importer use too.
 //!
 //! Each record carries the byte offset of its first line in the (possibly
 //! decompressed) stream.
@@ -30,6 +31,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use exim_pilot_schema::record::{is_continuation, is_record_start};
+use exim_pilot_schema::split::SplitParts;
 use flate2::read::MultiGzDecoder;
 use memchr::memchr;
 
@@ -149,65 +151,6 @@ pub struct OwnedRecord {
     pub bytes: Vec<u8>,
 }
 
-/// A `[n/m] ` or `[n\m] ` marker at the start of a syslog message.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct SplitMarker {
-    pub part: u32,
-    pub parts: u32,
-    /// The part ended at a newline of the original line.
-    pub newline: bool,
-    /// The marker's length, with its trailing space.
-    pub len: usize,
-}
-
-/// Reads a split marker from the start of `b`.
-pub(crate) fn split_marker(b: &[u8]) -> Option<SplitMarker> {
-    if b.first() != Some(&b'[') {
-        return None;
-    }
-    let close = memchr(b']', &b[..b.len().min(24)])?;
-    if b.get(close + 1) != Some(&b' ') {
-        return None;
-    }
-    let inner = &b[1..close];
-    let sep = inner.iter().position(|c| *c == b'/' || *c == b'\\')?;
-    let part = super::scan::number(&inner[..sep])?;
-    let parts = super::scan::number(&inner[sep + 1..])?;
-    if part == 0 || part > parts {
-        return None;
-    }
-    Some(SplitMarker {
-        part,
-        parts,
-        newline: inner[sep] == b'\\',
-        len: close + 2,
-    })
-}
-
-/// Where the message of a syslog line starts (after `tag: `), and where
-/// its syslog stamp ends; `None` for lines that are not syslog lines.
-pub(crate) fn syslog_message(line: &[u8]) -> Option<(usize, usize)> {
-    let stamp_end = if line.len() > 16 && line[3] == b' ' && line[9] == b':' {
-        16
-    } else if line.get(10) == Some(&b'T') {
-        memchr(b' ', line)? + 1
-    } else {
-        return None;
-    };
-    let colon = super::scan::find(&line[stamp_end..], b": ")? + stamp_end;
-    Some((stamp_end, colon + 2))
-}
-
-/// The state of a syslog line being re-assembled from its parts.
-struct Split {
-    /// The syslog prefix after the stamp (`host exim[12]: `), which every
-    /// part of the line repeats.
-    key: Vec<u8>,
-    next: u32,
-    parts: u32,
-    newline: bool,
-}
-
 /// Cuts a stream into records.
 pub struct RecordReader<R> {
     inner: R,
@@ -217,7 +160,7 @@ pub struct RecordReader<R> {
     have_line: bool,
     record: Vec<u8>,
     pos: u64,
-    split: Option<Split>,
+    parts: SplitParts,
 }
 
 impl<R: BufRead> RecordReader<R> {
@@ -235,7 +178,7 @@ impl<R: BufRead> RecordReader<R> {
             have_line: false,
             record: Vec::with_capacity(512),
             pos: offset,
-            split: None,
+            parts: SplitParts::new(),
         }
     }
 
@@ -319,28 +262,18 @@ impl<R: BufRead> RecordReader<R> {
         }))
     }
 
-    /// Moves the read-ahead line into the record, dropping a first split
-    /// marker and remembering that parts should follow.
+    /// Moves the read-ahead line into the record, dropping a split marker
+    /// and remembering that parts should follow.
     fn start_record(&mut self) {
-        self.split = None;
-        if let Some((stamp_end, msg)) = syslog_message(&self.line) {
-            if let Some(m) = split_marker(&self.line[msg..]) {
-                if m.part == 1 && m.parts > 1 {
-                    self.split = Some(Split {
-                        key: self.line[stamp_end..msg].to_vec(),
-                        next: 2,
-                        parts: m.parts,
-                        newline: m.newline,
-                    });
-                }
-                self.record.extend_from_slice(&self.line[..msg]);
-                self.record.extend_from_slice(&self.line[msg + m.len..]);
-                return;
+        match self.parts.start(&self.line) {
+            Some(marker) => {
+                self.record.extend_from_slice(&self.line[..marker.start]);
+                self.record.extend_from_slice(&self.line[marker.end..]);
             }
+            // The record is empty here, so trading buffers moves the line
+            // in without copying it.
+            None => std::mem::swap(&mut self.record, &mut self.line),
         }
-        // The record is empty here, so trading buffers moves the line in
-        // without copying it.
-        std::mem::swap(&mut self.record, &mut self.line);
     }
 
     /// True when `more` bytes can join the record within
@@ -352,32 +285,7 @@ impl<R: BufRead> RecordReader<R> {
     /// Appends the read-ahead line when it is the next part of the line
     /// being re-assembled.
     fn continue_split(&mut self) -> bool {
-        if !self.fits(1 + self.line.len()) {
-            return false;
-        }
-        let Some(split) = &mut self.split else {
-            return false;
-        };
-        let Some((stamp_end, msg)) = syslog_message(&self.line) else {
-            return false;
-        };
-        let Some(m) = split_marker(&self.line[msg..]) else {
-            return false;
-        };
-        if m.part != split.next || m.parts != split.parts || self.line[stamp_end..msg] != split.key
-        {
-            return false;
-        }
-        if split.newline {
-            self.record.push(b'\n');
-        }
-        self.record.extend_from_slice(&self.line[msg + m.len..]);
-        split.next += 1;
-        split.newline = m.newline;
-        if m.part == m.parts {
-            self.split = None;
-        }
-        true
+        self.fits(1 + self.line.len()) && self.parts.extend(&self.line, &mut self.record)
     }
 }
 

@@ -10,8 +10,9 @@
 use std::ops::Range;
 use std::sync::mpsc;
 
-use exim_pilot_processor::parse::{parse_record_brief, Brief, ParseOptions};
+use exim_pilot_processor::parse::{parse_record_brief, Brief, LogClock, ParseOptions};
 use exim_pilot_schema::LogFile;
+use exim_pilot_schema::Zone;
 
 /// How many records a chunk holds at most.
 pub const CHUNK_RECORDS: usize = 4096;
@@ -82,7 +83,14 @@ impl ChunkBuilder {
 
     /// Parses every record gathered into `list` (emptied first; the list
     /// of a used chunk, so its memory is reused).
-    pub fn parse(self, options: &ParseOptions, list: Vec<Parsed<'static>>) -> ParsedChunk {
+    /// `clocks` follow each kind of log, whose files come in time order
+    /// and whose naive times are in `zone`.
+    pub fn parse(
+        self,
+        (options, zone): (&ParseOptions, Zone),
+        clocks: &mut [LogClock; 3],
+        list: Vec<Parsed<'static>>,
+    ) -> ParsedChunk {
         let ChunkBuilder {
             bytes,
             records: ranges,
@@ -100,12 +108,16 @@ impl ChunkBuilder {
             unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
         let mut records = list;
         records.clear();
-        records.extend(ranges.iter().map(|(range, log, file_no, offset)| Parsed {
-            read: parse_record_brief(options, *log, &whole[range.clone()]),
-            record: &whole[range.clone()],
-            log: *log,
-            file_no: *file_no,
-            offset: *offset,
+        records.extend(ranges.iter().map(|(range, log, file_no, offset)| {
+            let mut read = parse_record_brief(options, *log, &whole[range.clone()]);
+            clocks[*log as usize].settle_brief(options, zone, &mut read);
+            Parsed {
+                read,
+                record: &whole[range.clone()],
+                log: *log,
+                file_no: *file_no,
+                offset: *offset,
+            }
         }));
         ParsedChunk {
             records,
