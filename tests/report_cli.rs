@@ -39,6 +39,24 @@ fn int(v: &Value) -> i64 {
     v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"))
 }
 
+/// Imports `file` into the store at `data` as server [`HOST`], with the
+/// extra options `args` and, when given, the time zone `tz`.
+fn import(file: &Path, data: &Path, args: &[&str], tz: Option<&str>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_exim-pilot"));
+    if let Some(tz) = tz {
+        cmd.env("TZ", tz);
+    }
+    let out = cmd
+        .arg("import")
+        .args(args)
+        .args(["--host", HOST, "--data"])
+        .arg(data)
+        .arg(file)
+        .output()
+        .expect("run exim-pilot import");
+    stdout_of(out);
+}
+
 #[test]
 fn totals_agree_with_ground_truth() {
     for scenario in SCENARIOS {
@@ -268,13 +286,7 @@ fn rejections_exim_wrote_twice_to_syslog_count_once() {
 
     // `import` counts them the same way into the store.
     let data = dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .args(["import", "--zone", "utc", "--host", HOST, "--data"])
-        .arg(&data)
-        .arg(&file)
-        .output()
-        .expect("run exim-pilot import");
-    stdout_of(out);
+    import(&file, &data, &["--zone", "utc"], None);
     let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
     assert_eq!(int(&stored["totals"]["rejected"]), rejected);
 }
@@ -334,13 +346,7 @@ fn lines_exim_split_through_syslog_read_the_same_through_import_and_report() {
     assert_eq!(int(&from_file["totals"]["rejected"]), 1, "{text}");
 
     let data = dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .args(["import", "--zone", "utc", "--host", HOST, "--data"])
-        .arg(&data)
-        .arg(&file)
-        .output()
-        .expect("run exim-pilot import");
-    stdout_of(out);
+    import(&file, &data, &["--zone", "utc"], None);
     let stored = report(&["--format", "json", "--data", data.to_str().unwrap()]);
     assert_eq!(stored, from_file, "store and file reports differ");
 }
@@ -355,11 +361,16 @@ T=remote_smtp H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
 Jan  1 00:00:02 mx1.lab.test exim[101]: 1xZVcC-00078S-07 Completed
 ";
 
-/// The first lifecycle `exim-pilot lifecycles` prints for `source`.
-fn first_lifecycle(source: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .args(["lifecycles", "--format", "jsonl", "--timezone", "utc"])
-        .args(["--syslog-year", "2025", "--host", HOST])
+/// The first lifecycle `exim-pilot lifecycles` prints for `source`, with
+/// the extra options `args` and, when given, the time zone `tz`.
+fn first_lifecycle(args: &[&str], tz: Option<&str>, source: &[&str]) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_exim-pilot"));
+    if let Some(tz) = tz {
+        cmd.env("TZ", tz);
+    }
+    let out = cmd
+        .args(["lifecycles", "--format", "jsonl", "--host", HOST])
+        .args(args)
         .args(source)
         .output()
         .expect("run exim-pilot lifecycles");
@@ -373,17 +384,11 @@ fn a_syslog_log_given_its_year_dates_january_in_the_next_year() {
     let file = dir.path().join("mail.log");
     std::fs::write(&file, NEW_YEARS_EVE).expect("write the syslog file");
     let data = dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .args(["import", "--timezone", "utc", "--syslog-year", "2025"])
-        .args(["--host", HOST, "--data"])
-        .arg(&data)
-        .arg(&file)
-        .output()
-        .expect("run exim-pilot import");
-    stdout_of(out);
+    let year = ["--timezone", "utc", "--syslog-year", "2025"];
+    import(&file, &data, &year, None);
 
-    let from_file = first_lifecycle(&[file.to_str().unwrap()]);
-    let from_store = first_lifecycle(&["--data", data.to_str().unwrap()]);
+    let from_file = first_lifecycle(&year, None, &[file.to_str().unwrap()]);
+    let from_store = first_lifecycle(&year, None, &["--data", data.to_str().unwrap()]);
     for lifecycle in [&from_file, &from_store] {
         let received = lifecycle["received_at"].as_str().unwrap_or_default();
         let delivered = lifecycle["recipients"][0]["final_at"]
@@ -411,20 +416,6 @@ H=mx.example.com [198.51.100.7] C=\"250 2.0.0 OK\"
 2026-10-25 02:10:00 1xZVcC-00078S-07 Completed
 ";
 
-/// The first lifecycle `exim-pilot lifecycles` prints for `source`, read
-/// in Berlin's local time.
-fn first_lifecycle_in_berlin(source: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .env("TZ", "Europe/Berlin")
-        .args(["lifecycles", "--format", "jsonl", "--timezone", "local"])
-        .args(["--host", HOST])
-        .args(source)
-        .output()
-        .expect("run exim-pilot lifecycles");
-    let text = stdout_of(out);
-    serde_json::from_str(text.lines().next().expect("a lifecycle")).expect("JSON lifecycle")
-}
-
 #[test]
 fn the_hour_repeated_when_clocks_go_back_stays_in_order() {
     if !Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
@@ -435,17 +426,11 @@ fn the_hour_repeated_when_clocks_go_back_stays_in_order() {
     let file = dir.path().join("mainlog");
     std::fs::write(&file, CLOCKS_GO_BACK).expect("write the mainlog");
     let data = dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_exim-pilot"))
-        .env("TZ", "Europe/Berlin")
-        .args(["import", "--timezone", "local", "--host", HOST, "--data"])
-        .arg(&data)
-        .arg(&file)
-        .output()
-        .expect("run exim-pilot import");
-    stdout_of(out);
+    let (local, berlin) = (["--timezone", "local"], Some("Europe/Berlin"));
+    import(&file, &data, &local, berlin);
 
-    let from_file = first_lifecycle_in_berlin(&[file.to_str().unwrap()]);
-    let from_store = first_lifecycle_in_berlin(&["--data", data.to_str().unwrap()]);
+    let from_file = first_lifecycle(&local, berlin, &[file.to_str().unwrap()]);
+    let from_store = first_lifecycle(&local, berlin, &["--data", data.to_str().unwrap()]);
     for lifecycle in [&from_file, &from_store] {
         let received = lifecycle["received_at"].as_str().unwrap_or_default();
         let delivered = lifecycle["recipients"][0]["final_at"]
