@@ -969,44 +969,50 @@ fn for_each_cell(
     // plus its own addresses.
     if let ([r], [c]) = (rcpts.as_slice(), per_address.as_slice()) {
         // With one address (most messages), that is the whole message.
-        emit(Dimension::Domain, recipient_domain_key(r).as_ref(), &all);
-        if let Some(a) = decisive_attempt(r) {
-            emit(Dimension::RemoteHost, remote_host_key(a), &all);
-            if let Some(t) = &a.transport {
-                emit(Dimension::Transport, t, &all);
+        for_each_split_key(r, |dim, key, class| match class {
+            None => emit(dim, &key, &all),
+            Some(class) => {
+                let mut rc = reason_cell(c, r, class);
+                rc.add(&msg);
+                emit(dim, &key, &rc);
             }
-        }
-        if r.outcome == Outcome::Delivered && !has_failure(r) {
-            return;
-        }
-        for class in reasons_of(r) {
-            let mut rc = reason_cell(c, r, class);
-            rc.add(&msg);
-            emit(Dimension::Reason, class.as_str(), &rc);
-        }
+        });
         return;
     }
     // Most addresses add a domain, a remote host and a transport: those
     // of a one-address message fit the list's room on the stack.
     let mut split = SplitCells(SmallVec::new());
     for (r, c) in rcpts.iter().zip(&per_address) {
-        split.add(Dimension::Domain, recipient_domain_key(r), &msg, c);
-        if let Some(a) = decisive_attempt(r) {
-            split.add(Dimension::RemoteHost, remote_host_key(a).into(), &msg, c);
-            if let Some(t) = &a.transport {
-                split.add(Dimension::Transport, t.as_str().into(), &msg, c);
-            }
-        }
-        if r.outcome == Outcome::Delivered && !has_failure(r) {
-            continue;
-        }
-        for class in reasons_of(r) {
-            let rc = reason_cell(c, r, class);
-            split.add(Dimension::Reason, class.as_str().into(), &msg, &rc);
-        }
+        for_each_split_key(r, |dim, key, class| match class {
+            None => split.add(dim, key, &msg, c),
+            Some(class) => split.add(dim, key, &msg, &reason_cell(c, r, class)),
+        });
     }
     for (dim, key, cell) in &split.0 {
         emit(*dim, key, cell);
+    }
+}
+
+/// Calls `f` with each (dimension, key) of the dimensions that split a
+/// message's addresses that address `r` counts in: its domain, remote
+/// host and transport, and, unless it was delivered without a failure,
+/// each reason class it met (given as the third argument).
+fn for_each_split_key<'a>(
+    r: &'a Recipient,
+    mut f: impl FnMut(Dimension, Cow<'a, str>, Option<ReasonClass>),
+) {
+    f(Dimension::Domain, recipient_domain_key(r), None);
+    if let Some(a) = decisive_attempt(r) {
+        f(Dimension::RemoteHost, remote_host_key(a).into(), None);
+        if let Some(t) = &a.transport {
+            f(Dimension::Transport, t.as_str().into(), None);
+        }
+    }
+    if r.outcome == Outcome::Delivered && !has_failure(r) {
+        return;
+    }
+    for class in reasons_of(r) {
+        f(Dimension::Reason, class.as_str().into(), Some(class));
     }
 }
 
