@@ -33,18 +33,18 @@
 //! - `rejects`: SMTP rejections, by record origin.
 //! - `unparsed`: what came off the raw topic and could not be decoded,
 //!   by (topic, partition, offset), with its bytes.
-//! - `cells_hour`: the report cells each lifecycle and each rejection
-//!   contributes to its hour, one row per (dimension, bucket, host, key,
-//!   source), versioned like their lifecycle; a report sums them. The
+//! - `cells_day_sums`, `cells_day_samples`, `cells_day_base`: the day
+//!   and hour cells summed per (dimension, bucket, host, key), kept up to
+//!   date by what each batch changes, with marks naming what each change
+//!   added, so that a batch sent again counts once (see `migration_6`,
+//!   `migration_7` and `migration_8`). Counters are a map from their
+//!   index in `Counters::NAMES`, so a counter added later needs no change.
+//! - `cells_hour_by_source`: the hour cells stored before version 8, one
+//!   row per (dimension, bucket, host, key, source), versioned like their
+//!   lifecycle; a report adds their latest versions to the sums. The
 //!   counters are one array in the order of `Counters::NAMES`: a counter
 //!   added later is appended, and `sumForEach` sums arrays of different
 //!   lengths. (`cells_day` held the same per day until version 6.)
-//! - `cells_day_sums`, `cells_day_samples`, `cells_day_base`: the day
-//!   cells summed per (dimension, day, host, key), kept up to date by
-//!   what each batch changes, with marks naming what each change added,
-//!   so that a batch sent again counts once (see `migration_6` and
-//!   `migration_7`). Counters are a map from their index
-//!   in `Counters::NAMES`, so a counter added later needs no change.
 //! - `audit` (append-only), `users` (by name), `sessions` (by id),
 //!   `blobs` (by name); the last three keep the latest version and are not
 //!   partitioned. `schema_migrations`.
@@ -605,6 +605,38 @@ fn migration_7() -> Vec<Step> {
     }]
 }
 
+/// What is added to a dimension's code in the rows of `cells_day_sums`
+/// and `cells_day_samples` that hold an hour cell (whose bucket is an
+/// hour number) rather than a day cell. Dimension codes stay below it,
+/// and [`MARK_DIM`] above.
+pub(super) const HOUR_DIM: u8 = 128;
+
+/// Version 8: hour cells summed like the day cells, in the same tables.
+/// One row per source and version in `cells_hour` made a batch write
+/// about seven hour cell rows per message, more rows than raw records,
+/// and a report per hour read as many. Now each change to the sums (see
+/// `migration_6`) adds its hour cells beside its day cells: rows of
+/// `cells_day_sums` and `cells_day_samples` whose dimension code is
+/// raised by [`HOUR_DIM`] and whose bucket is an hour. They go in the
+/// same insert as the day sums and the change's mark, so a change is in
+/// both or in neither, and a batch sent again after a failure adds to
+/// each hour what it wants less what its marks applied, as for the days.
+///
+/// The per-source table is renamed `cells_hour_by_source` and kept as it
+/// is: a read adds its latest versions to the sums. A lifecycle stored
+/// before the change keeps its hour cells there, and the change of its
+/// next version (new cells less old ones) goes to the sums, so the two
+/// add up to its latest cells. The rename makes a processor of an older
+/// build, still running, fail on its next batch instead of writing per
+/// source cells the sums would count again: it retries until it is
+/// replaced by this build.
+fn migration_8() -> Vec<Step> {
+    vec![Step::Rename {
+        from: "cells_hour",
+        to: "cells_hour_by_source",
+    }]
+}
+
 /// One step of a migration.
 pub enum Step {
     /// A statement, run as it is.
@@ -789,6 +821,7 @@ pub fn migrations() -> Vec<Vec<Step>> {
         plain(migration_5()),
         migration_6(),
         migration_7(),
+        migration_8(),
     ]
 }
 

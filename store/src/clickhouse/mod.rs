@@ -22,22 +22,21 @@
 //! ClickHouse has no transactions, so a batch is written table by table.
 //! Every row has an identity that the data itself decides: records and
 //! rejections their origin (host, file identity, offset), lifecycles
-//! (host, message id) with a version one above the stored one, hour
-//! cells their (dimension, bucket, host, key) and the lifecycle or
-//! rejection they come from. Tables are `ReplacingMergeTree`s keyed by
-//! that identity and every read uses `FINAL`, so a row written twice counts
-//! once. Day cells are sums instead, and what a batch adds to them is
-//! marked, per source, day and version, in the same insert, with the
-//! hour cells it added: a batch sent again adds what it wants less what
-//! the marks added, which is nothing when it is cut as before (see
-//! `migrations`, versions 6 and 7). A batch is
+//! (host, message id) with a version one above the stored one.
+//! Tables are `ReplacingMergeTree`s keyed by that identity and every
+//! read uses `FINAL`, so a row written twice counts once. Hour and day
+//! cells are sums instead, and what a batch adds to them is marked, per
+//! source, day and version, in the same insert, with the hour cells it
+//! added: a batch sent again adds what it wants less what the marks
+//! added, which is nothing when it is cut as before (see `migrations`,
+//! versions 6 to 8). A batch is
 //! compared with what is stored before it is written: records and
 //! rejections already there and lifecycles that did not change are not
 //! written again, and the summary counts only what was new.
 //!
 //! The order of the writes makes an interrupted batch safe to send again:
-//! day sums (with the raw records), then hour cells and attempts, before
-//! their lifecycle or rejection (a retry finds the lifecycle unchanged,
+//! summed hour and day cells with their marks (with the raw records and
+//! the attempts), before their lifecycle or rejection (a retry finds the lifecycle unchanged,
 //! the rejection stored, only once they are in), blobs (the tailer's
 //! checkpoint, the correlator's state) last, so a batch whose checkpoint
 //! is stored is stored whole. The per-server counts of [`Store::hosts`]
@@ -58,18 +57,14 @@
 //!
 //! Reports and cells come from the cells each lifecycle and rejection
 //! contributes (see `exim_pilot_schema::report::contribution`), per hour
-//! and per day. Hour cells (`cells_hour`) are one row per source: a
-//! changed lifecycle writes its new cells and zeroes those it no longer
-//! has, under its new version, and a read sums the latest versions of its
-//! range (`sumForEach`, `sumMap`, `groupUniqArrayArray` after `FINAL`),
-//! at a cost that grows with the (message, cell) pairs in the range,
-//! about fifteen per message. Day cells are kept summed per (dimension,
-//! day, host, key), as SQLite keeps its cells: a changed lifecycle adds
-//! its new cells less its old ones, so a month of one dimension is some
-//! thousands of rows however many messages it holds, and samples are
-//! only ever added, as in SQLite. Either way the sums equal aggregating
-//! the stored lifecycles, and day cells outlive the lifecycles as
-//! retention allows. A report reads day cells for the whole days of its
+//! and per day, kept summed per (dimension, bucket, host, key), as SQLite
+//! keeps its cells: a changed lifecycle adds its new cells less its old
+//! ones, so a month of one dimension is some thousands of rows however
+//! many messages it holds, and samples are only ever added, as in SQLite.
+//! (Hour cells stored before schema version 8 stay one row per source and
+//! version, `cells_hour_by_source`, whose latest versions a read adds.)
+//! The sums equal aggregating the stored lifecycles, and day cells
+//! outlive the lifecycles as retention allows. A report reads day cells for the whole days of its
 //! range and hour cells for the hours at its ends, and builds the
 //! [`Report`] in Rust with the code every other path uses, so it is
 //! exactly what [`crate::SqliteStore`] gives. A report for one
@@ -86,9 +81,12 @@
 //!
 //! A lifecycle sits in the partition of the day it was first stored, and
 //! retention drops a day of lifecycles only once the last of them has
-//! gone quiet for the retention period. Reports per hour (`bucket: HOUR`,
-//! a report's hourly series) still read one row per message and cell, so
-//! they slow down as the traffic of their range grows.
+//! gone quiet for the retention period. Old hour cells are deleted from
+//! the summed tables by a mutation, which ClickHouse runs in the
+//! background (see `retention`). A batch sent again over a mark written
+//! by a build before schema version 7 (which named no content) adds
+//! nothing to the hour sums: such a build wrote its hour cells per
+//! source, so whether that attempt got them in is not known.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -12,6 +12,7 @@ use exim_pilot_schema::report::{
 };
 use exim_pilot_schema::{Lifecycle, MessageId, RejectRecord, Report};
 
+use super::migrations::HOUR_DIM;
 use super::rows::*;
 use super::Db;
 use crate::cursor::{cursor_number, decode_cursor, encode_cursor};
@@ -388,12 +389,15 @@ async fn read_cells(
     Ok(())
 }
 
-/// The hour cells, summed by ClickHouse from one row per source and
-/// version, the latest version of each taken by `FINAL`. The conditions
-/// are all on the key and the partition, so they run as `PREWHERE`,
-/// before `FINAL` merges what is left: every version of a row passes or
-/// fails them together. (A `PREWHERE` must leave columns to read after
-/// it: ClickHouse 18.16 cannot merge the versions otherwise.)
+/// The hour cells of hours `[lo, hi)`: the sums written since schema
+/// version 8 (see `migrations`), with their samples, added to the hour
+/// cells stored before it, one row per source and version, whose latest
+/// versions ClickHouse sums (`FINAL`). The conditions on the old table
+/// are all on its key and partition, so they run as `PREWHERE`, before
+/// `FINAL` merges what is left: every version of a row passes or fails
+/// them together. (A `PREWHERE` must leave columns to read after it:
+/// ClickHouse 18.16 cannot merge the versions otherwise.) Cells that sum
+/// to nothing are left out.
 async fn hour_cells(
     db: &Db,
     range: (i64, i64),
@@ -401,34 +405,91 @@ async fn hour_cells(
     dims: &[Dimension],
     mut sink: impl FnMut(i64, &str, Dimension, &str, &Cell),
 ) -> Result<()> {
-    let c = cell_conditions(range, 24, host, dims);
-    let sql = format!(
-        "SELECT bucket, host, dim, key, sumForEach(counters) AS counters,
-             sumMap(delay_buckets, delay_counts) AS delay,
-             groupUniqArrayArray(samples) AS samples
-         FROM cells_hour FINAL PREWHERE {}
-         GROUP BY bucket, host, dim, key",
-        c.sql.join(" AND ")
-    );
-    let q = c.bind(db.query(&sql));
-    let rows: Vec<SummedCell> = db.fetch(q, "sum report cells").await?;
-    let mut cell = Cell::default();
-    for row in rows {
-        let Some(dim) = Dimension::from_code(row.dim as i64) else {
-            // A dimension from a newer version: not ours to count.
-            continue;
-        };
-        cell.counters = counters(row.counters.iter().copied().enumerate());
-        let (buckets, counts) = row.delay;
-        cell.delay = histogram(&buckets, &counts);
-        cell.samples = Samples::default();
-        for s in &row.samples {
-            cell.samples.insert(s);
+    let by_source = {
+        let c = cell_conditions(range, Span::Hour, host, dims, 0);
+        let sql = format!(
+            "SELECT bucket, host, dim, key, sumForEach(counters) AS counters,
+                 sumMap(delay_buckets, delay_counts) AS delay,
+                 groupUniqArrayArray(samples) AS samples
+             FROM cells_hour_by_source FINAL PREWHERE {}
+             GROUP BY bucket, host, dim, key",
+            c.sql.join(" AND ")
+        );
+        c.bind(db.query(&sql))
+    };
+    let hour = HOUR_DIM;
+    let sums = {
+        let c = cell_conditions(range, Span::Hour, host, dims, hour);
+        let sql = format!(
+            "SELECT bucket, host, dim, key, countersMap.counter, countersMap.value,
+                 delayMap.bucket, delayMap.count
+             FROM cells_day_sums {}",
+            c.where_clause()
+        );
+        c.bind(db.query(&sql))
+    };
+    let samples = {
+        let c = cell_conditions(range, Span::Hour, host, dims, hour);
+        let sql = format!(
+            "SELECT bucket, host, dim, key, sample FROM cells_day_samples {}",
+            c.where_clause()
+        );
+        c.bind(db.query(&sql))
+    };
+    let (old, sums, samples) = tokio::try_join!(
+        db.fetch::<SummedCell>(by_source, "sum report cells"),
+        db.fetch::<DaySumRead>(sums, "read hour cells"),
+        db.fetch::<DaySampleRead>(samples, "read hour samples"),
+    )?;
+
+    let key = |bucket: i64, host: &str, dim: Option<Dimension>, key: &str| {
+        dim.map(|dim| CellKey {
+            hour: bucket,
+            host: host.to_string(),
+            dim,
+            key: key.to_string(),
+        })
+    };
+    let mut cells: HashMap<CellKey, Cell> = HashMap::new();
+    for row in old {
+        // A dimension from a newer version: not ours to count.
+        let dim = Dimension::from_code(row.dim as i64);
+        if let Some(k) = key(row.bucket, &row.host, dim, &row.key) {
+            let (buckets, counts) = row.delay;
+            let mut cell = Cell {
+                counters: counters(row.counters.iter().copied().enumerate()),
+                delay: histogram(&buckets, &counts),
+                samples: Samples::default(),
+            };
+            for s in &row.samples {
+                cell.samples.insert(s);
+            }
+            cells.insert(k, cell);
         }
-        if cell.is_zero() {
-            continue;
+    }
+    for row in sums {
+        let dim = Span::Hour.dimension(row.dim);
+        if let Some(k) = key(row.bucket, &row.host, dim, &row.key) {
+            let ids = row.counter_ids.iter().map(|i| *i as usize);
+            let change = Cell {
+                counters: counters(ids.zip(row.counter_values)),
+                delay: histogram(&row.delay_buckets, &row.delay_counts),
+                samples: Samples::default(),
+            };
+            cells.entry(k).or_default().add(&change);
         }
-        sink(row.bucket, &row.host, dim, &row.key, &cell);
+    }
+    cells.retain(|_, cell| !cell.is_zero());
+    for row in samples {
+        let dim = Span::Hour.dimension(row.dim);
+        if let Some(k) = key(row.bucket, &row.host, dim, &row.key) {
+            if let Some(cell) = cells.get_mut(&k) {
+                cell.samples.insert(&row.sample);
+            }
+        }
+    }
+    for (key, cell) in &cells {
+        sink(key.hour, &key.host, key.dim, &key.key, cell);
     }
     Ok(())
 }
@@ -459,17 +520,26 @@ async fn rollup(db: &Db, options: &ReportOptions) -> Result<Rollup> {
     Ok(rollup)
 }
 
-/// The conditions on cells of buckets `[lo, hi)`, `days` of them a day,
-/// on `host` and of `dims`; the range of their days too, which limits the
-/// read to those days' partitions.
+/// The conditions on cells of buckets `[lo, hi)` (days or hours, as
+/// `span` says), on `host` and of `dims`, their codes stored plus
+/// `offset`; the range of their days too, which limits the read to those
+/// days' partitions.
 fn cell_conditions(
     (lo, hi): (i64, i64),
-    per_day: i64,
+    span: Span,
     host: Option<&str>,
     dims: &[Dimension],
+    offset: u8,
 ) -> Conditions {
+    let per_day = match span {
+        Span::Day => 1,
+        Span::Hour => 24,
+    };
     let mut c = Conditions::default();
-    let codes: Vec<String> = dims.iter().map(|d| d.code().to_string()).collect();
+    let codes: Vec<String> = dims
+        .iter()
+        .map(|d| (d.code() + offset as i64).to_string())
+        .collect();
     c.push(&format!("dim IN ({})", codes.join(", ")), []);
     c.push(
         "bucket >= ? AND bucket < ?",
@@ -518,7 +588,7 @@ async fn day_cells(
     whole: Option<i64>,
 ) -> Result<HashMap<CellKey, Cell>> {
     let select = |columns: &str, summed: Option<&str>, table: &str| {
-        let c = cell_conditions(range, 1, host, dims);
+        let c = cell_conditions(range, Span::Day, host, dims, 0);
         let sql = match whole.and(summed) {
             None => format!(
                 "SELECT bucket, host, dim, key, {columns} FROM {table} {}",

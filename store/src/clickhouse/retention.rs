@@ -14,11 +14,17 @@
 //! `lifecycle_days`) are partitioned by month: a month goes once all of
 //! it is older than the cutoff and the table it indexes has none of its
 //! days left.
+//!
+//! Summed hour cells share their day partitions with the day cells (see
+//! `migrations`, version 8), which are kept longer: old hour cells are
+//! deleted from them with `ALTER TABLE ... DELETE`, a mutation that
+//! ClickHouse runs in the background, only when there are any.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
+use super::migrations::{HOUR_DIM, MARK_DIM};
 use super::rows::{ms, DAY_MS, HOUR_MS};
 use super::Db;
 use crate::error::Result;
@@ -86,6 +92,30 @@ async fn drop_before(db: &Db, rule: &Rule, cutoff_ms: i64) -> Result<u64> {
     Ok(dropped)
 }
 
+/// Deletes the summed hour cells of `table` of the days before
+/// `cutoff_ms`' day (a mutation, run in the background), when it has
+/// any; returns how many rows they are.
+async fn delete_hours_before(db: &Db, table: &str, cutoff_ms: i64) -> Result<u64> {
+    let hours = format!("dim >= {HOUR_DIM} AND dim < {MARK_DIM} AND day < toDate(?)");
+    let day = ms_day_string(cutoff_ms);
+    let sql = format!("SELECT count() FROM {table} WHERE {hours}");
+    let q = db.query(&sql).bind(day.as_str());
+    let counted: Vec<u64> = db
+        .fetch(q, &format!("count old hour cells of {table}"))
+        .await?;
+    let rows = counted.into_iter().sum();
+    if rows == 0 {
+        return Ok(0);
+    }
+    let sql = format!("ALTER TABLE {table} DELETE WHERE {hours}");
+    db.execute(
+        db.query(&sql).bind(day.as_str()),
+        &format!("delete old hour cells of {table}"),
+    )
+    .await?;
+    Ok(rows)
+}
+
 /// Drops the month partitions of index table `index` whose days are all
 /// before `cutoff_ms`' day and of which `table` has no day left, so that
 /// the index never lacks what `table` holds.
@@ -149,7 +179,10 @@ pub async fn apply(db: &Db, policy: &Retention, now: DateTime<Utc>) -> Result<Re
     // Hour cells by the hour, day cells (with their marks) by the day:
     // every cell table's `day` is the day of its bucket.
     let hour_cut = cut(policy.rollup_hours).div_euclid(HOUR_MS) * HOUR_MS;
-    summary.rollup_cells += drop_before(db, &rule("cells_hour", true), hour_cut).await?;
+    let by_source = rule("cells_hour_by_source", true);
+    summary.rollup_cells += drop_before(db, &by_source, hour_cut).await?;
+    summary.rollup_cells += delete_hours_before(db, "cells_day_sums", hour_cut).await?;
+    delete_hours_before(db, "cells_day_samples", hour_cut).await?;
     let day_cut = cut(policy.rollup_days);
     summary.rollup_cells += drop_before(db, &rule("cells_day_sums", false), day_cut).await?;
     summary.rollup_cells += drop_before(db, &rule("cells_day_base", true), day_cut).await?;

@@ -379,7 +379,9 @@ impl RejectRow {
     }
 }
 
-/// What one source (a lifecycle or a rejection) adds to one report cell.
+/// What one source (a lifecycle or a rejection) adds to one report cell,
+/// as the tables of schema versions before 8 held it (tests write them).
+#[cfg(test)]
 #[derive(clickhouse::Row, Serialize, Deserialize, Debug)]
 #[clickhouse(crate = "::clickhouse")]
 pub struct CellRow {
@@ -396,6 +398,7 @@ pub struct CellRow {
     pub samples: Vec<String>,
 }
 
+#[cfg(test)]
 impl CellRow {
     /// The row of `cell` at `key`; `day_cells` says the key's bucket is a
     /// day number rather than an hour.
@@ -449,16 +452,16 @@ pub struct DaySumRow {
 }
 
 impl DaySumRow {
-    /// The change of the day cell `key`: its counters that are not zero,
-    /// and its histogram.
-    pub fn new(key: &CellKey, cell: &Cell) -> Self {
+    /// The change of the cell `key` (a day cell, or an hour cell as
+    /// `span` says): its counters that are not zero, and its histogram.
+    pub fn new(key: &CellKey, cell: &Cell, span: Span) -> Self {
         let (counter_ids, counter_values) = nonzero_counters(cell).unzip();
         DaySumRow {
-            dim: key.dim.code() as u8,
+            dim: span.dim(key),
             host: key.host.clone(),
             key: key.key.clone(),
             bucket: key.hour,
-            day: date(key.hour),
+            day: span.day(key),
             version: 0,
             marked: 0,
             counter_ids,
@@ -601,20 +604,64 @@ pub struct DaySampleRow {
 }
 
 impl DaySampleRow {
-    /// The samples of the day cell `key`.
-    pub fn of(key: &CellKey, cell: &Cell) -> Vec<Self> {
+    /// The samples of the cell `key` (a day cell, or an hour cell as
+    /// `span` says).
+    pub fn of(key: &CellKey, cell: &Cell, span: Span) -> Vec<Self> {
         cell.samples
             .0
             .iter()
             .map(|sample| DaySampleRow {
-                dim: key.dim.code() as u8,
+                dim: span.dim(key),
                 host: key.host.clone(),
                 key: key.key.clone(),
                 bucket: key.hour,
-                day: date(key.hour),
+                day: span.day(key),
                 sample: sample.clone(),
             })
             .collect()
+    }
+}
+
+/// What the bucket of a summed cell counts: a day cell's bucket is a day
+/// number, an hour cell's an hour number, and an hour cell's dimension
+/// code is stored plus [`HOUR_DIM`](super::migrations::HOUR_DIM).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Span {
+    Day,
+    Hour,
+}
+
+impl Span {
+    /// The stored dimension code of `key` in this span.
+    pub fn dim(self, key: &CellKey) -> u8 {
+        let code = key.dim.code() as u8;
+        match self {
+            Span::Day => code,
+            Span::Hour => code + super::migrations::HOUR_DIM,
+        }
+    }
+
+    /// The dimension of a stored code in this span; `None` for a code of
+    /// the other span, a mark, or a dimension this build does not know.
+    pub fn dimension(self, stored: u8) -> Option<Dimension> {
+        let code = match self {
+            Span::Day if stored < super::migrations::HOUR_DIM => stored,
+            Span::Hour
+                if (super::migrations::HOUR_DIM..super::migrations::MARK_DIM).contains(&stored) =>
+            {
+                stored - super::migrations::HOUR_DIM
+            }
+            _ => return None,
+        };
+        Dimension::from_code(code as i64)
+    }
+
+    /// The day (partition) of `key`'s bucket in this span.
+    pub fn day(self, key: &CellKey) -> u16 {
+        match self {
+            Span::Day => date(key.hour),
+            Span::Hour => date(key.hour.div_euclid(24)),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use exim_pilot_schema::report::{
-    cohort_hour, contribution, hour_of, reject_contribution, Cell, CellKey, ReportCells,
+    cohort_hour, contribution, hour_of, reject_contribution, CellKey, ReportCells,
 };
 use exim_pilot_schema::{Lifecycle, RejectRecord};
 
@@ -69,9 +69,10 @@ struct Rows {
     rejects: Vec<RejectRow>,
     lifecycles: Vec<LifecycleRow>,
     attempts: Vec<AttemptRow>,
-    cells_hour: Vec<CellRow>,
     day_changes: Vec<DayChange>,
-    day_samples: ReportCells,
+    /// The sample texts of the batch's hour cells, which their day cells
+    /// get too.
+    samples: ReportCells,
 }
 
 /// Writes a batch; see the module documentation for the order.
@@ -113,19 +114,12 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         h.rejects += 1;
         h.saw(Some(ms(reject.at)));
         let source = reject_source(reject);
-        push_cells(
-            &mut rows,
-            &reject_contribution(reject),
-            None,
-            &source,
-            1,
-            None,
-        );
+        push_cells(&mut rows, &reject_contribution(reject), None, &source, 1);
         rows.rejects.push(RejectRow::new(reject));
     }
 
     // Lifecycles that changed, each with the next version.
-    for (index, lc) in batch.lifecycles.iter().enumerate() {
+    for lc in &batch.lifecycles {
         let body = serde_json::to_string(lc).map_err(|e| StoreError::corrupt("lifecycle", e))?;
         let key = (lc.host.clone(), lc.id.to_string());
         let (version, day, old) = match current.get(&key) {
@@ -154,7 +148,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         };
         let source = message_source(lc);
         let new = contribution(lc);
-        push_cells(&mut rows, &new, old.as_ref(), &source, version, Some(index));
+        push_cells(&mut rows, &new, old.as_ref(), &source, version);
         rows.attempts.extend(attempt_rows(lc, version));
         rows.lifecycles
             .push(LifecycleRow::new(lc, body.clone(), version, day));
@@ -186,41 +180,28 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         applied.extend(applied_changes(db, &missed).await?);
     }
     timer.lap("read_marks");
-    let day = day_change_rows(&batch, &rows.day_changes, &applied);
-    rows.cells_hour.extend(day.stale_hour_cells);
-    let day_samples: Vec<DaySampleRow> = rows
-        .day_samples
-        .cells
-        .iter()
-        .flat_map(|(key, cell)| DaySampleRow::of(key, cell))
-        .collect();
+    let sums = day_change_rows(&rows.day_changes, &applied);
+    let samples = sample_rows(&rows.samples);
     timer.lap("day_rows");
 
-    // Day sums (with the raw records), then hour cells and attempts, then
-    // rejections and lifecycles. An hour cell row and an attempt row are
-    // named by their source and version, so writing them again on a retry
-    // replaces them, and a day change is marked with what it applied;
-    // while rejections and lifecycles, once stored, are taken as done by
-    // the next attempt (`unseen_rejects`, an unchanged lifecycle): written
-    // before their cells and attempts, those of a batch that failed in
-    // between would never be written. Hour cells come after the day sums
-    // so that the hour cells of a version left by a failed attempt have
-    // marks, which name them for the retry to clear. Records decide no
-    // cell, only the counts below, so they go with the first step. Inserts
-    // of one step do not depend on each other and go together.
-    let (a, b, c) = tokio::join!(
-        db.insert("cells_day_sums", &day.sums, "store daily report cells"),
-        db.insert("cells_day_samples", &day_samples, "store daily samples"),
+    // Summed cells with their marks and samples (with the raw records
+    // and attempts), then rejections and lifecycles. An attempt row is
+    // named by its source and version, so writing it again on a retry
+    // replaces it, and a change to the sums is marked with what it
+    // applied; while rejections and lifecycles, once stored, are taken as
+    // done by the next attempt (`unseen_rejects`, an unchanged
+    // lifecycle): written before their cells and attempts, those of a
+    // batch that failed in between would never be written. Records decide
+    // no cell, only the counts below, so they go with the first step.
+    // Inserts of one step do not depend on each other and go together.
+    let (a, b, c, d) = tokio::join!(
+        db.insert("cells_day_sums", &sums, "store report cells"),
+        db.insert("cells_day_samples", &samples, "store report samples"),
         db.insert("events", &rows.events, "store raw records"),
-    );
-    all_done([a, b, c])?;
-    timer.lap("insert_day_cells_records");
-    let (a, b) = tokio::join!(
-        db.insert("cells_hour", &rows.cells_hour, "store hourly report cells"),
         db.insert("attempts", &rows.attempts, "store delivery attempts"),
     );
-    all_done([a, b])?;
-    timer.lap("insert_hour_cells_attempts");
+    all_done([a, b, c, d])?;
+    timer.lap("insert_cells_records_attempts");
     let (a, b) = tokio::join!(
         db.insert("rejects", &rows.rejects, "store rejections"),
         db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
@@ -307,39 +288,47 @@ impl StepTimer {
     }
 }
 
-/// Adds the hour cell rows of a source's new contribution, with zero
-/// rows for the cells of its old contribution it no longer has, its day
-/// samples, and its day changes. `lifecycle` is the source's index in
-/// the batch's lifecycles, `None` for a rejection.
+/// Adds the samples of a source's new contribution and its changes to
+/// the summed cells.
 fn push_cells(
     rows: &mut Rows,
     new: &ReportCells,
     old: Option<&ReportCells>,
     source: &str,
     version: u64,
-    lifecycle: Option<usize>,
 ) {
-    let zero = Cell::default();
     for (key, cell) in &new.cells {
-        rows.cells_hour
-            .push(CellRow::new(key, cell, source, version, false));
         if !cell.samples.0.is_empty() {
-            let day = CellKey {
-                hour: key.hour.div_euclid(24),
-                ..key.clone()
-            };
-            let samples = &mut rows.day_samples.cells.entry(day).or_default().samples;
+            let samples = &mut rows.samples.cells.entry(key.clone()).or_default().samples;
             samples.add(&cell.samples);
         }
     }
-    for key in old.into_iter().flat_map(|o| o.cells.keys()) {
-        if !new.cells.contains_key(key) {
-            rows.cells_hour
-                .push(CellRow::new(key, &zero, source, version, false));
-        }
-    }
     rows.day_changes
-        .extend(DayChange::of(new, old, source, version, lifecycle));
+        .extend(DayChange::of(new, old, source, version));
+}
+
+/// The `cells_day_samples` rows of the batch's hour cell `samples`: one
+/// per hour cell and one per day cell. A sample is only ever added, so a
+/// row written twice changes nothing.
+fn sample_rows(samples: &ReportCells) -> Vec<DaySampleRow> {
+    let mut days = ReportCells::new();
+    let mut out = Vec::new();
+    for (key, cell) in &samples.cells {
+        out.extend(DaySampleRow::of(key, cell, Span::Hour));
+        let day = CellKey {
+            hour: key.hour.div_euclid(24),
+            ..key.clone()
+        };
+        days.cells
+            .entry(day)
+            .or_default()
+            .samples
+            .add(&cell.samples);
+    }
+    for (key, cell) in &days.cells {
+        out.extend(DaySampleRow::of(key, cell, Span::Day));
+    }
+    out
 }
 
 /// What one version of a source (a lifecycle or a rejection) changes in
@@ -355,9 +344,6 @@ struct DayChange {
     /// were (a failed attempt may still have changed them: see
     /// `day_change_rows`).
     cells: ReportCells,
-    /// The source's index in the batch's lifecycles; `None` for a
-    /// rejection, whose cells never change.
-    lifecycle: Option<usize>,
 }
 
 impl DayChange {
@@ -368,7 +354,6 @@ impl DayChange {
         old: Option<&'a ReportCells>,
         source: &str,
         version: u64,
-        lifecycle: Option<usize>,
     ) -> Vec<Self> {
         let mut by_day: HashMap<(&str, i64), ReportCells> = HashMap::new();
         let mut put = |cells: &'a ReportCells, add: bool| {
@@ -399,7 +384,6 @@ impl DayChange {
                     day,
                     version,
                     cells,
-                    lifecycle,
                 }
             })
             .collect()
@@ -413,19 +397,6 @@ impl DayChange {
             self.day,
             self.version,
         )
-    }
-
-    /// The source's new contribution: a lifecycle's, or a rejection's
-    /// (its first and only version, which is its change).
-    fn new_cells(&self, batch: &Batch) -> ReportCells {
-        match self.lifecycle {
-            Some(i) => batch
-                .lifecycles
-                .get(i)
-                .map(contribution)
-                .unwrap_or_default(),
-            None => self.cells.clone(),
-        }
     }
 }
 
@@ -538,47 +509,29 @@ async fn marks_of_day(
         .collect())
 }
 
-/// What a batch writes for its day changes.
-struct DayRows {
-    /// `cells_day_sums` rows: the sums per day cell and the marks.
-    sums: Vec<DaySumRow>,
-    /// Zero hour cells for the cells a failed attempt wrote under a
-    /// version that this one no longer has.
-    stale_hour_cells: Vec<CellRow>,
-}
-
 /// The rows of `cells_day_sums` for `changes`: what each wants less what
-/// its marks already `applied`, summed per day cell, and a mark for each
-/// change that adds something, naming it.
+/// its marks already `applied`, summed per hour cell and per day cell,
+/// and a mark for each change that adds something, naming it.
 ///
 /// A first attempt finds no mark and adds its whole change. A batch sent
-/// again after a failure past the day sums finds the marks of the first
-/// and adds only the difference: nothing when it is cut as before, and
-/// when it is cut otherwise (a processor restarted from an earlier state)
+/// again after a failure past the sums finds the marks of the first and
+/// adds only the difference: nothing when it is cut as before, and when
+/// it is cut otherwise (a processor restarted from an earlier state)
 /// what makes the sums equal to this attempt's content, the other
-/// content taken back. The marks go in the same insert as the sums, and
-/// each day's rows of one insert make one part of that day's partition
-/// (an insert is cut into blocks of a million rows, far above a batch's),
-/// which ClickHouse stores whole or not at all: a change is marked
-/// exactly when it is summed.
-fn day_change_rows(
-    batch: &Batch,
-    changes: &[DayChange],
-    applied: &HashMap<Mark, Applied>,
-) -> DayRows {
-    let mut sums = ReportCells::new();
-    let mut out = DayRows {
-        sums: Vec::new(),
-        stale_hour_cells: Vec::new(),
-    };
+/// content taken back, hour by hour. The marks go in the same insert as
+/// the sums, and each day's rows of one insert make one part of that
+/// day's partition (an insert is cut into blocks of a million rows, far
+/// above a batch's), which ClickHouse stores whole or not at all: a
+/// change is marked exactly when it is summed, in its hours and its day.
+fn day_change_rows(changes: &[DayChange], applied: &HashMap<Mark, Applied>) -> Vec<DaySumRow> {
+    let mut hours = ReportCells::new();
+    let mut out = Vec::new();
     for change in changes {
         let mark = change.mark();
         let (add, seq) = match applied.get(&mark) {
             None => (Cow::Borrowed(&change.cells), 0),
             Some(Applied::Unnamed) => continue,
             Some(Applied::Cells { cells, marks }) => {
-                out.stale_hour_cells
-                    .extend(stale_hour_cells(batch, change, cells));
                 let mut rest = change.cells.clone();
                 rest.subtract(cells);
                 rest.prune();
@@ -588,32 +541,21 @@ fn day_change_rows(
         if add.is_empty() {
             continue;
         }
-        sums.add(&add.by_day());
-        out.sums
-            .push(DaySumRow::mark(mark, seq, encode_applied(&add)));
+        hours.add(&add);
+        out.push(DaySumRow::mark(mark, seq, encode_applied(&add)));
     }
-    sums.prune();
-    out.sums.extend(
-        sums.cells
-            .iter()
-            .map(|(key, cell)| DaySumRow::new(key, cell)),
-    );
+    hours.prune();
+    let mut days = hours.by_day();
+    days.prune();
+    for (cells, span) in [(&hours, Span::Hour), (&days, Span::Day)] {
+        out.extend(
+            cells
+                .cells
+                .iter()
+                .map(|(key, cell)| DaySumRow::new(key, cell, span)),
+        );
+    }
     out
-}
-
-/// Zero hour cells of `change`'s source and version for the cells that
-/// an earlier attempt `applied` and the source's new contribution does
-/// not have: rows of that attempt's content, which this one would not
-/// replace. (Cells of its old contribution already get a zero row.)
-fn stale_hour_cells(batch: &Batch, change: &DayChange, applied: &ReportCells) -> Vec<CellRow> {
-    let new = change.new_cells(batch);
-    let zero = Cell::default();
-    applied
-        .cells
-        .keys()
-        .filter(|key| !new.cells.contains_key(*key))
-        .map(|key| CellRow::new(key, &zero, &change.source, change.version, false))
-        .collect()
 }
 
 /// `?, ?, ?` for `n` values.
