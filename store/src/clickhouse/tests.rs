@@ -548,9 +548,9 @@ async fn a_batch_sent_again_after_failing_past_its_cells_counts_once() {
         expected.commit_batch(batch.clone()).await.expect("commit");
 
         // A first attempt fails on the delivery attempts, which go in
-        // with the report cells (whether those are in then is up to the
-        // server; the lifecycles come after them); then the same batch is
-        // sent again, as a processor does.
+        // with the raw records (whether those are in then is up to the
+        // server; the cells and the lifecycles come after them); then the
+        // same batch is sent again, as a processor does.
         rename(&store.db, "attempts", "attempts_away").await;
         let failed = store.commit_batch(batch.clone()).await;
         assert!(failed.is_err(), "{failed:?}");
@@ -561,6 +561,79 @@ async fn a_batch_sent_again_after_failing_past_its_cells_counts_once() {
             .expect("commit again");
     }
     assert_same_answers(&store, &expected, &batches).await;
+}
+
+/// [`upgrade_batches`] with each lifecycle counting the records its batch
+/// holds for it, as a processor's batches do when a message's records
+/// all came in one batch: the store takes such a lifecycle as new
+/// without looking it up, unless its records are stored already.
+fn batches_of_whole_messages() -> Vec<Batch> {
+    let mut batches = upgrade_batches();
+    for batch in &mut batches {
+        let mut counts = std::collections::HashMap::new();
+        for r in &batch.records {
+            if let Some(id) = r.message_id {
+                *counts.entry((r.origin.host.clone(), id)).or_insert(0) += 1;
+            }
+        }
+        for lc in &mut batch.lifecycles {
+            if let Some(n) = counts.get(&(lc.host.clone(), lc.id)) {
+                lc.records = *n;
+            }
+        }
+    }
+    batches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_messages_sent_again_after_a_failure_count_once() {
+    let batches = batches_of_whole_messages();
+    let expected = fresh_store().await;
+    // One store sees an attempt fail on inserting the raw records, which
+    // go in first (when the batch has any: their text column cannot take
+    // them for a while, so the records can still be looked up); the other
+    // on the lifecycles, which go in after the sums. Each then gets the
+    // batch again, and once more, as a processor restarted from an
+    // earlier state reads the same records again, and answers as if each
+    // batch came once.
+    let stores = [
+        (fresh_store().await, "events"),
+        (fresh_store().await, "lifecycles"),
+    ];
+    for (i, batch) in batches.iter().enumerate() {
+        expected.commit_batch(batch.clone()).await.expect("commit");
+        for (store, table) in &stores {
+            let failed = match *table {
+                "events" if batch.records.is_empty() => None,
+                "events" => {
+                    let bytes = |to: &str| format!("ALTER TABLE events MODIFY COLUMN bytes {to}");
+                    let db = &store.db;
+                    db.execute(db.query(&bytes("UInt8")), "test")
+                        .await
+                        .expect("alter");
+                    let failed = store.commit_batch(batch.clone()).await;
+                    db.execute(db.query(&bytes("String")), "test")
+                        .await
+                        .expect("alter");
+                    Some(failed)
+                }
+                _ => {
+                    let away = format!("{table}_away");
+                    rename(&store.db, table, &away).await;
+                    let failed = store.commit_batch(batch.clone()).await;
+                    rename(&store.db, &away, table).await;
+                    Some(failed)
+                }
+            };
+            if let Some(failed) = failed {
+                assert!(failed.is_err(), "{table}: {failed:?}");
+            }
+            for _ in 0..2 {
+                store.commit_batch(batch.clone()).await.expect("commit");
+                assert_same_answers(store, &expected, &batches[..=i]).await;
+            }
+        }
+    }
 }
 
 /// The deferred lifecycles of `batch` changed by `change`, as a batch of
@@ -588,10 +661,9 @@ async fn a_batch_sent_again_with_other_content_counts_what_it_sent_last() {
 
     // A processor restarted from an earlier state cuts its batches
     // otherwise: the same version of a lifecycle comes again with other
-    // content. The first two attempts fail on the attempts, which go in
-    // with the sums (those are in: the store waits for every insert of a
-    // step), the first with another delay, the second under other cell
-    // keys (a domain of its own); the third goes through.
+    // content. The first two attempts fail on the lifecycles, which go
+    // in after the sums, the first with another delay, the second under
+    // other cell keys (a domain of its own); the third goes through.
     let later = fixtures::at(5 * 24 * 60);
     let moved = changed(first, |lc| {
         let mut lc = lc.clone();
@@ -606,10 +678,10 @@ async fn a_batch_sent_again_with_other_content_counts_what_it_sent_last() {
     });
     let last = changed(first, |lc| fixtures::now_delivered(lc, later));
     for batch in [&delayed, &moved] {
-        rename(&store.db, "attempts", "attempts_away").await;
+        rename(&store.db, "lifecycles", "lifecycles_away").await;
         let failed = store.commit_batch(batch.clone()).await;
         assert!(failed.is_err(), "{failed:?}");
-        rename(&store.db, "attempts_away", "attempts").await;
+        rename(&store.db, "lifecycles_away", "lifecycles").await;
     }
     store.commit_batch(last.clone()).await.expect("commit");
     expected.commit_batch(last.clone()).await.expect("commit");

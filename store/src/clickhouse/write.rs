@@ -12,7 +12,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use exim_pilot_schema::report::{
     cohort_hour, contribution, hour_of, reject_contribution, CellKey, ReportCells,
 };
-use exim_pilot_schema::{Lifecycle, RejectRecord};
+use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RejectRecord};
 
 use super::migrations::MARK_DIM;
 use super::rows::*;
@@ -83,20 +83,27 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     let mut rows = Rows::default();
     let mut timer = StepTimer::new();
 
-    // What is stored already: records, rejections and the batch's
-    // lifecycles, asked together.
-    // And the day-sum marks of the changes it may make, at the same time.
-    let expected = expected_changes(&batch);
-    let expected_keys: Vec<ChangeKey> = expected
-        .iter()
-        .map(|(h, d, s)| (*h, *d, s.as_str()))
-        .collect();
-    let (unseen, unseen_rej, mut current, mut applied) = tokio::try_join!(
+    // What is stored already: records and rejections, then the stored
+    // versions of the batch's lifecycles and the marks of the changes it
+    // may make, of the sources that may have any (see `Fresh`).
+    let (unseen, unseen_rej) = tokio::try_join!(
         unseen_records(db, &batch.records),
         unseen_rejects(db, &batch.rejects),
-        stored_lifecycles(db, &batch.lifecycles),
-        applied_changes(db, &expected_keys),
     )?;
+    let fresh = Fresh::of(&batch, &unseen);
+    let expected = expected_changes(&batch);
+    let (known, asked): (Vec<_>, Vec<_>) = expected
+        .iter()
+        .map(|(h, d, s, source)| ((*h, *d, s.as_str()), *source))
+        .partition(|(_, source)| fresh.has(&batch, *source));
+    let asked: Vec<ChangeKey> = asked.into_iter().map(|(key, _)| key).collect();
+    let lookup: Vec<&Lifecycle> = batch
+        .lifecycles
+        .iter()
+        .filter(|lc| !fresh.lifecycles.contains(&(lc.host.as_str(), lc.id)))
+        .collect();
+    let (mut current, mut applied) =
+        tokio::try_join!(stored_lifecycles(db, &lookup), applied_changes(db, &asked),)?;
     timer.lap("read");
 
     // Records and rejections not stored yet.
@@ -169,7 +176,10 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     // Marks of changes in other days than expected (a stored version
     // whose cells lie in another day) are looked up now.
     timer.lap("build_rows");
-    let asked: HashSet<ChangeKey> = expected_keys.iter().copied().collect();
+    let asked: HashSet<ChangeKey> = asked
+        .into_iter()
+        .chain(known.into_iter().map(|(key, _)| key))
+        .collect();
     let missed: Vec<ChangeKey> = rows
         .day_changes
         .iter()
@@ -184,24 +194,28 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     let samples = sample_rows(&rows.samples);
     timer.lap("day_rows");
 
-    // Summed cells with their marks and samples (with the raw records
-    // and attempts), then rejections and lifecycles. An attempt row is
-    // named by its source and version, so writing it again on a retry
-    // replaces it, and a change to the sums is marked with what it
-    // applied; while rejections and lifecycles, once stored, are taken as
-    // done by the next attempt (`unseen_rejects`, an unchanged
-    // lifecycle): written before their cells and attempts, those of a
-    // batch that failed in between would never be written. Records decide
-    // no cell, only the counts below, so they go with the first step.
+    // Raw records and attempts, then summed cells with their marks and
+    // samples, then rejections and lifecycles. Raw records come first:
+    // a source whose records are not stored has nothing stored (`Fresh`).
+    // An attempt row is named by its source and version, so writing it
+    // again on a retry replaces it, and a change to the sums is marked
+    // with what it applied; while rejections and lifecycles, once stored,
+    // are taken as done by the next attempt (`unseen_rejects`, an
+    // unchanged lifecycle): written before their cells and attempts,
+    // those of a batch that failed in between would never be written.
     // Inserts of one step do not depend on each other and go together.
-    let (a, b, c, d) = tokio::join!(
-        db.insert("cells_day_sums", &sums, "store report cells"),
-        db.insert("cells_day_samples", &samples, "store report samples"),
+    let (a, b) = tokio::join!(
         db.insert("events", &rows.events, "store raw records"),
         db.insert("attempts", &rows.attempts, "store delivery attempts"),
     );
-    all_done([a, b, c, d])?;
-    timer.lap("insert_cells_records_attempts");
+    all_done([a, b])?;
+    timer.lap("insert_records_attempts");
+    let (a, b) = tokio::join!(
+        db.insert("cells_day_sums", &sums, "store report cells"),
+        db.insert("cells_day_samples", &samples, "store report samples"),
+    );
+    all_done([a, b])?;
+    timer.lap("insert_cells");
     let (a, b) = tokio::join!(
         db.insert("rejects", &rows.rejects, "store rejections"),
         db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
@@ -413,19 +427,108 @@ enum Applied {
 /// A change as its marks are looked up: (host, day, source).
 type ChangeKey<'a> = (&'a str, i64, &'a str);
 
+/// Where a source of cells sits in a batch.
+#[derive(Clone, Copy)]
+enum SourceAt {
+    Lifecycle(usize),
+    Reject(usize),
+}
+
 /// The changes a batch may make, looked up before it is compared with
 /// what is stored: each lifecycle's and rejection's, in the day of its
 /// cells (a lifecycle's cells all lie in its cohort hour).
-fn expected_changes(batch: &Batch) -> Vec<(&str, i64, String)> {
-    let lifecycles = batch.lifecycles.iter().map(|lc| {
+fn expected_changes(batch: &Batch) -> Vec<(&str, i64, String, SourceAt)> {
+    let lifecycles = batch.lifecycles.iter().enumerate().map(|(i, lc)| {
         let day = cohort_hour(lc).div_euclid(24);
-        (lc.host.as_str(), day, message_source(lc))
+        let at = SourceAt::Lifecycle(i);
+        (lc.host.as_str(), day, message_source(lc), at)
     });
-    let rejects = batch.rejects.iter().map(|r| {
+    let rejects = batch.rejects.iter().enumerate().map(|(i, r)| {
         let day = hour_of(r.at).div_euclid(24);
-        (r.origin.host.as_str(), day, reject_source(r))
+        (
+            r.origin.host.as_str(),
+            day,
+            reject_source(r),
+            SourceAt::Reject(i),
+        )
     });
     lifecycles.chain(rejects).collect()
+}
+
+/// The sources of a batch of which nothing can be stored yet, so that
+/// neither their stored version nor the marks of their changes need to be
+/// looked up: a lifecycle whose every record is a main log record of
+/// this batch not stored yet (its arrival among them, since it is not
+/// missing its start), and a rejection whose record is such a record.
+///
+/// Raw records are written before anything else of a batch (see
+/// `commit_batch`), so anything an earlier attempt wrote about such a
+/// source would have had the source's records in first: an attempt that
+/// failed, a processor that stopped half-way, or a processor restarted
+/// from an earlier state that reads the same records again. A lifecycle
+/// with records in an earlier batch counts more records than this batch
+/// holds. (A message id that a server gives to a second message while the
+/// first is stored, which Exim does not do, would make the second a new
+/// lifecycle of version 1 rather than the next version of the first.)
+struct Fresh<'a> {
+    lifecycles: HashSet<(&'a str, MessageId)>,
+    records: HashSet<(&'a str, u64, u64)>,
+}
+
+impl<'a> Fresh<'a> {
+    fn of(batch: &'a Batch, unseen: &[&'a StoredRecord]) -> Self {
+        // Main log records per message: those not stored, and whether
+        // any of the batch's is stored already.
+        let mut new: HashMap<(&str, MessageId), u32> = HashMap::new();
+        let mut records = HashSet::new();
+        for r in unseen {
+            let o = &r.origin;
+            records.insert((o.host.as_str(), o.file_id, o.offset));
+            if let (LogFile::Main, Some(id)) = (o.log, r.message_id) {
+                *new.entry((o.host.as_str(), id)).or_default() += 1;
+            }
+        }
+        let mut stored: HashSet<(&str, MessageId)> = HashSet::new();
+        for r in &batch.records {
+            let o = &r.origin;
+            if let (LogFile::Main, Some(id)) = (o.log, r.message_id) {
+                if !records.contains(&(o.host.as_str(), o.file_id, o.offset)) {
+                    stored.insert((o.host.as_str(), id));
+                }
+            }
+        }
+        let lifecycles = batch
+            .lifecycles
+            .iter()
+            .map(|lc| (lc.host.as_str(), lc.id))
+            .zip(&batch.lifecycles)
+            .filter(|(key, lc)| {
+                !lc.incomplete_start
+                    && !stored.contains(key)
+                    && new.get(key).is_some_and(|n| *n == lc.records)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        Fresh {
+            lifecycles,
+            records,
+        }
+    }
+
+    /// Whether the source at `at` of `batch` is fresh.
+    fn has(&self, batch: &Batch, at: SourceAt) -> bool {
+        match at {
+            SourceAt::Lifecycle(i) => batch
+                .lifecycles
+                .get(i)
+                .is_some_and(|lc| self.lifecycles.contains(&(lc.host.as_str(), lc.id))),
+            SourceAt::Reject(i) => batch.rejects.get(i).is_some_and(|r| {
+                let o = &r.origin;
+                self.records
+                    .contains(&(o.host.as_str(), o.file_id, o.offset))
+            }),
+        }
+    }
 }
 
 /// The source of a lifecycle's cells.
@@ -630,7 +733,7 @@ async fn stored_offsets<'a>(
 /// The stored versions of the batch's lifecycles, by (host, id).
 async fn stored_lifecycles(
     db: &Db,
-    lifecycles: &[Lifecycle],
+    lifecycles: &[&Lifecycle],
 ) -> Result<HashMap<(String, String), StoredLifecycle>> {
     let mut by_host: HashMap<&str, Vec<String>> = HashMap::new();
     for lc in lifecycles {
