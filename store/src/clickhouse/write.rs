@@ -62,10 +62,12 @@ impl HostDelta {
     }
 }
 
-/// The rows a batch writes, gathered before any is sent.
+/// The rows a batch writes, gathered before any is sent, and what it
+/// adds to the counts.
 #[derive(Default)]
 struct Rows {
-    events: Vec<EventRow>,
+    summary: BatchSummary,
+    hosts: HashMap<String, HostDelta>,
     rejects: Vec<RejectRow>,
     lifecycles: Vec<LifecycleRow>,
     attempts: Vec<AttemptRow>,
@@ -78,24 +80,124 @@ struct Rows {
 /// Writes a batch; see the module documentation for the order.
 pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<BatchSummary> {
     let db = &store.db;
-    let mut summary = BatchSummary::default();
-    let mut hosts: HashMap<String, HostDelta> = HashMap::new();
     let mut rows = Rows::default();
     let mut timer = StepTimer::new();
 
-    // What is stored already: records and rejections, then the stored
-    // versions of the batch's lifecycles and the marks of the changes it
-    // may make, of the sources that may have any (see `Fresh`).
+    // What is stored already: records and rejections first.
     let (unseen, unseen_rej) = tokio::try_join!(
         unseen_records(db, &batch.records),
         unseen_rejects(db, &batch.rejects),
     )?;
+    timer.lap("read_records");
+
+    // Raw records go in first: a source whose records are not stored has
+    // nothing stored (see `Fresh`). They are sent by a task of their own
+    // while the rest is looked up and built, and waited for before
+    // anything else is sent, or returned: an insert of a failed attempt
+    // must not land after the next attempt has looked at what is stored.
     let fresh = Fresh::of(&batch, &unseen);
-    let expected = expected_changes(&batch);
+    let mut events = Vec::with_capacity(unseen.len());
+    for record in unseen {
+        rows.summary.records_added += 1;
+        let h = rows.hosts.entry(record.origin.host.clone()).or_default();
+        h.records += 1;
+        h.saw(record.at.map(ms));
+        h.last_read_ms = Some(h.last_read_ms.unwrap_or(i64::MIN).max(record.read_at_ms));
+        events.push(EventRow::new(record));
+    }
+    let writer = db.clone();
+    let records =
+        tokio::spawn(async move { writer.insert("events", &events, "store raw records").await });
+    let built = build_rows(db, &batch, &fresh, unseen_rej, &mut rows, &mut timer).await;
+    let stored = records
+        .await
+        .map_err(|e| StoreError::Task(format!("storing raw records: {e}")));
+    let (sums, samples) = built?;
+    stored??;
+    timer.lap("insert_records");
+
+    // Then summed cells with their marks and samples, and attempts; then
+    // rejections and lifecycles. An attempt row is named by its source
+    // and version, so writing it again on a retry replaces it, and a
+    // change to the sums is marked with what it applied; while
+    // rejections and lifecycles, once stored, are taken as done by the
+    // next attempt (`unseen_rejects`, an unchanged lifecycle): written
+    // before their cells and attempts, those of a batch that failed in
+    // between would never be written. Inserts of one step do not depend
+    // on each other and go together.
+    let (a, b, c) = tokio::join!(
+        db.insert("cells_day_sums", &sums, "store report cells"),
+        db.insert("cells_day_samples", &samples, "store report samples"),
+        db.insert("attempts", &rows.attempts, "store delivery attempts"),
+    );
+    all_done([a, b, c])?;
+    timer.lap("insert_cells_attempts");
+    let (a, b) = tokio::join!(
+        db.insert("rejects", &rows.rejects, "store rejections"),
+        db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
+    );
+    all_done([a, b])?;
+    timer.lap("insert_rejects_lifecycles");
+
+    // A retry after a failure past the first step finds every record
+    // stored, so its counts are zero: counts may be lost on such a
+    // failure, never doubled. Blobs (the processors' state) come with
+    // them: state saved before the rows it describes would skip those
+    // rows after a restart.
+    let mut summary = rows.summary;
+    let deltas: Vec<HostDeltaRow> = rows
+        .hosts
+        .into_iter()
+        .map(|(host, d)| HostDeltaRow {
+            host,
+            first_ms: d.first_ms.unwrap_or(i64::MAX),
+            last_ms: d.last_ms.unwrap_or(i64::MIN),
+            last_read_ms: d.last_read_ms.unwrap_or(i64::MIN),
+            records: d.records,
+            messages: d.messages,
+            rejects: d.rejects,
+        })
+        .collect();
+    let blobs: Vec<BlobRow> = batch
+        .blobs
+        .iter()
+        .map(|b| BlobRow {
+            name: b.name.clone(),
+            data: b.data.clone(),
+            updated_ns: store.next_version(),
+        })
+        .collect();
+    let (a, b) = tokio::join!(
+        db.insert("host_deltas", &deltas, "count per server"),
+        db.insert("blobs", &blobs, "save state blobs"),
+    );
+    all_done([a, b])?;
+    timer.lap("insert_counts_blobs");
+    timer.report(batch.records.len());
+    summary.blobs_saved = blobs.len() as u64;
+    Ok(summary)
+}
+
+/// The rows of a batch but its raw records: looks up the stored versions
+/// of its lifecycles and the marks of the changes it may make, of the
+/// sources that may have any (see [`Fresh`]), and builds the rows of the
+/// rejections not stored yet (`unseen_rej`) and of the lifecycles that
+/// changed, each with the next version, into `rows`, with what they add
+/// to the counts; returns the rows of the summed cells and of their
+/// samples.
+async fn build_rows(
+    db: &Db,
+    batch: &Batch,
+    fresh: &Fresh<'_>,
+    unseen_rej: Vec<&RejectRecord>,
+    rows: &mut Rows,
+    timer: &mut StepTimer,
+) -> Result<(Vec<DaySumRow>, Vec<DaySampleRow>)> {
+    let expected = expected_changes(batch);
     let (known, asked): (Vec<_>, Vec<_>) = expected
         .iter()
         .map(|(h, d, s, source)| ((*h, *d, s.as_str()), *source))
-        .partition(|(_, source)| fresh.has(&batch, *source));
+        .partition(|(_, source)| fresh.has(batch, *source));
     let asked: Vec<ChangeKey> = asked.into_iter().map(|(key, _)| key).collect();
     let lookup: Vec<&Lifecycle> = batch
         .lifecycles
@@ -106,22 +208,14 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         tokio::try_join!(stored_lifecycles(db, &lookup), applied_changes(db, &asked),)?;
     timer.lap("read");
 
-    // Records and rejections not stored yet.
-    for record in unseen {
-        summary.records_added += 1;
-        let h = hosts.entry(record.origin.host.clone()).or_default();
-        h.records += 1;
-        h.saw(record.at.map(ms));
-        h.last_read_ms = Some(h.last_read_ms.unwrap_or(i64::MIN).max(record.read_at_ms));
-        rows.events.push(EventRow::new(record));
-    }
+    // Rejections not stored yet.
     for reject in unseen_rej {
-        summary.rejects_added += 1;
-        let h = hosts.entry(reject.origin.host.clone()).or_default();
+        rows.summary.rejects_added += 1;
+        let h = rows.hosts.entry(reject.origin.host.clone()).or_default();
         h.rejects += 1;
         h.saw(Some(ms(reject.at)));
         let source = reject_source(reject);
-        push_cells(&mut rows, &reject_contribution(reject), None, &source, 1);
+        push_cells(rows, &reject_contribution(reject), None, &source, 1);
         rows.rejects.push(RejectRow::new(reject));
     }
 
@@ -141,12 +235,12 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
                     tracing::debug!(host = %lc.host, id = %lc.id, "Late fragment of a stored message kept out");
                     continue;
                 }
-                summary.lifecycles_updated += 1;
+                rows.summary.lifecycles_updated += 1;
                 (stored.version + 1, stored.day, Some(contribution(&old)))
             }
             None => {
-                summary.lifecycles_added += 1;
-                let h = hosts.entry(lc.host.clone()).or_default();
+                rows.summary.lifecycles_added += 1;
+                let h = rows.hosts.entry(lc.host.clone()).or_default();
                 h.messages += 1;
                 h.saw(lc.last_seen.map(ms));
                 let cohort = exim_pilot_schema::report::cohort_time(lc).map_or(0, ms);
@@ -155,7 +249,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
         };
         let source = message_source(lc);
         let new = contribution(lc);
-        push_cells(&mut rows, &new, old.as_ref(), &source, version);
+        push_cells(rows, &new, old.as_ref(), &source, version);
         rows.attempts.extend(attempt_rows(lc, version));
         rows.lifecycles
             .push(LifecycleRow::new(lc, body.clone(), version, day));
@@ -194,70 +288,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     let samples = sample_rows(&rows.samples);
     timer.lap("day_rows");
 
-    // Raw records and attempts, then summed cells with their marks and
-    // samples, then rejections and lifecycles. Raw records come first:
-    // a source whose records are not stored has nothing stored (`Fresh`).
-    // An attempt row is named by its source and version, so writing it
-    // again on a retry replaces it, and a change to the sums is marked
-    // with what it applied; while rejections and lifecycles, once stored,
-    // are taken as done by the next attempt (`unseen_rejects`, an
-    // unchanged lifecycle): written before their cells and attempts,
-    // those of a batch that failed in between would never be written.
-    // Inserts of one step do not depend on each other and go together.
-    let (a, b) = tokio::join!(
-        db.insert("events", &rows.events, "store raw records"),
-        db.insert("attempts", &rows.attempts, "store delivery attempts"),
-    );
-    all_done([a, b])?;
-    timer.lap("insert_records_attempts");
-    let (a, b) = tokio::join!(
-        db.insert("cells_day_sums", &sums, "store report cells"),
-        db.insert("cells_day_samples", &samples, "store report samples"),
-    );
-    all_done([a, b])?;
-    timer.lap("insert_cells");
-    let (a, b) = tokio::join!(
-        db.insert("rejects", &rows.rejects, "store rejections"),
-        db.insert("lifecycles", &rows.lifecycles, "store lifecycles"),
-    );
-    all_done([a, b])?;
-    timer.lap("insert_rejects_lifecycles");
-
-    // A retry after a failure past the first step finds every record
-    // stored, so its counts are zero: counts may be lost on such a
-    // failure, never doubled. Blobs (the processors' state) come with
-    // them: state saved before the rows it describes would skip those
-    // rows after a restart.
-    let deltas: Vec<HostDeltaRow> = hosts
-        .into_iter()
-        .map(|(host, d)| HostDeltaRow {
-            host,
-            first_ms: d.first_ms.unwrap_or(i64::MAX),
-            last_ms: d.last_ms.unwrap_or(i64::MIN),
-            last_read_ms: d.last_read_ms.unwrap_or(i64::MIN),
-            records: d.records,
-            messages: d.messages,
-            rejects: d.rejects,
-        })
-        .collect();
-    let blobs: Vec<BlobRow> = batch
-        .blobs
-        .iter()
-        .map(|b| BlobRow {
-            name: b.name.clone(),
-            data: b.data.clone(),
-            updated_ns: store.next_version(),
-        })
-        .collect();
-    let (a, b) = tokio::join!(
-        db.insert("host_deltas", &deltas, "count per server"),
-        db.insert("blobs", &blobs, "save state blobs"),
-    );
-    all_done([a, b])?;
-    timer.lap("insert_counts_blobs");
-    timer.report(batch.records.len());
-    summary.blobs_saved = blobs.len() as u64;
-    Ok(summary)
+    Ok((sums, samples))
 }
 
 /// The first error of inserts sent together, taken once every one of
