@@ -571,8 +571,9 @@ impl Cell {
 /// or a whole in-memory rollup.
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct ReportCells {
-    /// The cells.
-    pub cells: HashMap<CellKey, Cell>,
+    /// The cells (hashed with foldhash: a store builds and adds up
+    /// several of these per message).
+    pub cells: HashMap<CellKey, Cell, RandomState>,
 }
 
 impl ReportCells {

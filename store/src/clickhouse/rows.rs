@@ -545,23 +545,37 @@ type AppliedCell<K> = (i64, u8, K, Vec<(u8, i64)>, Vec<(u16, i64)>);
 /// array of [`AppliedCell`]s sorted by key, so that the same change is
 /// the same text. Samples are not part of it (they are only ever added).
 pub fn encode_applied(cells: &ReportCells) -> String {
-    let mut out: Vec<AppliedCell<&str>> = cells
-        .cells
-        .iter()
-        .map(|(key, cell)| {
-            let counters = nonzero_counters(cell).collect();
-            let delay = cell.delay.buckets.iter().map(|(b, n)| (*b, *n)).collect();
-            (
-                key.hour,
-                key.dim.code() as u8,
-                key.key.as_str(),
-                counters,
-                delay,
-            )
-        })
-        .collect();
-    out.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    serde_json::to_string(&out).unwrap_or_default()
+    use std::io::Write;
+
+    let mut sorted: Vec<(&CellKey, &Cell)> = cells.cells.iter().collect();
+    sorted.sort_unstable_by(|(a, _), (b, _)| {
+        (a.hour, a.dim.code(), a.key.as_str()).cmp(&(b.hour, b.dim.code(), b.key.as_str()))
+    });
+    // Written by hand, as `serde_json` writes the tuples (a mark per
+    // change makes this a commit's busiest serialiser); writes to a
+    // vector do not fail.
+    let mut out: Vec<u8> = Vec::with_capacity(48 * sorted.len() + 2);
+    out.push(b'[');
+    for (i, (key, cell)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = write!(out, "[{},{},", key.hour, key.dim.code() as u8);
+        let _ = serde_json::to_writer(&mut out, key.key.as_str());
+        out.extend_from_slice(b",[");
+        for (j, (counter, value)) in nonzero_counters(cell).enumerate() {
+            let comma = if j > 0 { "," } else { "" };
+            let _ = write!(out, "{comma}[{counter},{value}]");
+        }
+        out.extend_from_slice(b"],[");
+        for (j, (bucket, count)) in cell.delay.buckets.iter().enumerate() {
+            let comma = if j > 0 { "," } else { "" };
+            let _ = write!(out, "{comma}[{bucket},{count}]");
+        }
+        out.extend_from_slice(b"]]");
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The hour cells of `host` that [`encode_applied`] wrote; `None` when

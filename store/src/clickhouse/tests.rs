@@ -730,3 +730,40 @@ fn a_marks_applied_cells_read_back_as_written() {
     assert_eq!(decode_applied(host, &encode_applied(&less)), Some(less));
     assert_eq!(decode_applied(host, "not a mark"), None);
 }
+
+#[test]
+fn a_marks_text_is_what_serde_json_writes_for_its_cells() {
+    // Marks written by earlier builds came from `serde_json` on these
+    // tuples; the same change must give the same text.
+    type Written<'a> = (i64, u8, &'a str, Vec<(u8, i64)>, Vec<(u16, i64)>);
+    let mut all = fixtures::varied();
+    let mut odd = all[0].clone();
+    odd.sender = Some("odd\"quote\\back\u{1}slash@example.com".into());
+    let all_odd = odd.sender.clone();
+    all.push(odd);
+    for lc in all {
+        let cells = exim_pilot_schema::report::contribution(&lc);
+        let mut written: Vec<Written> = cells
+            .cells
+            .iter()
+            .map(|(key, cell)| {
+                let counters = cell.counters.to_array();
+                let counters = (0..counters.len())
+                    .filter(|&i| counters[i] != 0)
+                    .map(|i| (i as u8, counters[i]))
+                    .collect();
+                let delay = cell.delay.buckets.iter().map(|(b, n)| (*b, *n)).collect();
+                let dim = key.dim.code() as u8;
+                (key.hour, dim, key.key.as_str(), counters, delay)
+            })
+            .collect();
+        written.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let expected = serde_json::to_string(&written).expect("json");
+        assert!(
+            lc.sender != all_odd || expected.contains("\\u0001"),
+            "{expected}"
+        );
+        assert_eq!(encode_applied(&cells), expected);
+    }
+    assert_eq!(encode_applied(&ReportCells::new()), "[]");
+}

@@ -204,7 +204,7 @@ async fn build_rows(
         .iter()
         .filter(|lc| !fresh.lifecycles.contains(&(lc.host.as_str(), lc.id)))
         .collect();
-    let (mut current, mut applied) =
+    let (current, mut applied) =
         tokio::try_join!(stored_lifecycles(db, &lookup), applied_changes(db, &asked),)?;
     timer.lap("read");
 
@@ -219,14 +219,20 @@ async fn build_rows(
         rows.rejects.push(RejectRow::new(reject));
     }
 
-    // Lifecycles that changed, each with the next version.
+    // Lifecycles that changed, each with the next version. A lifecycle
+    // the batch holds twice compares with the row built for the first.
+    let mut built: HashMap<(String, String), usize> = HashMap::new();
     for lc in &batch.lifecycles {
         let body = serde_json::to_string(lc).map_err(|e| StoreError::corrupt("lifecycle", e))?;
         let key = (lc.host.clone(), lc.id.to_string());
-        let (version, day, old) = match current.get(&key) {
-            Some(stored) if stored.body == body => continue,
-            Some(stored) => {
-                let old = decode_lifecycle(&stored.body)?;
+        let stored = match built.get(&key) {
+            Some(&i) => rows.lifecycles.get(i).map(|r| (r.version, r.day, &r.body)),
+            None => current.get(&key).map(|s| (s.version, s.day, &s.body)),
+        };
+        let (version, day, old) = match stored {
+            Some((_, _, stored)) if *stored == body => continue,
+            Some((version, day, stored)) => {
+                let old = decode_lifecycle(stored)?;
                 if lc.incomplete_start && !old.incomplete_start {
                     // A line that came after the processor let the finished
                     // message go starts a fragment without the arrival; the
@@ -236,7 +242,7 @@ async fn build_rows(
                     continue;
                 }
                 rows.summary.lifecycles_updated += 1;
-                (stored.version + 1, stored.day, Some(contribution(&old)))
+                (version + 1, day, Some(contribution(&old)))
             }
             None => {
                 rows.summary.lifecycles_added += 1;
@@ -251,18 +257,9 @@ async fn build_rows(
         let new = contribution(lc);
         push_cells(rows, &new, old.as_ref(), &source, version);
         rows.attempts.extend(attempt_rows(lc, version));
+        built.insert(key, rows.lifecycles.len());
         rows.lifecycles
-            .push(LifecycleRow::new(lc, body.clone(), version, day));
-        current.insert(
-            key,
-            StoredLifecycle {
-                host: lc.host.clone(),
-                id: lc.id.to_string(),
-                version,
-                day,
-                body,
-            },
-        );
+            .push(LifecycleRow::new(lc, body, version, day));
     }
 
     // Day cells change by what each change wants less what the marks of
