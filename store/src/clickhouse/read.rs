@@ -467,27 +467,9 @@ async fn hour_cells(
             cells.insert(k, cell);
         }
     }
-    for row in sums {
-        let dim = Span::Hour.dimension(row.dim);
-        if let Some(k) = key(row.bucket, &row.host, dim, &row.key) {
-            let ids = row.counter_ids.iter().map(|i| *i as usize);
-            let change = Cell {
-                counters: counters(ids.zip(row.counter_values)),
-                delay: histogram(&row.delay_buckets, &row.delay_counts),
-                samples: Samples::default(),
-            };
-            cells.entry(k).or_default().add(&change);
-        }
-    }
-    cells.retain(|_, cell| !cell.is_zero());
-    for row in samples {
-        let dim = Span::Hour.dimension(row.dim);
-        if let Some(k) = key(row.bucket, &row.host, dim, &row.key) {
-            if let Some(cell) = cells.get_mut(&k) {
-                cell.samples.insert(&row.sample);
-            }
-        }
-    }
+    add_sums(&mut cells, sums, samples, |bucket, host, dim, k| {
+        key(bucket, host, Span::Hour.dimension(dim), k)
+    });
     for (key, cell) in &cells {
         sink(key.hour, &key.host, key.dim, &key.key, cell);
     }
@@ -651,6 +633,21 @@ async fn day_cells(
             cells.insert(k, cell);
         }
     }
+    add_sums(&mut cells, sums, samples, key);
+    Ok(cells)
+}
+
+/// Adds the rows of summed cells `sums` to `cells`, leaves out the cells
+/// that sum to nothing, and gives the others their `samples`. `key` names
+/// the cell of a stored (bucket, host, dimension code, key), or `None`
+/// for one not to count (another span's, or a dimension this build does
+/// not know).
+fn add_sums(
+    cells: &mut HashMap<CellKey, Cell>,
+    sums: Vec<DaySumRead>,
+    samples: Vec<DaySampleRead>,
+    key: impl Fn(i64, &str, u8, &str) -> Option<CellKey>,
+) {
     for row in sums {
         if let Some(k) = key(row.bucket, &row.host, row.dim, &row.key) {
             let ids = row.counter_ids.iter().map(|i| *i as usize);
@@ -670,7 +667,6 @@ async fn day_cells(
             }
         }
     }
-    Ok(cells)
 }
 
 /// The report over a range. Without a domain filter it comes from the
