@@ -94,7 +94,8 @@ async fn drop_before(db: &Db, rule: &Rule, cutoff_ms: i64) -> Result<u64> {
 
 /// Deletes the summed hour cells of `table` of the days before
 /// `cutoff_ms`' day (a mutation, run in the background), when it has
-/// any; returns how many rows they are.
+/// any and no deletion is still running on it; returns how many rows
+/// they are.
 async fn delete_hours_before(db: &Db, table: &str, cutoff_ms: i64) -> Result<u64> {
     let hours = format!("dim >= {HOUR_DIM} AND dim < {MARK_DIM} AND day < toDate(?)");
     let day = ms_day_string(cutoff_ms);
@@ -106,6 +107,20 @@ async fn delete_hours_before(db: &Db, table: &str, cutoff_ms: i64) -> Result<u64
     let rows = counted.into_iter().sum();
     if rows == 0 {
         return Ok(0);
+    }
+    // The rows of a deletion still running are counted above: it is not
+    // asked for again.
+    let q = db
+        .query(
+            "SELECT count() FROM system.mutations
+             WHERE database = currentDatabase() AND table = ? AND is_done = 0",
+        )
+        .bind(table);
+    let running: Vec<u64> = db
+        .fetch(q, &format!("look for deletions running on {table}"))
+        .await?;
+    if running.into_iter().sum::<u64>() > 0 {
+        return Ok(rows);
     }
     let sql = format!("ALTER TABLE {table} DELETE WHERE {hours}");
     db.execute(
