@@ -26,7 +26,10 @@ pub struct FleetConfig {
     /// How long lifecycles stay in the correlator's memory.
     pub correlator: CorrelatorConfig,
     /// Log records per store batch at most (a Kafka record that would
-    /// cross the limit still goes whole into the batch).
+    /// cross the limit still goes whole into the batch). Reading a
+    /// backlog, 100,000 stored a million lines 1.2x to 1.3x faster than
+    /// 50,000 (fewer, larger parts for ClickHouse to write and merge),
+    /// with a peak of about 0.8 GB instead of 0.6 GB.
     pub batch_records: usize,
     /// Longest time spent filling one batch. A batch is stored as soon
     /// as no more records wait for it; this bounds the filling while
@@ -59,7 +62,7 @@ impl FleetConfig {
             zone: Zone::Local,
             parse: ParseOptions::default(),
             correlator: CorrelatorConfig::default(),
-            batch_records: 50_000,
+            batch_records: 100_000,
             batch_wait: Duration::from_millis(300),
             state_interval: Duration::from_secs(5),
             retry: Backoff::default(),
