@@ -193,16 +193,16 @@ async fn build_rows(
     rows: &mut Rows,
     timer: &mut StepTimer,
 ) -> Result<(Vec<DaySumRow>, Vec<DaySampleRow>)> {
-    let expected = expected_changes(batch);
-    let (known, asked): (Vec<_>, Vec<_>) = expected
+    let expected = expected_changes(batch, fresh);
+    let asked: Vec<ChangeKey> = expected
         .iter()
-        .map(|(h, d, s, source)| ((*h, *d, s.as_str()), *source))
-        .partition(|(_, source)| fresh.has(batch, *source));
-    let asked: Vec<ChangeKey> = asked.into_iter().map(|(key, _)| key).collect();
+        .filter(|(.., marked)| *marked)
+        .map(|(h, d, s, _)| (*h, *d, s.as_str()))
+        .collect();
     let lookup: Vec<&Lifecycle> = batch
         .lifecycles
         .iter()
-        .filter(|lc| !fresh.lifecycles.contains(&(lc.host.as_str(), lc.id)))
+        .filter(|lc| !fresh.lifecycle(lc))
         .collect();
     let (current, mut applied) =
         tokio::try_join!(stored_lifecycles(db, &lookup), applied_changes(db, &asked),)?;
@@ -267,15 +267,15 @@ async fn build_rows(
     // Marks of changes in other days than expected (a stored version
     // whose cells lie in another day) are looked up now.
     timer.lap("build_rows");
-    let asked: HashSet<ChangeKey> = asked
-        .into_iter()
-        .chain(known.into_iter().map(|(key, _)| key))
+    let expected: HashSet<ChangeKey> = expected
+        .iter()
+        .map(|(h, d, s, _)| (*h, *d, s.as_str()))
         .collect();
     let missed: Vec<ChangeKey> = rows
         .day_changes
         .iter()
         .map(|c| (c.host.as_str(), c.day, c.source.as_str()))
-        .filter(|key| !asked.contains(key))
+        .filter(|key| !expected.contains(key))
         .collect();
     if !missed.is_empty() {
         applied.extend(applied_changes(db, &missed).await?);
@@ -455,30 +455,20 @@ enum Applied {
 /// A change as its marks are looked up: (host, day, source).
 type ChangeKey<'a> = (&'a str, i64, &'a str);
 
-/// Where a source of cells sits in a batch.
-#[derive(Clone, Copy)]
-enum SourceAt {
-    Lifecycle(usize),
-    Reject(usize),
-}
-
 /// The changes a batch may make, looked up before it is compared with
 /// what is stored: each lifecycle's and rejection's, in the day of its
-/// cells (a lifecycle's cells all lie in its cohort hour).
-fn expected_changes(batch: &Batch) -> Vec<(&str, i64, String, SourceAt)> {
-    let lifecycles = batch.lifecycles.iter().enumerate().map(|(i, lc)| {
+/// cells (a lifecycle's cells all lie in its cohort hour), and whether
+/// it may have marks (its source is not [`Fresh`]).
+fn expected_changes<'a>(batch: &'a Batch, fresh: &Fresh) -> Vec<(&'a str, i64, String, bool)> {
+    let lifecycles = batch.lifecycles.iter().map(|lc| {
         let day = cohort_hour(lc).div_euclid(24);
-        let at = SourceAt::Lifecycle(i);
-        (lc.host.as_str(), day, message_source(lc), at)
+        let marked = !fresh.lifecycle(lc);
+        (lc.host.as_str(), day, message_source(lc), marked)
     });
-    let rejects = batch.rejects.iter().enumerate().map(|(i, r)| {
+    let rejects = batch.rejects.iter().map(|r| {
         let day = hour_of(r.at).div_euclid(24);
-        (
-            r.origin.host.as_str(),
-            day,
-            reject_source(r),
-            SourceAt::Reject(i),
-        )
+        let marked = !fresh.reject(r);
+        (r.origin.host.as_str(), day, reject_source(r), marked)
     });
     lifecycles.chain(rejects).collect()
 }
@@ -528,13 +518,9 @@ impl<'a> Fresh<'a> {
         let lifecycles = batch
             .lifecycles
             .iter()
-            .map(|lc| (lc.host.as_str(), lc.id))
-            .zip(&batch.lifecycles)
-            .filter(|(key, lc)| {
-                !lc.incomplete_start
-                    && !stored.contains(key)
-                    && new.get(key).is_some_and(|n| *n == lc.records)
-            })
+            .filter(|lc| !lc.incomplete_start)
+            .map(|lc| ((lc.host.as_str(), lc.id), lc.records))
+            .filter(|(key, records)| !stored.contains(key) && new.get(key) == Some(records))
             .map(|(key, _)| key)
             .collect();
         Fresh {
@@ -543,19 +529,16 @@ impl<'a> Fresh<'a> {
         }
     }
 
-    /// Whether the source at `at` of `batch` is fresh.
-    fn has(&self, batch: &Batch, at: SourceAt) -> bool {
-        match at {
-            SourceAt::Lifecycle(i) => batch
-                .lifecycles
-                .get(i)
-                .is_some_and(|lc| self.lifecycles.contains(&(lc.host.as_str(), lc.id))),
-            SourceAt::Reject(i) => batch.rejects.get(i).is_some_and(|r| {
-                let o = &r.origin;
-                self.records
-                    .contains(&(o.host.as_str(), o.file_id, o.offset))
-            }),
-        }
+    /// Whether lifecycle `lc` is fresh.
+    fn lifecycle(&self, lc: &Lifecycle) -> bool {
+        self.lifecycles.contains(&(lc.host.as_str(), lc.id))
+    }
+
+    /// Whether rejection `r` is fresh.
+    fn reject(&self, r: &RejectRecord) -> bool {
+        let o = &r.origin;
+        self.records
+            .contains(&(o.host.as_str(), o.file_id, o.offset))
     }
 }
 
