@@ -513,10 +513,7 @@ fn cell_conditions(
     dims: &[Dimension],
     offset: u8,
 ) -> Conditions {
-    let per_day = match span {
-        Span::Day => 1,
-        Span::Hour => 24,
-    };
+    let per_day = span.per_day();
     let mut c = Conditions::default();
     let codes: Vec<String> = dims
         .iter()
@@ -615,7 +612,7 @@ async fn day_cells(
     )?;
 
     let key = |bucket: i64, host: &str, dim: u8, key: &str| {
-        Dimension::from_code(dim as i64).map(|dim| CellKey {
+        Span::Day.dimension(dim).map(|dim| CellKey {
             hour: whole.unwrap_or(bucket),
             host: host.to_string(),
             dim,

@@ -562,20 +562,29 @@ pub fn encode_applied(cells: &ReportCells) -> String {
         }
         let _ = write!(out, "[{},{},", key.hour, key.dim.code() as u8);
         let _ = serde_json::to_writer(&mut out, key.key.as_str());
-        out.extend_from_slice(b",[");
-        for (j, (counter, value)) in nonzero_counters(cell).enumerate() {
-            let comma = if j > 0 { "," } else { "" };
-            let _ = write!(out, "{comma}[{counter},{value}]");
-        }
-        out.extend_from_slice(b"],[");
-        for (j, (bucket, count)) in cell.delay.buckets.iter().enumerate() {
-            let comma = if j > 0 { "," } else { "" };
-            let _ = write!(out, "{comma}[{bucket},{count}]");
-        }
-        out.extend_from_slice(b"]]");
+        out.push(b',');
+        write_pairs(&mut out, nonzero_counters(cell));
+        out.push(b',');
+        write_pairs(&mut out, cell.delay.buckets.iter().copied());
+        out.push(b']');
     }
     out.push(b']');
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `pairs` as a JSON array of two-number arrays.
+fn write_pairs<A: std::fmt::Display, B: std::fmt::Display>(
+    out: &mut Vec<u8>,
+    pairs: impl Iterator<Item = (A, B)>,
+) {
+    use std::io::Write;
+
+    out.push(b'[');
+    for (i, (a, b)) in pairs.enumerate() {
+        let comma = if i > 0 { "," } else { "" };
+        let _ = write!(out, "{comma}[{a},{b}]");
+    }
+    out.push(b']');
 }
 
 /// The hour cells of `host` that [`encode_applied`] wrote; `None` when
@@ -672,9 +681,14 @@ impl Span {
 
     /// The day (partition) of `key`'s bucket in this span.
     pub fn day(self, key: &CellKey) -> u16 {
+        date(key.hour.div_euclid(self.per_day()))
+    }
+
+    /// Buckets a day.
+    pub fn per_day(self) -> i64 {
         match self {
-            Span::Day => date(key.hour),
-            Span::Hour => date(key.hour.div_euclid(24)),
+            Span::Day => 1,
+            Span::Hour => 24,
         }
     }
 }
