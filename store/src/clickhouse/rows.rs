@@ -537,79 +537,163 @@ pub struct MarkRead {
     pub applied: String,
 }
 
-/// One hour cell of a mark's `applied`: (hour, dimension code, key,
-/// non-zero counters by index, histogram buckets).
-type AppliedCell<K> = (i64, u8, K, Vec<(u8, i64)>, Vec<(u16, i64)>);
+/// One hour cell of a mark's `applied` as builds before the grouped
+/// form wrote it: (hour, dimension code, key, non-zero counters by
+/// index, histogram buckets).
+type OldAppliedCell = (i64, u8, String, Vec<(u8, i64)>, Vec<(u16, i64)>);
 
-/// The hour cells of one server's change, as a mark keeps them: JSON, an
-/// array of [`AppliedCell`]s sorted by key, so that the same change is
+/// The hour cells of a mark's `applied` that share one hour, counters
+/// and histogram: (hour, non-zero counters by index, histogram buckets,
+/// the cells' (dimension code, key)s).
+type AppliedGroup = (i64, Vec<(u8, i64)>, Vec<(u16, i64)>, Vec<(u8, String)>);
+
+/// The grouped form of a mark's `applied`.
+#[derive(Deserialize)]
+struct AppliedGroups {
+    groups: Vec<AppliedGroup>,
+}
+
+/// The hour cells of one server's change, as a mark keeps them: JSON,
+/// `{"groups":[...]}`, the cells grouped by hour, counters and
+/// histogram, which a change's cells mostly share (a message counts the
+/// same in each of its dimensions), so a mark holds each number once.
+/// Groups and the cells in them are sorted, so that the same change is
 /// the same text. Samples are not part of it (they are only ever added).
 pub fn encode_applied(cells: &ReportCells) -> String {
-    use std::io::Write;
-
-    let mut sorted: Vec<(&CellKey, &Cell)> = cells.cells.iter().collect();
-    sorted.sort_unstable_by(|(a, _), (b, _)| {
-        (a.hour, a.dim.code(), a.key.as_str()).cmp(&(b.hour, b.dim.code(), b.key.as_str()))
+    let mut sorted: Vec<(i64, [i64; COUNTER_COUNT], &Cell, u8, &str)> = cells
+        .cells
+        .iter()
+        .map(|(key, cell)| {
+            let dim = key.dim.code() as u8;
+            (
+                key.hour,
+                cell.counters.to_array(),
+                cell,
+                dim,
+                key.key.as_str(),
+            )
+        })
+        .collect();
+    sorted.sort_unstable_by(|a, b| {
+        (a.0, &a.1, &a.2.delay.buckets[..], a.3, a.4).cmp(&(
+            b.0,
+            &b.1,
+            &b.2.delay.buckets[..],
+            b.3,
+            b.4,
+        ))
     });
-    // Written by hand, as `serde_json` writes the tuples (a mark per
-    // change makes this a commit's busiest serialiser); writes to a
-    // vector do not fail.
-    let mut out: Vec<u8> = Vec::with_capacity(48 * sorted.len() + 2);
-    out.push(b'[');
-    for (i, (key, cell)) in sorted.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    // Written by hand (a mark per change makes this a commit's busiest
+    // serialiser).
+    let mut out = Text(Vec::with_capacity(24 * sorted.len() + 16));
+    out.raw(b"{\"groups\":[");
+    let mut last: Option<(i64, &[i64; COUNTER_COUNT], &DelayHistogram)> = None;
+    for (hour, counters, cell, dim, key) in &sorted {
+        let same = last.is_some_and(|(h, c, d)| {
+            h == *hour && c == counters && d.buckets == cell.delay.buckets
+        });
+        if same {
+            out.raw(b",");
+        } else {
+            if last.is_some() {
+                out.raw(b"]],");
+            }
+            out.raw(b"[");
+            out.int(*hour);
+            out.raw(b",[");
+            let nonzero = counters.iter().enumerate().filter(|(_, n)| **n != 0);
+            for (i, (index, n)) in nonzero.enumerate() {
+                out.pair(i, index as i64, *n);
+            }
+            out.raw(b"],[");
+            for (i, (bucket, n)) in cell.delay.buckets.iter().enumerate() {
+                out.pair(i, *bucket as i64, *n);
+            }
+            out.raw(b"],[");
+            last = Some((*hour, counters, &cell.delay));
         }
-        let _ = write!(out, "[{},{},", key.hour, key.dim.code() as u8);
-        let _ = serde_json::to_writer(&mut out, key.key.as_str());
-        out.push(b',');
-        write_pairs(&mut out, nonzero_counters(cell));
-        out.push(b',');
-        write_pairs(&mut out, cell.delay.buckets.iter().copied());
-        out.push(b']');
+        out.raw(b"[");
+        out.int(*dim as i64);
+        out.raw(b",");
+        out.string(key);
+        out.raw(b"]");
     }
-    out.push(b']');
-    String::from_utf8(out).unwrap_or_default()
+    if last.is_some() {
+        out.raw(b"]]");
+    }
+    out.raw(b"]}");
+    String::from_utf8(out.0).unwrap_or_default()
 }
 
-/// Writes `pairs` as a JSON array of two-number arrays.
-fn write_pairs<A: std::fmt::Display, B: std::fmt::Display>(
-    out: &mut Vec<u8>,
-    pairs: impl Iterator<Item = (A, B)>,
-) {
-    use std::io::Write;
+/// A JSON text being written.
+struct Text(Vec<u8>);
 
-    out.push(b'[');
-    for (i, (a, b)) in pairs.enumerate() {
-        let comma = if i > 0 { "," } else { "" };
-        let _ = write!(out, "{comma}[{a},{b}]");
+impl Text {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
     }
-    out.push(b']');
+
+    fn int(&mut self, n: i64) {
+        self.raw(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// `[a,b]`, after a comma unless it is the first (`i` 0) of its array.
+    fn pair(&mut self, i: usize, a: i64, b: i64) {
+        self.raw(if i == 0 { b"[" } else { b",[" });
+        self.int(a);
+        self.raw(b",");
+        self.int(b);
+        self.raw(b"]");
+    }
+
+    /// `s` as a JSON string.
+    fn string(&mut self, s: &str) {
+        let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if plain {
+            self.raw(b"\"");
+            self.raw(s.as_bytes());
+            self.raw(b"\"");
+        } else {
+            // Writing JSON to a vector does not fail.
+            let _ = serde_json::to_writer(&mut self.0, s);
+        }
+    }
 }
 
-/// The hour cells of `host` that [`encode_applied`] wrote; `None` when
-/// the text is not such an array. A dimension this build does not know
-/// is kept out, as reads keep it out.
+/// The hour cells of `host` that [`encode_applied`] wrote, or a build
+/// before it (an array of cells, one each); `None` when the text is
+/// neither. A dimension this build does not know is kept out, as reads
+/// keep it out.
 pub fn decode_applied(host: &str, text: &str) -> Option<ReportCells> {
-    let cells: Vec<AppliedCell<String>> = serde_json::from_str(text).ok()?;
+    let groups: Vec<AppliedGroup> = if text.starts_with('[') {
+        let cells: Vec<OldAppliedCell> = serde_json::from_str(text).ok()?;
+        cells
+            .into_iter()
+            .map(|(hour, dim, key, counters, delay)| (hour, counters, delay, vec![(dim, key)]))
+            .collect()
+    } else {
+        serde_json::from_str::<AppliedGroups>(text).ok()?.groups
+    };
     let mut out = ReportCells::new();
-    for (hour, dim, key, counters, delay) in cells {
-        let Some(dim) = Dimension::from_code(dim as i64) else {
-            continue;
-        };
-        let key = CellKey {
-            hour,
-            host: host.to_string(),
-            dim,
-            key,
-        };
+    for (hour, counters, delay, keys) in groups {
         let (buckets, counts): (Vec<u16>, Vec<i64>) = delay.into_iter().unzip();
         let cell = Cell {
             counters: self::counters(counters.into_iter().map(|(i, n)| (i as usize, n))),
             delay: histogram(&buckets, &counts),
             samples: Samples::default(),
         };
-        out.add_cell(key, &cell);
+        for (dim, key) in keys {
+            let Some(dim) = Dimension::from_code(dim as i64) else {
+                continue;
+            };
+            let key = CellKey {
+                hour,
+                host: host.to_string(),
+                dim,
+                key,
+            };
+            out.add_cell(key, &cell);
+        }
     }
     Some(out)
 }

@@ -12,7 +12,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use exim_pilot_schema::report::{
     cohort_hour, contribution, hour_of, reject_contribution, CellKey, ReportCells,
 };
-use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RejectRecord};
+use exim_pilot_schema::{Lifecycle, LogFile, MessageId, RecordOrigin, RejectRecord};
 
 use super::migrations::MARK_DIM;
 use super::rows::*;
@@ -685,14 +685,7 @@ async fn unseen_records<'a>(db: &Db, records: &'a [StoredRecord]) -> Result<Vec<
         .iter()
         .map(|r| (&r.origin.host, r.origin.file_id, r.origin.offset));
     let stored = stored_offsets(db, "events", origins).await?;
-    let mut seen = HashSet::new();
-    Ok(records
-        .iter()
-        .filter(|r| {
-            let key = (r.origin.host.clone(), r.origin.file_id, r.origin.offset);
-            !stored.contains(&key) && seen.insert(key)
-        })
-        .collect())
+    Ok(not_stored(records, &stored, |r| &r.origin))
 }
 
 /// The rejections of a batch whose origin is not stored yet.
@@ -701,14 +694,27 @@ async fn unseen_rejects<'a>(db: &Db, rejects: &'a [RejectRecord]) -> Result<Vec<
         .iter()
         .map(|r| (&r.origin.host, r.origin.file_id, r.origin.offset));
     let stored = stored_offsets(db, "rejects", origins).await?;
-    let mut seen = HashSet::new();
-    Ok(rejects
+    Ok(not_stored(rejects, &stored, |r| &r.origin))
+}
+
+/// The items whose origin is neither `stored` nor one of an item before.
+fn not_stored<'a, T>(
+    items: &'a [T],
+    stored: &HashSet<Origin>,
+    origin: impl Fn(&T) -> &RecordOrigin,
+) -> Vec<&'a T> {
+    let mut seen: HashSet<(&str, u64, u64), foldhash::fast::RandomState> = HashSet::default();
+    seen.reserve(items.len());
+    items
         .iter()
-        .filter(|r| {
-            let key = (r.origin.host.clone(), r.origin.file_id, r.origin.offset);
-            !stored.contains(&key) && seen.insert(key)
+        .filter(|item| {
+            let o = origin(item);
+            let key = (o.host.as_str(), o.file_id, o.offset);
+            let stored =
+                !stored.is_empty() && stored.contains(&(o.host.clone(), o.file_id, o.offset));
+            !stored && seen.insert(key)
         })
-        .collect())
+        .collect()
 }
 
 type Origin = (String, u64, u64);
