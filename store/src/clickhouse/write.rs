@@ -215,7 +215,7 @@ async fn build_rows(
         h.rejects += 1;
         h.saw(Some(ms(reject.at)));
         let source = reject_source(reject);
-        push_cells(rows, &reject_contribution(reject), None, &source, 1);
+        push_cells(rows, reject_contribution(reject), None, &source, 1);
         rows.rejects.push(RejectRow::new(reject));
     }
 
@@ -255,7 +255,7 @@ async fn build_rows(
         };
         let source = message_source(lc);
         let new = contribution(lc);
-        push_cells(rows, &new, old.as_ref(), &source, version);
+        push_cells(rows, new, old.as_ref(), &source, version);
         rows.attempts.extend(attempt_rows(lc, version));
         built.insert(key, rows.lifecycles.len());
         rows.lifecycles
@@ -334,15 +334,20 @@ impl StepTimer {
 /// the summed cells.
 fn push_cells(
     rows: &mut Rows,
-    new: &ReportCells,
+    mut new: ReportCells,
     old: Option<&ReportCells>,
     source: &str,
     version: u64,
 ) {
-    for (key, cell) in &new.cells {
+    for (key, cell) in &mut new.cells {
         if !cell.samples.0.is_empty() {
-            let samples = &mut rows.samples.cells.entry(key.clone()).or_default().samples;
-            samples.add(&cell.samples);
+            let samples = std::mem::take(&mut cell.samples);
+            let kept = &mut rows.samples.cells.entry(key.clone()).or_default().samples;
+            if kept.0.is_empty() {
+                *kept = samples;
+            } else {
+                kept.add(&samples);
+            }
         }
     }
     rows.day_changes
@@ -389,20 +394,36 @@ struct DayChange {
 }
 
 impl DayChange {
-    /// The changes of a source from `old` to `new`, one per day either
-    /// has cells in (a lifecycle's cells share one hour, so usually one).
-    fn of<'a>(
-        new: &'a ReportCells,
-        old: Option<&'a ReportCells>,
-        source: &str,
-        version: u64,
-    ) -> Vec<Self> {
+    /// The changes of a source from `old` to `new` (without samples),
+    /// one per day either has cells in (a lifecycle's cells share one
+    /// hour, so usually one).
+    fn of(new: ReportCells, old: Option<&ReportCells>, source: &str, version: u64) -> Vec<Self> {
+        let change = |host: &str, day: i64, mut cells: ReportCells| {
+            cells.prune();
+            DayChange {
+                source: source.to_string(),
+                host: host.to_string(),
+                day,
+                version,
+                cells,
+            }
+        };
+        fn day_of(key: &CellKey) -> (&str, i64) {
+            (key.host.as_str(), key.hour.div_euclid(24))
+        }
+        // A first version in one day, the usual case, is its own change.
+        let mut days = new.cells.keys().map(day_of);
+        let first = days.next();
+        if old.is_none() && days.all(|d| Some(d) == first) {
+            return match first.map(|(host, day)| (host.to_string(), day)) {
+                Some((host, day)) => vec![change(&host, day, new)],
+                None => Vec::new(),
+            };
+        }
         let mut by_day: HashMap<(&str, i64), ReportCells> = HashMap::new();
-        let mut put = |cells: &'a ReportCells, add: bool| {
-            for (key, cell) in &cells.cells {
-                let day = by_day
-                    .entry((key.host.as_str(), key.hour.div_euclid(24)))
-                    .or_default();
+        for (cells, add) in [(Some(&new), true), (old, false)] {
+            for (key, cell) in cells.iter().flat_map(|c| &c.cells) {
+                let day = by_day.entry(day_of(key)).or_default();
                 let sum = day.cells.entry(key.clone()).or_default();
                 if add {
                     sum.counters.add(&cell.counters);
@@ -411,23 +432,10 @@ impl DayChange {
                     sum.subtract(cell);
                 }
             }
-        };
-        put(new, true);
-        if let Some(old) = old {
-            put(old, false);
         }
         by_day
             .into_iter()
-            .map(|((host, day), mut cells)| {
-                cells.prune();
-                DayChange {
-                    source: source.to_string(),
-                    host: host.to_string(),
-                    day,
-                    version,
-                    cells,
-                }
-            })
+            .map(|((host, day), cells)| change(host, day, cells))
             .collect()
     }
 
