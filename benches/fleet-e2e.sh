@@ -15,7 +15,9 @@
 #    ClickHouse (`SELECT count() FROM events`) gives lines per second from
 #    file to queryable rows. The tailer's and the processor's metrics say
 #    when the last line was published to the broker and how long the store
-#    took, to show where the time goes.
+#    took, and each process's CPU time (from /proc) bounds what this machine
+#    could do if every core were busy all the time, to show where the time
+#    goes.
 # 2. Freshness: lines are appended to the same mainlog at a steady RATE; for
 #    one line in EVERY, the time from its write to the moment a ClickHouse
 #    query sees it (the largest stored offset reaching it, polled every
@@ -82,8 +84,9 @@ tail_metrics=127.0.0.1:$(free_port)
   --listen "$tail_metrics" 2>"$work/tail.log" &
 pids+=($!)
 
+cpu_pids="tail=${pids[1]} broker=$(cat "$work/kafka/pid") process=${pids[0]} clickhouse=$(cat "$work/clickhouse/pid")"
 python3 - "$clickhouse" "$work" "$records" "$rate" "$every" \
-  "$tail_metrics" "$process_metrics" <<'EOF'
+  "$tail_metrics" "$process_metrics" "$cpu_pids" <<'EOF'
 import os
 import statistics
 import sys
@@ -91,8 +94,9 @@ import threading
 import time
 import urllib.request
 
-url, work, records, rate, every, tail_metrics, process_metrics = sys.argv[1:]
+url, work, records, rate, every, tail_metrics, process_metrics, cpu_pids = sys.argv[1:]
 records, rate, every = int(records), int(rate), int(every)
+cpu_pids = dict(item.split("=") for item in cpu_pids.split())
 log = os.path.join(work, "logs", "mainlog")
 
 
@@ -119,6 +123,20 @@ def metrics(address):
     return out
 
 
+def cpu_seconds():
+    """Each process's CPU time so far (user and system), by name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in cpu_pids.items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / ticks
+        except OSError:
+            out[name] = 0.0
+    return out
+
+
 def wait(what, done, patience=600):
     start = time.monotonic()
     while not done():
@@ -142,6 +160,7 @@ wait("the tailer is up", lambda: bool(metrics(tail_metrics)))
 
 # 1. Throughput.
 published_at = None
+cpu_before = cpu_seconds()
 start = time.monotonic()
 os.rename(os.path.join(work, "bulk"), log)
 while True:
@@ -155,6 +174,7 @@ while True:
         sys.exit("gave up: not every line reached ClickHouse in 30 minutes")
     time.sleep(0.05)
 total = time.monotonic() - start
+cpu_after = cpu_seconds()
 size = os.path.getsize(log)
 pm = metrics(process_metrics)
 commits = pm.get("exim_pilot_store_batches_committed_total", 0)
@@ -166,6 +186,12 @@ if published_at is not None:
           f"{published_at - start:.1f} s ({records / (published_at - start):,.0f} lines/s)")
 print(f"  process: {commits:.0f} store batches, {store_secs:.1f} s inside "
       f"ClickHouse commits ({records / max(store_secs, 1e-9):,.0f} lines/s while storing)")
+cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_pids}
+busy = sum(cpu.values())
+cores = os.cpu_count() or 1
+print("  CPU seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in cpu.items())
+      + f"; {busy:.1f} in all, {busy / total:.2f} of {cores} cores busy; with every core "
+      f"busy all the time, at most {records / (busy / cores):,.0f} lines/s")
 
 # 2. Freshness at a steady rate.
 before = metrics(process_metrics)
