@@ -718,9 +718,9 @@ fn not_stored<'a, T>(
         .filter(|item| {
             let o = origin(item);
             let key = (o.host.as_str(), o.file_id, o.offset);
-            let stored =
+            let there =
                 !stored.is_empty() && stored.contains(&(o.host.clone(), o.file_id, o.offset));
-            !stored && seen.insert(key)
+            !there && seen.insert(key)
         })
         .collect()
 }
