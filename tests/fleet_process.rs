@@ -1139,3 +1139,59 @@ fn a_state_being_saved_holds_back_the_offset_not_the_records() {
         BTreeMap::from([("mx1".to_string(), 5)])
     );
 }
+
+#[test]
+fn records_trickling_in_are_stored_in_few_batches() {
+    let Setup {
+        _kafka,
+        brokers,
+        rt,
+        topic,
+        group,
+    } = setup(1);
+    // When each batch with records began to be stored, and its size.
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = {
+        let batches = batches.clone();
+        move |_: u32, batch: &Batch| {
+            if !batch.records.is_empty() {
+                let mut batches = batches.lock().unwrap();
+                batches.push((Instant::now(), batch.records.len()));
+            }
+        }
+    };
+    let data = tempfile::tempdir().unwrap();
+    let inner = Arc::new(SqliteStore::open_dir(data.path()).unwrap());
+    let store = FlakyStore::new(inner.clone(), 0, seen);
+    let mut config = config(&brokers, &topic, &group);
+    let interval = Duration::from_secs(6);
+    config.batch_interval = interval;
+    let (stop, processor) = spawn_processor(&rt, config, store);
+
+    // The first record is stored at once.
+    let producer = producer(&brokers);
+    publish(&producer, &topic, 0, "mx1", &one_line_batch("mx1", 0));
+    flush(&producer);
+    wait_until("the first record is stored", || {
+        records_per_host(&rt, &*inner).get("mx1") == Some(&1)
+    });
+
+    // The next ones come one by one, each well after the one before
+    // (a batch is otherwise stored once no more records wait), and
+    // gather into one batch, stored once the interval is over.
+    for i in 1..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        publish(&producer, &topic, 0, "mx1", &one_line_batch("mx1", i * 100));
+        flush(&producer);
+    }
+    wait_until("every record is stored", || {
+        records_per_host(&rt, &*inner).get("mx1") == Some(&20)
+    });
+    stop.store(true, Ordering::SeqCst);
+    processor.join().unwrap().unwrap();
+
+    let batches = batches.lock().unwrap().clone();
+    let sizes: Vec<usize> = batches.iter().map(|(_, n)| *n).collect();
+    assert_eq!(sizes, vec![1, 19]);
+    assert!(batches[1].0 - batches[0].0 >= interval);
+}

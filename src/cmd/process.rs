@@ -140,6 +140,8 @@ pub struct Fleet {
     pub batch_records: Option<usize>,
     /// The configuration's `process.batch_wait_ms`.
     pub batch_wait: Option<Duration>,
+    /// The configuration's `process.batch_interval_ms`.
+    pub batch_interval: Option<Duration>,
     /// The configuration's `process.state_interval_ms`.
     pub state_interval: Option<Duration>,
     /// The topic of queue listings and job results.
@@ -217,6 +219,7 @@ impl FleetArgs {
             listen: config.process.listen,
             batch_records: config.process.batch_records,
             batch_wait: config.process.batch_wait_ms.map(Duration::from_millis),
+            batch_interval: config.process.batch_interval_ms.map(Duration::from_millis),
             state_interval: config.process.state_interval_ms.map(Duration::from_millis),
             queue_topic: config
                 .kafka
@@ -240,6 +243,7 @@ impl Fleet {
             correlator: CorrelatorConfig::default(),
             batch_records: self.batch_records.unwrap_or(defaults.batch_records),
             batch_wait: self.batch_wait.unwrap_or(defaults.batch_wait),
+            batch_interval: self.batch_interval.unwrap_or(defaults.batch_interval),
             state_interval: self.state_interval.unwrap_or(defaults.state_interval),
             ..defaults
         }

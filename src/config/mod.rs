@@ -197,6 +197,10 @@ pub struct ProcessSection {
     /// Longest time spent filling a batch, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_wait_ms: Option<u64>,
+    /// Shortest time between the starts of two batches, in milliseconds
+    /// (0: a batch is written as soon as no more records wait).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_interval_ms: Option<u64>,
     /// Time between two saves of a partition's pipeline state, in
     /// milliseconds (0: with every batch).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -293,6 +297,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("process", "listen", Kind::Text),
     ("process", "batch_records", Kind::Integer),
     ("process", "batch_wait_ms", Kind::Integer),
+    ("process", "batch_interval_ms", Kind::Integer),
     ("process", "state_interval_ms", Kind::Integer),
     ("clickhouse", "url", Kind::Text),
     ("clickhouse", "database", Kind::Text),

@@ -28,7 +28,10 @@
 //! records wait (none comes within a few milliseconds), or for
 //! [`FleetConfig::batch_wait`], whichever comes first: a round stores
 //! what has arrived instead of waiting for more, and records that arrive
-//! meanwhile make the next round, so rounds grow with the load. Decode
+//! meanwhile make the next round, so rounds grow with the load. A round
+//! that is not full is not stored before [`FleetConfig::batch_interval`]
+//! has passed since the last one was: at a steady rate each table then
+//! gets a few inserts a second, not one per handful of lines. Decode
 //! each Kafka record and run the records of each partition through that
 //! partition's own pipeline. Merge the partitions' output into one store
 //! [`Batch`]. Commit it to the store, again and again with growing pauses

@@ -116,6 +116,8 @@ pub struct Processor {
     /// Rebalances seen so far: a save that saw one meets partitions that
     /// may have moved, and commits no offset.
     rebalances: u64,
+    /// When the last round began to be stored.
+    last_store: Option<Instant>,
 }
 
 /// What one poll brought.
@@ -191,6 +193,7 @@ impl Processor {
             unsaved: BTreeMap::new(),
             saves,
             rebalances: 0,
+            last_store: None,
         })
     }
 
@@ -282,27 +285,45 @@ impl Processor {
         self.commit_list(&list);
     }
 
-    /// Polls until the batch is full, its time is up, every partition is
-    /// read to its end, or, once it holds records, nothing more comes
-    /// within [`GATHER`].
+    /// Polls until the batch is full, or, once [`Processor::hold`] is
+    /// over, its time is up, every partition is read to its end, or, once
+    /// it holds records, nothing more comes within [`GATHER`].
     fn fill_inbox(&mut self, stop: &AtomicBool) {
         let deadline = Instant::now() + self.config.batch_wait;
         let mut records = 0;
         while records < self.config.batch_records && !stop.load(Ordering::Relaxed) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            let hold = self.hold(now);
+            if left.is_zero() && hold.is_zero() {
                 break;
             }
-            let slice = if self.inbox.is_empty() {
+            let slice = if self.inbox.is_empty() || !hold.is_zero() {
                 POLL_SLICE
             } else {
                 GATHER
             };
-            match self.poll_once(left.min(slice), &mut records) {
-                PollOutcome::End if !self.inbox.is_empty() && self.all_at_end() => break,
-                PollOutcome::Nothing if !self.inbox.is_empty() => break,
+            let outcome = self.poll_once(left.max(hold).min(slice), &mut records);
+            if self.inbox.is_empty() || !hold.is_zero() {
+                continue;
+            }
+            match outcome {
+                PollOutcome::End if self.all_at_end() => break,
+                PollOutcome::Nothing => break,
                 _ => {}
             }
+        }
+    }
+
+    /// How much longer a round that holds records keeps gathering before
+    /// it may be stored: until [`FleetConfig::batch_interval`] has passed
+    /// since the last round was stored.
+    fn hold(&self, now: Instant) -> Duration {
+        match self.last_store {
+            Some(at) if !self.inbox.is_empty() => {
+                (at + self.config.batch_interval).saturating_duration_since(now)
+            }
+            _ => Duration::ZERO,
         }
     }
 
@@ -541,6 +562,7 @@ impl Processor {
     /// were revoked) or the processor is stopping.
     fn store_pending(&mut self, stop: &AtomicBool) -> bool {
         let mut failures = 0;
+        self.last_store = Some(Instant::now());
         loop {
             if self.pending.is_empty() {
                 self.metrics.pending(0);
