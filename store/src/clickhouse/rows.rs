@@ -601,9 +601,8 @@ pub fn encode_applied(cells: &ReportCells) -> String {
             out.raw(b"[");
             out.int(*hour);
             out.raw(b",[");
-            let nonzero = counters.iter().enumerate().filter(|(_, n)| **n != 0);
-            for (i, (index, n)) in nonzero.enumerate() {
-                out.pair(i, index as i64, *n);
+            for (i, (index, n)) in nonzero_counters(cell).enumerate() {
+                out.pair(i, index as i64, n);
             }
             out.raw(b"],[");
             for (i, (bucket, n)) in cell.delay.buckets.iter().enumerate() {

@@ -85,8 +85,8 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
 
     // What is stored already: records and rejections first.
     let (unseen, unseen_rej) = tokio::try_join!(
-        unseen_records(db, &batch.records),
-        unseen_rejects(db, &batch.rejects),
+        unseen(db, "events", &batch.records, |r| &r.origin),
+        unseen(db, "rejects", &batch.rejects, |r| &r.origin),
     )?;
     timer.lap("read_records");
 
@@ -121,7 +121,7 @@ pub async fn commit_batch(store: &ClickHouseStore, batch: Batch) -> Result<Batch
     // and version, so writing it again on a retry replaces it, and a
     // change to the sums is marked with what it applied; while
     // rejections and lifecycles, once stored, are taken as done by the
-    // next attempt (`unseen_rejects`, an unchanged lifecycle): written
+    // next attempt (`unseen`, an unchanged lifecycle): written
     // before their cells and attempts, those of a batch that failed in
     // between would never be written. Inserts of one step do not depend
     // on each other and go together.
@@ -343,11 +343,7 @@ fn push_cells(
         if !cell.samples.0.is_empty() {
             let samples = std::mem::take(&mut cell.samples);
             let kept = &mut rows.samples.cells.entry(key.clone()).or_default().samples;
-            if kept.0.is_empty() {
-                *kept = samples;
-            } else {
-                kept.add(&samples);
-            }
+            kept.add(&samples);
         }
     }
     rows.day_changes
@@ -685,58 +681,44 @@ fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
-/// The records of a batch whose origin is not stored yet (nor earlier in
-/// the batch). Each (host, file) asks for the stored offsets in the range
-/// of the batch's: one small query, whatever the batch's size.
-async fn unseen_records<'a>(db: &Db, records: &'a [StoredRecord]) -> Result<Vec<&'a StoredRecord>> {
-    let origins = records
-        .iter()
-        .map(|r| (&r.origin.host, r.origin.file_id, r.origin.offset));
-    let stored = stored_offsets(db, "events", origins).await?;
-    Ok(not_stored(records, &stored, |r| &r.origin))
-}
-
-/// The rejections of a batch whose origin is not stored yet.
-async fn unseen_rejects<'a>(db: &Db, rejects: &'a [RejectRecord]) -> Result<Vec<&'a RejectRecord>> {
-    let origins = rejects
-        .iter()
-        .map(|r| (&r.origin.host, r.origin.file_id, r.origin.offset));
-    let stored = stored_offsets(db, "rejects", origins).await?;
-    Ok(not_stored(rejects, &stored, |r| &r.origin))
-}
-
-/// The items whose origin is neither `stored` nor one of an item before.
-fn not_stored<'a, T>(
+/// The items of a batch (raw records in `events`, rejections in
+/// `rejects`) whose origin is not stored in `table` yet, nor that of an
+/// item before them. Each (host, file) asks for the stored offsets in the
+/// range of the batch's: one small query, whatever the batch's size.
+async fn unseen<'a, T>(
+    db: &Db,
+    table: &str,
     items: &'a [T],
-    stored: &HashSet<Origin>,
     origin: impl Fn(&T) -> &RecordOrigin,
-) -> Vec<&'a T> {
-    let mut seen: HashSet<(&str, u64, u64), foldhash::fast::RandomState> = HashSet::default();
+) -> Result<Vec<&'a T>> {
+    let stored = stored_offsets(db, table, items.iter().map(&origin)).await?;
+    let mut seen: HashSet<Origin, foldhash::fast::RandomState> = HashSet::default();
     seen.reserve(items.len());
-    items
+    Ok(items
         .iter()
         .filter(|item| {
             let o = origin(item);
             let key = (o.host.as_str(), o.file_id, o.offset);
-            let there =
-                !stored.is_empty() && stored.contains(&(o.host.clone(), o.file_id, o.offset));
-            !there && seen.insert(key)
+            !stored.contains(&key) && seen.insert(key)
         })
-        .collect()
+        .collect())
 }
 
-type Origin = (String, u64, u64);
+/// A record's origin: (host, file identity, offset).
+type Origin<'a> = (&'a str, u64, u64);
 
 async fn stored_offsets<'a>(
     db: &Db,
     table: &str,
-    origins: impl Iterator<Item = (&'a String, u64, u64)>,
-) -> Result<HashSet<Origin>> {
-    let mut ranges: HashMap<(&String, u64), (u64, u64)> = HashMap::new();
-    for (host, file, offset) in origins {
-        let r = ranges.entry((host, file)).or_insert((offset, offset));
-        r.0 = r.0.min(offset);
-        r.1 = r.1.max(offset);
+    origins: impl Iterator<Item = &'a RecordOrigin>,
+) -> Result<HashSet<Origin<'a>>> {
+    let mut ranges: HashMap<(&str, u64), (u64, u64)> = HashMap::new();
+    for o in origins {
+        let r = ranges
+            .entry((o.host.as_str(), o.file_id))
+            .or_insert((o.offset, o.offset));
+        r.0 = r.0.min(o.offset);
+        r.1 = r.1.max(o.offset);
     }
     let mut out = HashSet::new();
     for ((host, file), (lo, hi)) in ranges {
@@ -745,12 +727,12 @@ async fn stored_offsets<'a>(
                 "SELECT offset FROM {table}
                  WHERE host = ? AND file_id = ? AND offset >= ? AND offset <= ?"
             ))
-            .bind(host.as_str())
+            .bind(host)
             .bind(file)
             .bind(lo)
             .bind(hi);
         let offsets: Vec<u64> = db.fetch(q, "look for records already stored").await?;
-        out.extend(offsets.into_iter().map(|o| (host.clone(), file, o)));
+        out.extend(offsets.into_iter().map(|o| (host, file, o)));
     }
     Ok(out)
 }
